@@ -1,0 +1,47 @@
+/// Settings of NCSN annealed Langevin dynamics (Song & Ermon); defaults are the paper's.
+public struct LangevinParameters: Codable, Sendable, Hashable {
+    /// Number of noise levels L.
+    public var levels: Int
+    /// Langevin steps per level.
+    public var stepsPerLevel: Int
+    /// Base step size eps: alpha_i = eps sigma_i^2 / sigma_L^2.
+    public var stepSize: Double
+    /// Largest noise level sigma_1 (variance-exploding scale).
+    public var sigmaMax: Double
+    /// Smallest noise level sigma_L.
+    public var sigmaMin: Double
+    /// Whether a final denoising step x <- x + sigma_L^2 score (NCSNv2) ends the chain.
+    public var finalDenoising: Bool
+
+    /// Creates parameters; defaults: 10 levels from 1.0 to 0.01, 100 steps each, eps = 2e-5, final denoising on.
+    public init(levels: Int = 10, stepsPerLevel: Int = 100, stepSize: Double = 2e-5,
+                sigmaMax: Double = 1.0, sigmaMin: Double = 0.01, finalDenoising: Bool = true) {
+        self.levels = levels
+        self.stepsPerLevel = stepsPerLevel
+        self.stepSize = stepSize
+        self.sigmaMax = sigmaMax
+        self.sigmaMin = sigmaMin
+        self.finalDenoising = finalDenoising
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case levels
+        case stepsPerLevel = "steps_per_level"
+        case stepSize = "step_size"
+        case sigmaMax = "sigma_max"
+        case sigmaMin = "sigma_min"
+        case finalDenoising = "final_denoising"
+    }
+
+    /// Decodes; missing keys take the defaults.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = LangevinParameters()
+        levels = try c.decodeIfPresent(Int.self, forKey: .levels) ?? d.levels
+        stepsPerLevel = try c.decodeIfPresent(Int.self, forKey: .stepsPerLevel) ?? d.stepsPerLevel
+        stepSize = try c.decodeIfPresent(Double.self, forKey: .stepSize) ?? d.stepSize
+        sigmaMax = try c.decodeIfPresent(Double.self, forKey: .sigmaMax) ?? d.sigmaMax
+        sigmaMin = try c.decodeIfPresent(Double.self, forKey: .sigmaMin) ?? d.sigmaMin
+        finalDenoising = try c.decodeIfPresent(Bool.self, forKey: .finalDenoising) ?? d.finalDenoising
+    }
+}

@@ -1,0 +1,101 @@
+/// The reverse-process algorithm of a job.
+public enum SamplerKind: String, Codable, Sendable, Hashable, CaseIterable {
+    /// Ancestral sampling with a fixed or learned variance.
+    case ddpm
+    /// DDIM with stochasticity eta.
+    case ddim
+    /// Ancestral sampling with the Analytic-DPM variance (needs a Gamma table).
+    case analyticDDPM = "analytic_ddpm"
+    /// DDIM with the Analytic-DPM variance (needs a Gamma table).
+    case analyticDDIM = "analytic_ddim"
+    /// NCSN annealed Langevin dynamics on the model's score.
+    case langevin
+}
+
+/// How the samples are steered toward their class.
+public enum GuidanceKind: String, Codable, Sendable, Hashable, CaseIterable {
+    /// The network's (conditional or unconditional) output as is.
+    case none
+    /// Classifier guidance with g = scale * grad log p(y | x_t, t) from a noisy classifier.
+    case classifier
+    /// Classifier-free guidance: eps~ = (1 + w) eps(x, c) - w eps(x, null), w = scale.
+    case classifierFree = "classifier_free"
+}
+
+/// Everything that determines a job's samples, with defaults; Codable as the provenance record.
+///
+/// Together with the model weights, the image indices and the classes, this value fixes every
+/// output bit: the noise of image i at chain step k is a pure function of (seed, i, k, element).
+public struct SamplingConfiguration: Codable, Sendable, Hashable {
+    /// The model's diffusion (model.json `diffusion`); default cosine, T = 1000, eps, learned range.
+    public var diffusion: DiffusionSettings = DiffusionSettings()
+    /// The algorithm; default ddpm.
+    public var sampler: SamplerKind = .ddpm
+    /// The visited timesteps; default all T.
+    public var respacing: TimestepRespacing = .full
+    /// The variance of the ddpm sampler; nil (default) takes `diffusion.variance`. Only for ddpm.
+    public var ddpmVariance: VarianceType? = nil
+    /// DDIM stochasticity in [0, 1]; default 0. Only for ddim and analytic_ddim.
+    public var eta: Double = 0
+    /// Whether x0 estimates (and the final sample) are clipped to [-1, 1]; default true.
+    public var clipDenoised: Bool = true
+    /// The guidance; default none.
+    public var guidance: GuidanceKind = .none
+    /// Classifier scale s or classifier-free weight w; default 1. Ignored without guidance.
+    public var guidanceScale: Double = 1
+    /// The label meaning "no class" (model.json `null_class`); required for classifier-free guidance.
+    public var nullClass: Int? = nil
+    /// Langevin settings; only for langevin (other samplers reject non-default values).
+    public var langevin: LangevinParameters = LangevinParameters()
+    /// c in the Analytic-DPM last-step bound (c (2/255) sqrt(pi/2))^2; nil (default) means 2 for
+    /// analytic_ddpm on a linear schedule, 1 otherwise. Only for the analytic samplers.
+    public var analyticLastStepClipFactor: Double? = nil
+    /// The job seed of the noise; default 0.
+    public var seed: UInt64 = 0
+
+    /// A configuration with every default.
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case diffusion, sampler, respacing, eta, guidance, langevin, seed
+        case ddpmVariance = "ddpm_variance"
+        case clipDenoised = "clip_denoised"
+        case guidanceScale = "guidance_scale"
+        case nullClass = "null_class"
+        case analyticLastStepClipFactor = "analytic_last_step_clip_factor"
+    }
+
+    /// Decodes a record; missing keys take the defaults.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        diffusion = try c.decodeIfPresent(DiffusionSettings.self, forKey: .diffusion) ?? diffusion
+        sampler = try c.decodeIfPresent(SamplerKind.self, forKey: .sampler) ?? sampler
+        respacing = try c.decodeIfPresent(TimestepRespacing.self, forKey: .respacing) ?? respacing
+        ddpmVariance = try c.decodeIfPresent(VarianceType.self, forKey: .ddpmVariance)
+        eta = try c.decodeIfPresent(Double.self, forKey: .eta) ?? eta
+        clipDenoised = try c.decodeIfPresent(Bool.self, forKey: .clipDenoised) ?? clipDenoised
+        guidance = try c.decodeIfPresent(GuidanceKind.self, forKey: .guidance) ?? guidance
+        guidanceScale = try c.decodeIfPresent(Double.self, forKey: .guidanceScale) ?? guidanceScale
+        nullClass = try c.decodeIfPresent(Int.self, forKey: .nullClass)
+        langevin = try c.decodeIfPresent(LangevinParameters.self, forKey: .langevin) ?? langevin
+        analyticLastStepClipFactor = try c.decodeIfPresent(Double.self, forKey: .analyticLastStepClipFactor)
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+    }
+
+    /// Encodes every field, nil optionals as null, so the record is complete.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(diffusion, forKey: .diffusion)
+        try c.encode(sampler, forKey: .sampler)
+        try c.encode(respacing, forKey: .respacing)
+        try c.encode(ddpmVariance, forKey: .ddpmVariance)
+        try c.encode(eta, forKey: .eta)
+        try c.encode(clipDenoised, forKey: .clipDenoised)
+        try c.encode(guidance, forKey: .guidance)
+        try c.encode(guidanceScale, forKey: .guidanceScale)
+        try c.encode(nullClass, forKey: .nullClass)
+        try c.encode(langevin, forKey: .langevin)
+        try c.encode(analyticLastStepClipFactor, forKey: .analyticLastStepClipFactor)
+        try c.encode(seed, forKey: .seed)
+    }
+}

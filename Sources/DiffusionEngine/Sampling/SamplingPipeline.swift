@@ -1,0 +1,283 @@
+/// The size of one image: channels, height, width.
+public struct ImageShape: Codable, Sendable, Hashable {
+    /// Channels C.
+    public var channels: Int
+    /// Height H.
+    public var height: Int
+    /// Width W.
+    public var width: Int
+
+    /// Creates a shape.
+    public init(channels: Int, height: Int, width: Int) {
+        self.channels = channels
+        self.height = height
+        self.width = width
+    }
+
+    /// C * H * W.
+    public var elementCount: Int { channels * height * width }
+
+    /// The NCHW shape of a batch of n images.
+    public func batch(_ n: Int) -> [Int] { [n, channels, height, width] }
+}
+
+/// Where a running job stands, reported after every step.
+public struct SamplingProgress: Sendable, Hashable {
+    /// Steps finished so far, counted from the start of the chain.
+    public let completedSteps: Int
+    /// Steps in the whole chain.
+    public let totalSteps: Int
+    /// The original timestep of the step just finished.
+    public let timestep: Int
+}
+
+/// Runs a whole reverse chain for a batch of images: noise, network, guidance, sampler steps.
+///
+/// Usage: `let pipeline = try SamplingPipeline(configuration: c, predictor: net, imageShape: s)`,
+/// then `try pipeline.generate(imageIndices: [0, 1, 2], classes: [3, 3, 7])` returns x [N, C, H, W]
+/// (in [-1, 1] when `clipDenoised`; `pixelBytes()` converts it). For checkpointing, `initialState` and
+/// `denoise(_:imageIndices:classes:steps:)` run any range of chain steps on a state in place; the
+/// images come out bit-identical whatever the batch split, batch order or resume point.
+public final class SamplingPipeline {
+    /// The configuration with every default resolved (the provenance record).
+    public let configuration: SamplingConfiguration
+    /// The sampler built from it.
+    public let sampler: any DiffusionSampler
+    /// The image size.
+    public let imageShape: ImageShape
+    let predictor: any NoisePredictor
+    let classifier: (any ClassifierGradient)?
+    let randomSource: any RandomSource
+
+    /// Validates `configuration` against the network, classifier and Gamma table and builds the sampler.
+    ///
+    /// Throws `SamplingError.invalidSetting` naming the offending setting. `randomSource` defaults to
+    /// `PhiloxNormalSource(seed: configuration.seed)`.
+    public init(configuration: SamplingConfiguration, predictor: any NoisePredictor,
+                classifier: (any ClassifierGradient)? = nil, gammaTable: [Double]? = nil,
+                imageShape: ImageShape, randomSource: (any RandomSource)? = nil) throws {
+        var config = configuration
+        func invalid(_ name: String, _ reason: String) -> SamplingError { .invalidSetting(name: name, reason: reason) }
+        let d = config.diffusion
+        guard d.steps >= 1 else { throw invalid("diffusion.steps", "T must be at least 1, got \(d.steps)") }
+        guard imageShape.channels >= 1, imageShape.height >= 1, imageShape.width >= 1 else {
+            throw invalid("image_shape", "every dimension must be positive")
+        }
+        let c = imageShape.channels, outC = predictor.outputChannels
+        guard outC == c || outC == 2 * c else {
+            throw SamplingError.shapeMismatch("the network outputs \(outC) channels; images have \(c) (expected \(c) or \(2 * c))")
+        }
+        if d.variance == .learnedRange && outC != 2 * c {
+            throw invalid("diffusion.variance", "learned_range needs \(2 * c) output channels; the network has \(outC)")
+        }
+        let kind = config.sampler
+        let isAnalytic = kind == .analyticDDPM || kind == .analyticDDIM
+        if kind != .ddpm, let v = config.ddpmVariance {
+            throw invalid("ddpm_variance", "'\(v.rawValue)' applies to the ddpm sampler only, not \(kind.rawValue)")
+        }
+        if kind != .ddim && kind != .analyticDDIM && config.eta != 0 {
+            throw invalid("eta", "applies to ddim and analytic_ddim only, not \(kind.rawValue)")
+        }
+        guard config.eta.isFinite, (0...1).contains(config.eta) else { throw invalid("eta", "must lie in [0, 1], got \(config.eta)") }
+        if kind != .langevin && config.langevin != LangevinParameters() {
+            throw invalid("langevin", "Langevin settings apply to the langevin sampler only, not \(kind.rawValue)")
+        }
+        if !isAnalytic, config.analyticLastStepClipFactor != nil {
+            throw invalid("analytic_last_step_clip_factor", "applies to analytic_ddpm and analytic_ddim only")
+        }
+        switch config.guidance {
+        case .none: break
+        case .classifier:
+            guard classifier != nil else { throw invalid("guidance", "classifier guidance needs a classifier") }
+        case .classifierFree:
+            guard config.nullClass != nil else { throw invalid("null_class", "classifier-free guidance needs the null class label") }
+        }
+        if config.guidance != .none && !config.guidanceScale.isFinite {
+            throw invalid("guidance_scale", "must be finite, got \(config.guidanceScale)")
+        }
+
+        let base = d.noiseSchedule
+        let built: any DiffusionSampler
+        switch kind {
+        case .ddpm:
+            let variance = config.ddpmVariance ?? d.variance
+            if variance == .learnedRange && outC != 2 * c {
+                throw invalid("ddpm_variance", "learned_range needs \(2 * c) output channels; the network has \(outC)")
+            }
+            config.ddpmVariance = variance
+            built = DDPMSampler(schedule: try RespacedSchedule(base: base, respacing: config.respacing),
+                                variance: variance, prediction: d.prediction, clipDenoised: config.clipDenoised)
+        case .ddim:
+            built = DDIMSampler(schedule: try RespacedSchedule(base: base, respacing: config.respacing),
+                                eta: config.eta, prediction: d.prediction, clipDenoised: config.clipDenoised)
+        case .analyticDDPM, .analyticDDIM:
+            guard let gamma = gammaTable else {
+                throw invalid("sampler", "\(kind.rawValue) needs the model's Gamma table (gamma.safetensors)")
+            }
+            guard gamma.count == d.steps, gamma.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
+                throw invalid("sampler", "the Gamma table must hold \(d.steps) finite non-negative values, got \(gamma.count)")
+            }
+            let factor = config.analyticLastStepClipFactor ?? (kind == .analyticDDPM && d.schedule == .linear ? 2 : 1)
+            guard factor > 0, factor.isFinite else { throw invalid("analytic_last_step_clip_factor", "must be positive, got \(factor)") }
+            config.analyticLastStepClipFactor = factor
+            let schedule = try RespacedSchedule(base: base, respacing: config.respacing)
+            built = kind == .analyticDDPM
+                ? AnalyticDDPMSampler(schedule: schedule, gamma: gamma, prediction: d.prediction,
+                                      clipDenoised: config.clipDenoised, lastStepClipFactor: factor)
+                : AnalyticDDIMSampler(schedule: schedule, gamma: gamma, eta: config.eta, prediction: d.prediction,
+                                      clipDenoised: config.clipDenoised, lastStepClipFactor: factor)
+        case .langevin:
+            guard config.respacing == .full else {
+                throw invalid("respacing", "does not apply to langevin (its levels choose the timesteps)")
+            }
+            let p = config.langevin
+            guard p.levels >= 1 else { throw invalid("langevin.levels", "must be at least 1, got \(p.levels)") }
+            guard p.stepsPerLevel >= 1 else { throw invalid("langevin.steps_per_level", "must be at least 1, got \(p.stepsPerLevel)") }
+            guard p.stepSize > 0, p.stepSize.isFinite else { throw invalid("langevin.step_size", "must be positive, got \(p.stepSize)") }
+            guard p.sigmaMin > 0, p.sigmaMin.isFinite else { throw invalid("langevin.sigma_min", "must be positive, got \(p.sigmaMin)") }
+            guard p.sigmaMax >= p.sigmaMin, p.sigmaMax.isFinite else {
+                throw invalid("langevin.sigma_max", "must be at least sigma_min, got \(p.sigmaMax)")
+            }
+            built = LangevinSampler(schedule: base, parameters: p, prediction: d.prediction, clipDenoised: config.clipDenoised)
+        }
+        self.configuration = config
+        self.sampler = built
+        self.imageShape = imageShape
+        self.predictor = predictor
+        self.classifier = classifier
+        self.randomSource = randomSource ?? PhiloxNormalSource(seed: config.seed)
+    }
+
+    /// Number of steps (network evaluations per image, twice that with classifier-free guidance) in a job.
+    public var stepCount: Int { sampler.stepCount }
+
+    /// The initial state [N, C, H, W] of the images: initialNoiseScale * z with z from draw 0.
+    public func initialState(imageIndices: [Int]) -> Tensor {
+        let x = Tensor(shape: imageShape.batch(imageIndices.count))
+        let perImage = imageShape.elementCount
+        let scale = Float(sampler.initialNoiseScale)
+        for (n, image) in imageIndices.enumerated() {
+            precondition(image >= 0, "image indices must be non-negative")
+            let slice = UnsafeMutableBufferPointer(start: x.data + n * perImage, count: perImage)
+            randomSource.fillStandardNormal(slice, image: image, draw: 0)
+            if scale != 1 { for j in slice.indices { slice[j] *= scale } }
+        }
+        return x
+    }
+
+    /// Generates the images from scratch: the final x [N, C, H, W].
+    public func generate(imageIndices: [Int], classes: [Int]?,
+                         progress: ((SamplingProgress) -> Void)? = nil, isCancelled: () -> Bool = { false }) throws -> Tensor {
+        let x = initialState(imageIndices: imageIndices)
+        try denoise(x, imageIndices: imageIndices, classes: classes, progress: progress, isCancelled: isCancelled)
+        return x
+    }
+
+    /// Runs chain steps `steps` (default all) on the state x in place.
+    ///
+    /// `isCancelled` is checked before every step; on cancellation it throws
+    /// `SamplingError.cancelled(completedSteps:)` and x holds the state after that many steps, so that
+    /// `denoise(x, ..., steps: completed..<stepCount)` finishes the job with identical bits. After the
+    /// last step x is clamped to [-1, 1] when `clipDenoised` is on.
+    public func denoise(_ x: Tensor, imageIndices: [Int], classes: [Int]?, steps: Range<Int>? = nil,
+                        progress: ((SamplingProgress) -> Void)? = nil, isCancelled: () -> Bool = { false }) throws {
+        let total = sampler.stepCount
+        let range = steps ?? 0..<total
+        let n = imageIndices.count
+        guard range.lowerBound >= 0, range.upperBound <= total else {
+            throw SamplingError.invalidSetting(name: "steps", reason: "\(range) lies outside the chain 0..<\(total)")
+        }
+        guard x.shape == imageShape.batch(n) else {
+            throw SamplingError.shapeMismatch("state \(x.shape) for \(n) images of \(imageShape)")
+        }
+        guard imageIndices.allSatisfy({ $0 >= 0 }) else {
+            throw SamplingError.invalidSetting(name: "image_indices", reason: "must be non-negative")
+        }
+        if let classes, classes.count != n {
+            throw SamplingError.shapeMismatch("\(classes.count) classes for \(n) images")
+        }
+        let guidance = configuration.guidance
+        if guidance != .none && classes == nil {
+            throw SamplingError.invalidSetting(name: "guidance", reason: "\(guidance.rawValue) guidance needs the target classes")
+        }
+        let outC = predictor.outputChannels
+        let c = imageShape.channels, plane = imageShape.height * imageShape.width, perImage = imageShape.elementCount
+        let outputShape = [n, outC, imageShape.height, imageShape.width]
+        let classifierFree = guidance == .classifierFree
+        let weight = Float(configuration.guidanceScale)
+
+        // Every buffer of the loop is allocated here, once per call.
+        let noise = Tensor(shape: imageShape.batch(n))
+        var timesteps = [Int](repeating: 0, count: classifierFree ? 2 * n : n)
+        let modelClasses: [Int]? = classifierFree
+            ? classes! + [Int](repeating: configuration.nullClass!, count: n) : classes
+        let doubledInput = classifierFree ? Tensor(shape: imageShape.batch(2 * n)) : nil
+        let combinedOutput = classifierFree ? Tensor(shape: outputShape) : nil
+
+        for k in range {
+            if isCancelled() { throw SamplingError.cancelled(completedSteps: k) }
+            let t = sampler.timestep(at: k)
+            for j in timesteps.indices { timesteps[j] = t }
+            let output: Tensor
+            if let doubledInput, let combinedOutput {
+                doubledInput.data.update(from: x.data, count: x.count)
+                (doubledInput.data + x.count).update(from: x.data, count: x.count)
+                let raw = try predictor.predict(doubledInput, timesteps: timesteps, classes: modelClasses)
+                guard raw.shape == [2 * n] + outputShape.dropFirst() else {
+                    throw SamplingError.shapeMismatch("network output \(raw.shape), expected \([2 * n] + outputShape.dropFirst())")
+                }
+                Self.combineClassifierFree(raw, into: combinedOutput, images: n, guidedCount: c * plane,
+                                           perImage: outC * plane, weight: weight)
+                output = combinedOutput
+            } else {
+                output = try predictor.predict(x, timesteps: timesteps, classes: classes)
+                guard output.shape == outputShape else {
+                    throw SamplingError.shapeMismatch("network output \(output.shape), expected \(outputShape)")
+                }
+            }
+            var guidanceTerm: ClassifierGuidanceTerm? = nil
+            if guidance == .classifier, let classifier {
+                let gradient = try classifier.gradientOfLogProbability(x, timesteps: timesteps, classes: classes!)
+                guard gradient.shape == x.shape else {
+                    throw SamplingError.shapeMismatch("classifier gradient \(gradient.shape), expected \(x.shape)")
+                }
+                guidanceTerm = ClassifierGuidanceTerm(gradient: gradient, scale: weight)
+            }
+            let usesNoise = sampler.usesNoise(at: k)
+            if usesNoise {
+                for (slot, image) in imageIndices.enumerated() {
+                    randomSource.fillStandardNormal(UnsafeMutableBufferPointer(start: noise.data + slot * perImage, count: perImage),
+                                                    image: image, draw: k + 1)
+                }
+            }
+            sampler.step(k, x: x, modelOutput: output, classifierGuidance: guidanceTerm, noise: usesNoise ? noise : nil)
+            if k == total - 1 && configuration.clipDenoised {
+                let b = x.buffer
+                for j in b.indices { b[j] = min(max(b[j], -1), 1) }
+            }
+            progress?(SamplingProgress(completedSteps: k + 1, totalSteps: total, timestep: t))
+        }
+    }
+
+    /// eps~ = (1 + w) cond - w uncond on the first C channels of each image; the rest (learned
+    /// variance) is taken from the conditional half. `raw` is [2N, outC, H, W], conditional first.
+    static func combineClassifierFree(_ raw: Tensor, into out: Tensor, images n: Int, guidedCount: Int,
+                                      perImage: Int, weight w: Float) {
+        let unconditionalOffset = n * perImage
+        for image in 0..<n {
+            let cond = UnsafePointer(raw.data + image * perImage)
+            let uncond = UnsafePointer(raw.data + unconditionalOffset + image * perImage)
+            let dst = out.data + image * perImage
+            var j = 0
+            while j < guidedCount {
+                let lanes = min(16, guidedCount - j)
+                let mixed = (1 + w) * VectorLanes.load(cond + j, lanes) - w * VectorLanes.load(uncond + j, lanes)
+                VectorLanes.store(mixed, dst + j, lanes)
+                j += 16
+            }
+            if perImage > guidedCount {
+                (dst + guidedCount).update(from: cond + guidedCount, count: perImage - guidedCount)
+            }
+        }
+    }
+}
