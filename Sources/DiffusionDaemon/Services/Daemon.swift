@@ -97,7 +97,9 @@ public final class Daemon: Sendable {
     /// Runs until SIGTERM or SIGINT: recovery, preload, READY=1, then the services.
     public func run() async throws {
         try recover()
+        runner.activity.withLock { $0.status = "loading models" }
         await preload()
+        runner.activity.withLock { $0.status = "idle" }
         let lastBeat = Locked(ContinuousClock.now)
         let cfg = config.current
         let services: [any Service] = [
@@ -106,7 +108,7 @@ public final class Daemon: Sendable {
             ReloadService(reload: { [self] in self.reloadConfig() }),
             SpoolWatcherService(ingestor: ingestor, wakeRunner: wake,
                                 rescanInterval: { [config] in .seconds(config.current.rescanSeconds) }, logger: logger),
-            JobRunnerService(runner: runner, wake: wake),
+            JobRunnerService(runner: runner, wake: wake, onShutdown: { [notifier] in notifier.stopping() }),
         ]
         var groupConfig = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
                                                     cancellationSignals: [], logger: logger)
@@ -115,13 +117,7 @@ public final class Daemon: Sendable {
         notifier.ready(status: "ready: spool \(cfg.spool)")
         logger.info("diffusiond ready", metadata: ["spool": "\(cfg.spool)", "database": "\(cfg.databasePath)",
                                                    "pid": "\(getpid())"])
-        do {
-            try await group.run()
-        } catch {
-            notifier.stopping()
-            throw error
-        }
-        notifier.stopping()
+        try await group.run()
         logger.info("diffusiond stopped")
     }
 }

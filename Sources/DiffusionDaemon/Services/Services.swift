@@ -52,10 +52,12 @@ public struct SpoolWatcherService: Service {
 public struct JobRunnerService: Service {
     let runner: JobRunner
     let wake: Wakeup
+    let onShutdown: @Sendable () -> Void
 
-    public init(runner: JobRunner, wake: Wakeup) {
+    public init(runner: JobRunner, wake: Wakeup, onShutdown: @escaping @Sendable () -> Void = {}) {
         self.runner = runner
         self.wake = wake
+        self.onShutdown = onShutdown
     }
 
     public func run() async throws {
@@ -66,6 +68,7 @@ public struct JobRunnerService: Service {
                 await wake.wait(timeout: .seconds(2))
             }
         } onGracefulShutdown: {
+            onShutdown()
             runner.requestStop()
             wake.signal()
         }
