@@ -6,6 +6,19 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "DiffusionEngine", targets: ["DiffusionEngine"]),
+        .library(name: "ImageCodecs", targets: ["ImageCodecs"]),
+        .library(name: "Provenance", targets: ["Provenance"]),
+        .library(name: "DiffusionDaemon", targets: ["DiffusionDaemon"]),
+        .executable(name: "diffusiond", targets: ["diffusiond"]),
+        .executable(name: "diffusionctl", targets: ["diffusionctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
     ],
     targets: [
         // C libraries, one system-library target each.
@@ -19,7 +32,59 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
 
+        // libpng / libjpeg behind a few C functions that trap their errors with setjmp.
+        .target(
+            name: "CImageCodecs",
+            linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]
+        ),
+        // PNG and JPEG files that carry their generation record; atomic writes; grids.
+        .target(name: "ImageCodecs", dependencies: ["CImageCodecs"]),
+
+        // The SQLite record of jobs, images, models, metrics and the environment.
+        .target(
+            name: "Provenance",
+            dependencies: [
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+
+        // The daemon below its main loop: config, job files, spool, runner, notify, services.
+        .target(
+            name: "DiffusionDaemon",
+            dependencies: [
+                "ImageCodecs", "Provenance",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .executableTarget(
+            name: "diffusiond",
+            dependencies: [
+                "DiffusionDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "diffusionctl",
+            dependencies: [
+                "DiffusionDaemon", "Provenance", "ImageCodecs",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
         .testTarget(name: "DiffusionEngineTests", dependencies: ["DiffusionEngine"],
                     resources: []),
+        .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs"]),
+        .testTarget(name: "ProvenanceTests", dependencies: ["Provenance"]),
+        .testTarget(
+            name: "DiffusionDaemonTests",
+            dependencies: ["DiffusionDaemon", "Provenance", "ImageCodecs", "diffusiond"]
+        ),
     ]
 )

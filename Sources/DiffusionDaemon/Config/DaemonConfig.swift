@@ -1,0 +1,159 @@
+import Foundation
+import Yams
+
+/// `config.yml`: where things live and how hard to work. Every key is optional
+/// (the defaults are below); an unknown key is an error that names it and its
+/// line. Relative paths are taken relative to the config file's directory.
+///
+/// ```yaml
+/// spool: /var/spool/diffusiond        # incoming/ active/ done/ failed/ below it
+/// output: /var/lib/diffusiond/output  # one folder per job
+/// state: /var/lib/diffusiond          # diffusiond.sqlite (the provenance database)
+/// models: /usr/share/diffusiond/models
+/// default_model: fashion-mnist
+/// preload: [fashion-mnist]
+/// cache_memory_mb: 2048
+/// batch_size: 64
+/// threads: 2
+/// limits: {images_per_job: 10000, steps: 1000, job_file_bytes: 65536, attempts: 3}
+/// metrics: {enabled: true, features_model: fashion-mnist-features, min_images: 1000}
+/// log_level: info                     # trace debug info notice warning error critical
+/// rescan_seconds: 60
+/// ```
+public struct DaemonConfig: Codable, Sendable, Equatable {
+    public var spool: String = "/var/spool/diffusiond"
+    public var output: String = "/var/lib/diffusiond/output"
+    public var state: String = "/var/lib/diffusiond"
+    public var models: String = "/usr/share/diffusiond/models"
+    public var defaultModel: String = "fashion-mnist"
+    public var preload: [String] = []
+    public var cacheMemoryMB: Int = 2048
+    public var batchSize: Int = 64
+    public var threads: Int = 2
+    public var limits = Limits()
+    public var metrics = Metrics()
+    public var logLevel: String = "info"
+    public var rescanSeconds: Int = 60
+    /// Selects the image generator. `engine` (the default) is the diffusion
+    /// engine; `test` is `DeterministicTestGenerator`, for the daemon's own
+    /// tests only (also selected by DIFFUSIOND_TEST_GENERATOR=1).
+    public var generator: String = "engine"
+
+    public struct Limits: Codable, Sendable, Equatable {
+        public var imagesPerJob: Int = 10_000
+        public var steps: Int = 1000
+        public var jobFileBytes: Int = 65_536
+        /// Starts of a job that may end in a crash before it is failed as a poison job.
+        public var attempts: Int = 3
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case imagesPerJob = "images_per_job", steps, jobFileBytes = "job_file_bytes", attempts
+        }
+    }
+
+    public struct Metrics: Codable, Sendable, Equatable {
+        public var enabled: Bool = true
+        public var featuresModel: String = "fashion-mnist-features"
+        /// Jobs with fewer images get no FID (too noisy to mean anything).
+        public var minImages: Int = 1000
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case enabled, featuresModel = "features_model", minImages = "min_images"
+        }
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case spool, output, state, models, defaultModel = "default_model", preload, cacheMemoryMB = "cache_memory_mb"
+        case batchSize = "batch_size", threads, limits, metrics, logLevel = "log_level", rescanSeconds = "rescan_seconds"
+        case generator
+    }
+
+    public init() {}
+
+    public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    /// The provenance database.
+    public var databasePath: String { (state as NSString).appendingPathComponent("diffusiond.sqlite") }
+
+    public var spoolIncoming: String { (spool as NSString).appendingPathComponent("incoming") }
+    public var spoolActive: String { (spool as NSString).appendingPathComponent("active") }
+    public var spoolDone: String { (spool as NSString).appendingPathComponent("done") }
+    public var spoolFailed: String { (spool as NSString).appendingPathComponent("failed") }
+
+    /// Parses and validates config text. `baseDirectory` anchors relative paths.
+    public static func parse(_ bytes: [UInt8], baseDirectory: String? = nil) throws(ValidationFailure) -> DaemonConfig {
+        let root = try StrictYAML.load(bytes, limits: YAMLLimits(maxBytes: 1 << 20))
+        var r = NodeReader()
+        var c = DaemonConfig()
+        guard let map = r.mapping(root, path: "", known: CodingKeys.allCases.map(\.rawValue)) else {
+            throw ValidationFailure(r.errors)
+        }
+        func path(_ key: CodingKeys, _ into: inout String) {
+            guard let n = map[key.rawValue], let s = r.string(n, path: key.rawValue) else { return }
+            if s.isEmpty { r.fail(key.rawValue, "must not be empty", n); return }
+            if s.unicodeScalars.contains(where: { $0.value < 0x20 }) { r.fail(key.rawValue, "must not contain control characters", n); return }
+            if let base = baseDirectory, !s.hasPrefix("/") {
+                into = ((base as NSString).appendingPathComponent(s) as NSString).standardizingPath
+            } else {
+                into = s
+            }
+        }
+        path(.spool, &c.spool)
+        path(.output, &c.output)
+        path(.state, &c.state)
+        path(.models, &c.models)
+        if let n = map[CodingKeys.defaultModel.rawValue], let s = r.string(n, path: "default_model") {
+            if let p = SafeName.problem(s) { r.fail("default_model", p, n) } else { c.defaultModel = s }
+        }
+        if let n = map[CodingKeys.preload.rawValue], let items = r.sequence(n, path: "preload") {
+            c.preload = []
+            for (i, item) in items.enumerated() {
+                guard let s = r.string(item, path: "preload[\(i)]") else { continue }
+                if let p = SafeName.problem(s) { r.fail("preload[\(i)]", p, item) } else { c.preload.append(s) }
+            }
+        }
+        if let n = map["cache_memory_mb"], let v = r.int(n, path: "cache_memory_mb", range: 16 ... 1 << 20) { c.cacheMemoryMB = v }
+        if let n = map["batch_size"], let v = r.int(n, path: "batch_size", range: 1 ... 4096) { c.batchSize = v }
+        if let n = map["threads"], let v = r.int(n, path: "threads", range: 1 ... 1024) { c.threads = v }
+        if let n = map["rescan_seconds"], let v = r.int(n, path: "rescan_seconds", range: 1 ... 86_400) { c.rescanSeconds = v }
+        if let n = map["log_level"], let v = r.choice(n, path: "log_level", logLevels) { c.logLevel = v }
+        if let n = map["generator"], let v = r.choice(n, path: "generator", ["engine", "test"]) { c.generator = v }
+        if let n = map["limits"], let m = r.mapping(n, path: "limits", known: Limits.CodingKeys.allCases.map(\.rawValue)) {
+            if let n = m["images_per_job"], let v = r.int(n, path: "limits.images_per_job", range: 1 ... 1_000_000) { c.limits.imagesPerJob = v }
+            if let n = m["steps"], let v = r.int(n, path: "limits.steps", range: 1 ... 100_000) { c.limits.steps = v }
+            if let n = m["job_file_bytes"], let v = r.int(n, path: "limits.job_file_bytes", range: 64 ... 16 << 20) { c.limits.jobFileBytes = v }
+            if let n = m["attempts"], let v = r.int(n, path: "limits.attempts", range: 1 ... 100) { c.limits.attempts = v }
+        }
+        if let n = map["metrics"], let m = r.mapping(n, path: "metrics", known: Metrics.CodingKeys.allCases.map(\.rawValue)) {
+            if let n = m["enabled"], let v = r.bool(n, path: "metrics.enabled") { c.metrics.enabled = v }
+            if let n = m["features_model"], let v = r.string(n, path: "metrics.features_model") {
+                if let p = SafeName.problem(v) { r.fail("metrics.features_model", p, n) } else { c.metrics.featuresModel = v }
+            }
+            if let n = m["min_images"], let v = r.int(n, path: "metrics.min_images", range: 1 ... 10_000_000) { c.metrics.minImages = v }
+        }
+        if !r.errors.isEmpty { throw ValidationFailure(r.errors) }
+        return c
+    }
+
+    /// Reads and parses a config file.
+    public static func load(path: String) throws -> DaemonConfig {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw ValidationFailure([FieldError("", "cannot read \(path): \(error.localizedDescription)")])
+        }
+        var full = (path as NSString).expandingTildeInPath
+        if !full.hasPrefix("/") { full = FileManager.default.currentDirectoryPath + "/" + full }
+        let base = (full as NSString).deletingLastPathComponent
+        do {
+            return try parse([UInt8](data), baseDirectory: base.isEmpty ? "." : base)
+        } catch {
+            throw error
+        }
+    }
+}

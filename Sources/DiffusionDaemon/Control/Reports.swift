@@ -1,0 +1,243 @@
+import Foundation
+import ImageCodecs
+import Provenance
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `diffusionctl status` shows; built from the database alone, so it
+/// works while the daemon is down.
+public struct StatusReport: Codable, Sendable {
+    public struct DaemonState: Codable, Sendable {
+        public var alive: Bool
+        public var pid: Int?
+        public var heartbeatAgeSeconds: Double?
+        public var status: String?
+        public var startedAt: Double?
+    }
+
+    public struct Active: Codable, Sendable {
+        public var jobID: Int64
+        public var name: String
+        public var imagesDone: Int
+        public var imagesTotal: Int
+        public var imagesPerSecond: Double
+        public var etaSeconds: Double?
+        public var cancelRequested: Bool
+    }
+
+    public struct JobSummary: Codable, Sendable {
+        public var id: Int64
+        public var name: String
+        public var state: String
+        public var priority: Int
+        public var images: Int
+        public var imagesDone: Int
+        public var attempts: Int
+        public var createdAt: Double
+        public var finishedAt: Double?
+        public var error: String?
+    }
+
+    public var daemon: DaemonState
+    public var active: Active?
+    public var queue: [JobSummary]
+    public var recent: [JobSummary]
+    public var cachedModels: [String]
+
+    /// A heartbeat older than this means the daemon is not running.
+    public static let staleAfter = 5.0
+
+    public static func summary(_ job: JobRow, store: ProvenanceStore) -> JobSummary {
+        JobSummary(id: job.id, name: job.name, state: job.state.rawValue, priority: job.priority, images: job.totalImages,
+                   imagesDone: (try? store.imageCount(jobID: job.id)) ?? 0, attempts: job.attempts,
+                   createdAt: job.createdAt, finishedAt: job.finishedAt, error: job.error)
+    }
+
+    public static func build(store: ProvenanceStore, now: Double = Date().timeIntervalSince1970, recent: Int = 10) throws -> StatusReport {
+        let hb = try store.heartbeat()
+        let age = hb.map { now - $0.updatedAt }
+        var alive = (age ?? .infinity) < staleAfter && hb?.status != "stopping"
+        if alive, let pid = hb?.pid, kill(pid_t(pid), 0) != 0, errno == ESRCH { alive = false }
+        var active: Active?
+        if alive, let hb, let id = hb.activeJobID, let job = try store.job(id: id) {
+            let left = hb.imagesTotal - hb.imagesDone
+            active = Active(jobID: id, name: job.name, imagesDone: hb.imagesDone, imagesTotal: hb.imagesTotal,
+                            imagesPerSecond: hb.imagesPerSecond,
+                            etaSeconds: hb.imagesPerSecond > 0 ? Double(left) / hb.imagesPerSecond : nil,
+                            cancelRequested: job.cancelRequested)
+        } else if let job = try store.jobs(states: [.active], limit: 1).first {
+            // The daemon died mid-job: show what the database knows.
+            active = Active(jobID: job.id, name: job.name, imagesDone: (try? store.imageCount(jobID: job.id)) ?? 0,
+                            imagesTotal: job.totalImages, imagesPerSecond: 0, etaSeconds: nil, cancelRequested: job.cancelRequested)
+        }
+        let queue = try store.queue().map { summary($0, store: store) }
+        let recentJobs = try store.jobs(states: [.done, .failed, .canceled], limit: recent).map { summary($0, store: store) }
+        return StatusReport(daemon: DaemonState(alive: alive, pid: hb?.pid, heartbeatAgeSeconds: age, status: hb?.status,
+                                                startedAt: hb?.startedAt),
+                            active: active, queue: queue, recent: recentJobs, cachedModels: alive ? (hb?.cachedModels ?? []) : [])
+    }
+
+    /// The human-readable form.
+    public func render(width: Int = 30) -> String {
+        var out: [String] = []
+        if daemon.alive {
+            out.append("diffusiond: running (pid \(daemon.pid ?? 0), heartbeat \(String(format: "%.1f", daemon.heartbeatAgeSeconds ?? 0)) s ago) - \(daemon.status ?? "")")
+        } else if let age = daemon.heartbeatAgeSeconds {
+            out.append("diffusiond: not running (last heartbeat \(Self.duration(age)) ago)")
+        } else {
+            out.append("diffusiond: not running (no heartbeat recorded)")
+        }
+        if let a = active {
+            let frac = a.imagesTotal > 0 ? Double(a.imagesDone) / Double(a.imagesTotal) : 0
+            let filled = Int((frac * Double(width)).rounded(.down))
+            let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: max(0, width - filled))
+            var line = "active: job \(a.jobID) \(a.name) [\(bar)] \(a.imagesDone)/\(a.imagesTotal) images"
+            if a.imagesPerSecond > 0 { line += String(format: ", %.2f img/s", a.imagesPerSecond) }
+            if let eta = a.etaSeconds { line += ", ETA \(Self.duration(eta))" }
+            if a.cancelRequested { line += " (cancel requested)" }
+            out.append(line)
+        } else {
+            out.append("active: none")
+        }
+        out.append("queue: \(queue.isEmpty ? "empty" : "\(queue.count) job(s)")")
+        for j in queue { out.append("  \(j.id)  \(j.name)  priority \(j.priority)  \(j.imagesDone)/\(j.images) images  attempts \(j.attempts)") }
+        if !recent.isEmpty {
+            out.append("recent:")
+            for j in recent {
+                out.append("  \(j.id)  \(j.name)  \(j.state)  \(j.imagesDone)/\(j.images) images" + (j.error.map { "  \($0.split(separator: "\n").first ?? "")" } ?? ""))
+            }
+        }
+        out.append("cached models: \(cachedModels.isEmpty ? "none" : cachedModels.joined(separator: ", "))")
+        return out.joined(separator: "\n")
+    }
+
+    public static func duration(_ s: Double) -> String {
+        guard s.isFinite else { return "?" }
+        let t = Int(s.rounded())
+        if t < 60 { return "\(t)s" }
+        if t < 3600 { return "\(t / 60)m\(String(format: "%02d", t % 60))s" }
+        return "\(t / 3600)h\(String(format: "%02d", (t % 3600) / 60))m"
+    }
+}
+
+/// The full provenance record of one job (`diffusionctl show`).
+public struct JobReport: Codable, Sendable {
+    public var job: JobRow
+    public var spec: JobSpec?
+    public var content: String
+    public var transitions: [TransitionRow]
+    public var images: [ImageRow]
+    public var metrics: [MetricRow]
+    public var environment: EnvironmentRow?
+
+    public static func build(store: ProvenanceStore, jobID: Int64) throws -> JobReport {
+        guard let job = try store.job(id: jobID) else { throw ProvenanceError.noSuchJob(jobID) }
+        var images = try store.images(jobID: jobID)
+        for i in images.indices { images[i].record = "" } // the record is the spec plus the row; kept out of the report
+        return JobReport(job: job, spec: job.spec.flatMap { try? JobSpec.fromJSON($0) },
+                         content: String(decoding: try store.jobContent(id: jobID) ?? [], as: UTF8.self),
+                         transitions: try store.transitions(jobID: jobID), images: images,
+                         metrics: try store.metrics(jobID: jobID),
+                         environment: try job.environmentID.flatMap { try store.environment(id: $0) })
+    }
+
+    public func render() -> String {
+        let f = ISO8601DateFormatter()
+        func t(_ x: Double?) -> String { x.map { f.string(from: Date(timeIntervalSince1970: $0)) } ?? "-" }
+        var out = ["job \(job.id): \(job.name)",
+                   "  state: \(job.state.rawValue)\(job.cancelRequested ? " (cancel requested)" : "")",
+                   "  file: \(job.sourceName) (sha256 \(job.contentSHA256))",
+                   "  priority \(job.priority), attempts \(job.attempts), images \(images.count)/\(job.totalImages)",
+                   "  output: \(job.outputDir ?? "-")"]
+        if let e = job.error { out.append("  error: \(e)") }
+        out.append("transitions:")
+        for tr in transitions { out.append("  \(t(tr.at))  \(tr.from?.rawValue ?? "-") -> \(tr.to.rawValue)  \(tr.reason ?? "")") }
+        if let spec { out.append("spec:"); out.append(spec.jsonString(pretty: true).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")) }
+        if let env = environment {
+            out.append("environment: diffusiond \(env.version) on \(env.host), kernel \(env.kernel) \(env.kernelVersions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")), \(env.threads) threads")
+        }
+        if !metrics.isEmpty {
+            out.append("metrics:")
+            for m in metrics { out.append("  \(m.name) = \(m.value) (n = \(m.n)) \(m.details == "{}" ? "" : m.details)") }
+        }
+        out.append("images:")
+        for i in images {
+            out.append("  \(String(format: "%5d", i.index))  seed \(i.seed)  \(i.className ?? "-")  \(i.width)x\(i.height) \(i.format) \(i.byteSize) B  \(i.sha256.prefix(16))  \(i.path)")
+        }
+        return out.joined(separator: "\n")
+    }
+}
+
+/// `diffusionctl verify`: checks an image file against its embedded record and the database.
+public struct VerifyReport: Codable, Sendable {
+    public var path: String
+    public var sha256: String
+    public var format: String?
+    public var hasRecord: Bool
+    public var jobID: Int64?
+    public var index: Int?
+    public var ok: Bool
+    public var checks: [String]
+    public var problems: [String]
+
+    public static func build(path: String, store: ProvenanceStore?) -> VerifyReport {
+        var r = VerifyReport(path: path, sha256: "", format: nil, hasRecord: false, ok: false, checks: [], problems: [])
+        let bytes: [UInt8]
+        do { bytes = try FileBytes.read(path: path) } catch {
+            r.problems.append("cannot read: \(error)")
+            return r
+        }
+        r.sha256 = SHA256Hex.of(bytes)
+        let decoded: DecodedImageFile
+        do { decoded = try ImageFile.decode(bytes) } catch {
+            r.problems.append("cannot decode: \(error)")
+            return r
+        }
+        r.format = decoded.format.rawValue
+        r.checks.append("decodes as \(decoded.format.rawValue) \(decoded.image.width)x\(decoded.image.height)x\(decoded.image.channels)")
+        guard let json = decoded.record.json else {
+            r.problems.append("no embedded diffusiond record")
+            return r
+        }
+        r.hasRecord = true
+        guard let record = try? GenerationRecord.parse(json) else {
+            r.problems.append("embedded record is not a valid \(GenerationRecord.formatVersion) record")
+            return r
+        }
+        r.jobID = record.job.id
+        r.index = record.index
+        r.checks.append("embedded record: job \(record.job.id) (\(record.job.name)), image \(record.index), seed \(record.seed)")
+        if decoded.image.width != record.spec.width || decoded.image.height != record.spec.height {
+            r.problems.append("size \(decoded.image.width)x\(decoded.image.height) differs from the record's \(record.spec.width)x\(record.spec.height)")
+        }
+        guard let store else {
+            r.problems.append("no database to check against")
+            r.ok = false
+            return r
+        }
+        guard let row = try? store.image(jobID: record.job.id, index: record.index) else {
+            r.problems.append("the database has no image \(record.index) of job \(record.job.id)")
+            return r
+        }
+        if row.sha256 == r.sha256 { r.checks.append("SHA-256 matches the database") } else {
+            r.problems.append("SHA-256 \(r.sha256) differs from the database's \(row.sha256) (file modified?)")
+        }
+        if row.record == json { r.checks.append("embedded record matches the database") } else {
+            r.problems.append("embedded record differs from the database's")
+        }
+        if row.seed != record.seed { r.problems.append("seed differs from the database's") }
+        if let job = try? store.job(id: record.job.id), job.contentSHA256 != record.job.fileSHA256 {
+            r.problems.append("job file hash differs from the database's")
+        }
+        r.ok = r.problems.isEmpty
+        return r
+    }
+
+    public func render() -> String {
+        var out = ["\(path): \(ok ? "OK" : "FAILED")", "  sha256 \(sha256)"]
+        out += checks.map { "  ok: \($0)" }
+        out += problems.map { "  problem: \($0)" }
+        return out.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,341 @@
+import Foundation
+import ImageCodecs
+import Logging
+import Provenance
+
+/// How one run of a job ended.
+public enum JobOutcome: String, Sendable, Equatable {
+    case done, failed, canceled
+    /// Stopped for a daemon shutdown; the job is pending again and resumes later.
+    case interrupted
+    /// Not run (someone else took it, poison or canceled before start).
+    case skipped
+}
+
+/// Runs jobs from the queue: for each batch of image indices not yet
+/// recorded, generate, write each image atomically, then record its row.
+///
+/// Construct one per daemon:
+/// ```swift
+/// let runner = JobRunner(store: store, generator: myEngine, config: config, spool: spool, logger: logger)
+/// await runner.runAvailableJobs()
+/// ```
+public final class JobRunner: Sendable {
+    public let store: ProvenanceStore
+    public let generator: any ImageGenerator
+    public let spool: Spool
+    let config: Locked<DaemonConfig>
+    let logger: Logger
+    /// What is happening now (read by the heartbeat).
+    public let activity = Locked(DaemonActivity())
+    let stopRequested = Locked(false)
+    let environmentID = Locked<Int64?>(nil)
+    let host: String
+
+    public init(store: ProvenanceStore, generator: any ImageGenerator, config: DaemonConfig, spool: Spool, logger: Logger) {
+        self.store = store
+        self.generator = generator
+        self.config = Locked(config)
+        self.spool = spool
+        self.logger = logger
+        self.host = ProcessInfo.processInfo.hostName
+    }
+
+    /// Applies a reloaded config (batch size, limits, threads take effect at the next batch).
+    public func update(config: DaemonConfig) { self.config.set(config) }
+
+    /// Asks the runner to stop at the next batch boundary (graceful shutdown).
+    public func requestStop() { stopRequested.set(true) }
+    public var isStopping: Bool { stopRequested.current }
+
+    /// Records the environment row that new jobs will point to.
+    @discardableResult
+    public func recordEnvironment() throws -> Int64 {
+        let env = generator.environment
+        let cfg = config.current
+        var versions = env.kernelVersions
+        for (k, v) in ImageFile.libraryVersions { versions[k] = v }
+        let id = try store.recordEnvironment(EnvironmentRow(
+            version: DaemonVersion.string, host: host, kernel: env.kernel, kernelVersions: versions,
+            threads: cfg.threads, details: env.details.merging(["precision": env.precision,
+                                                                "os": ProcessInfo.processInfo.operatingSystemVersionString]) { a, _ in a }))
+        environmentID.set(id)
+        return id
+    }
+
+    /// Runs queued jobs until the queue is empty or a stop is requested; returns how many ran.
+    @discardableResult
+    public func runAvailableJobs() async -> Int {
+        var ran = 0
+        while !isStopping {
+            let maxAttempts = config.current.limits.attempts
+            let outcome: ClaimOutcome?
+            do {
+                outcome = try store.claimNext(maxAttempts: maxAttempts, environmentID: environmentID.current)
+            } catch {
+                logger.error("cannot claim the next job", metadata: ["error": "\(error)"])
+                return ran
+            }
+            guard let outcome else { return ran }
+            switch outcome {
+            case let .claimed(job):
+                _ = await run(job: job)
+                ran += 1
+            case let .poisoned(job):
+                logger.error("poison job failed", metadata: ["job": "\(job.id)", "attempts": "\(job.attempts)"])
+                _ = try? spool.fail(spoolName: job.spoolName, error: job.error ?? "poison job")
+            case let .canceled(job):
+                _ = try? spool.fail(spoolName: job.spoolName, error: "canceled by user before it started")
+            case .notPending:
+                continue
+            }
+        }
+        return ran
+    }
+
+    /// The output folder of a job.
+    public func outputDirectory(job: JobRow, spec: JobSpec) -> String {
+        config.current.output + "/\(job.id)-\(spec.name)"
+    }
+
+    /// The file name of image `index`.
+    public static func imageFileName(spec: JobSpec, index: Int) -> String {
+        let ext = ImageFormat(rawValue: spec.output.format)?.fileExtension ?? "png"
+        return "\(spec.name)-\(String(format: "%05d", index)).\(ext)"
+    }
+
+    /// Makes the output folder agree with the image rows after a crash:
+    /// temporaries are removed; rows whose file is missing (or has another
+    /// size) are deleted; image files without a row (renamed into place just
+    /// before a crash, row never written) are deleted. The images concerned are
+    /// then generated again, identically.
+    public func reconcileOutputs(jobID: Int64, spec: JobSpec, directory: String) throws -> (removedFiles: [String], removedRows: [Int]) {
+        AtomicFile.removeTemporaries(in: directory)
+        let rows = try store.images(jobID: jobID)
+        var staleRows: [Int] = []
+        var byName: [String: ImageRow] = [:]
+        for row in rows {
+            var st = stat()
+            if stat(row.path, &st) != 0 || Int(st.st_size) != row.byteSize {
+                staleRows.append(row.index)
+            } else {
+                byName[(row.path as NSString).lastPathComponent] = row
+            }
+        }
+        try store.deleteImages(jobID: jobID, indices: staleRows)
+        var removed: [String] = []
+        let ext = ImageFormat(rawValue: spec.output.format)?.fileExtension ?? "png"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for name in names where name.hasPrefix(spec.name + "-") && name.hasSuffix("." + ext) && byName[name] == nil {
+            if unlink(directory + "/" + name) == 0 { removed.append(name) }
+        }
+        if !removed.isEmpty || !staleRows.isEmpty {
+            try? AtomicFile.syncDirectory(directory)
+            logger.notice("reconciled job outputs", metadata: ["job": "\(jobID)", "files_removed": "\(removed.count)",
+                                                              "rows_removed": "\(staleRows.count)"])
+        }
+        return (removed, staleRows)
+    }
+
+    /// Runs one claimed (active) job to its end, a cancel, or a stop.
+    public func run(job: JobRow) async -> JobOutcome {
+        guard let text = job.spec, let spec = try? JobSpec.fromJSON(text) else {
+            return finish(job: job, outcome: .failed, error: "stored job spec is unreadable")
+        }
+        let cfg = config.current
+        let dir = outputDirectory(job: job, spec: spec)
+        let started = Date().timeIntervalSince1970
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try store.setOutput(jobID: job.id, outputDir: dir, totalImages: spec.totalImages)
+            _ = try reconcileOutputs(jobID: job.id, spec: spec, directory: dir)
+        } catch {
+            return finish(job: job, outcome: .failed, error: "cannot prepare output folder \(dir): \(error)")
+        }
+        let missing: [Int]
+        do {
+            missing = try store.unrecordedIndices(jobID: job.id, total: spec.totalImages)
+        } catch {
+            return finish(job: job, outcome: .failed, error: "cannot read recorded images: \(error)")
+        }
+        activity.withLock {
+            $0.status = "running job \(job.id) (\(spec.name))"
+            $0.activeJobID = job.id
+            $0.imagesTotal = spec.totalImages
+            $0.imagesDone = spec.totalImages - missing.count
+            $0.imagesThisRun = 0
+            $0.runStarted = started
+        }
+        defer {
+            activity.withLock {
+                $0.status = "idle"
+                $0.activeJobID = nil
+                $0.imagesDone = 0
+                $0.imagesTotal = 0
+                $0.imagesThisRun = 0
+            }
+        }
+        logger.info("job started", metadata: ["job": "\(job.id)", "name": "\(spec.name)", "attempt": "\(job.attempts)",
+                                              "images": "\(spec.totalImages)", "remaining": "\(missing.count)"])
+
+        let modelHash: String
+        do {
+            modelHash = try await generator.modelHash(spec.model)
+        } catch {
+            return finish(job: job, outcome: .failed, error: "cannot load model \(spec.model): \(error)")
+        }
+
+        // A cancel flag polled from the database while the job runs.
+        let canceled = Locked(false)
+        let poller = Task { [store] in
+            while !Task.isCancelled {
+                if (try? store.isCancelRequested(jobID: job.id)) == true { canceled.set(true); return }
+                try? await Task.sleep(for: .milliseconds(250))
+            }
+        }
+        defer { poller.cancel() }
+        let stop = stopRequested
+        let context = GenerationContext(progress: { _ in }, shouldStop: { canceled.current || stop.current },
+                                        threads: cfg.threads)
+
+        var index = 0
+        while index < missing.count {
+            let batchSize = max(1, config.current.batchSize)
+            let batch = Array(missing[index ..< min(index + batchSize, missing.count)])
+            if canceled.current || (try? store.isCancelRequested(jobID: job.id)) == true {
+                return finish(job: job, outcome: .canceled, error: nil)
+            }
+            if isStopping { return interrupt(job: job) }
+            let images: [GeneratedImage]
+            do {
+                images = try await generator.generate(job: spec, indices: batch, context: context)
+            } catch is CancellationError {
+                if canceled.current { return finish(job: job, outcome: .canceled, error: nil) }
+                return interrupt(job: job)
+            } catch {
+                if isStopping { return interrupt(job: job) }
+                return finish(job: job, outcome: .failed, error: "generation failed: \(error)")
+            }
+            guard images.map(\.index) == batch else {
+                return finish(job: job, outcome: .failed, error: "generator returned indices \(images.map(\.index)) for \(batch)")
+            }
+            for image in images {
+                do {
+                    try write(image: image, job: job, spec: spec, modelHash: modelHash, directory: dir)
+                } catch {
+                    return finish(job: job, outcome: .failed, error: "cannot write image \(image.index): \(error)")
+                }
+                activity.withLock {
+                    $0.imagesDone += 1
+                    $0.imagesThisRun += 1
+                }
+            }
+            index += batch.count
+        }
+        finishOutputs(job: job, spec: spec, directory: dir, started: started)
+        return finish(job: job, outcome: .done, error: nil)
+    }
+
+    func write(image: GeneratedImage, job: JobRow, spec: JobSpec, modelHash: String, directory: String) throws {
+        guard image.width > 0, image.height > 0, image.channels == 1 || image.channels == 3,
+              image.pixels.count == image.width * image.height * image.channels else {
+            throw ImageCodecError.invalidArgument("image \(image.index) has an invalid geometry")
+        }
+        let env = generator.environment
+        let cls = image.classIndex.flatMap { ci in spec.classes.first { $0.index == ci } }
+            ?? image.classIndex.map { ClassRef(index: $0, name: "class \($0)") }
+        let createdAt = ISO8601DateFormatter().string(from: Date())
+        let record = GenerationRecord(
+            job: .init(id: job.id, name: spec.name, fileSHA256: job.contentSHA256), index: image.index, seed: image.seed,
+            seedDerivation: image.recordFields["seed_derivation"] ?? JobSpec.seedDerivation, classRef: cls,
+            model: .init(name: spec.model, hash: modelHash), spec: spec,
+            software: .init(name: "diffusiond", version: DaemonVersion.string, host: host, kernel: env.kernel,
+                            kernelVersions: env.kernelVersions, precision: env.precision, threads: config.current.threads),
+            fields: image.recordFields, createdAt: createdAt)
+        let json = record.jsonString()
+        let format = ImageFormat(rawValue: spec.output.format) ?? .png
+        let bytes = try ImageFile.encode(image.raster, format: format, quality: spec.output.quality ?? 95,
+                                         record: EmbeddedRecord(json: json, parameters: record.parametersText))
+        let path = directory + "/" + Self.imageFileName(spec: spec, index: image.index)
+        try AtomicFile.write(bytes, to: path)
+        // The row is written only once the file is in place (and its directory synced).
+        try store.recordImage(ImageRow(jobID: job.id, index: image.index, seed: image.seed, classIndex: cls?.index,
+                                       className: cls?.name, path: path, format: format.rawValue, width: image.width,
+                                       height: image.height, byteSize: bytes.count, sha256: SHA256Hex.of(bytes),
+                                       record: json))
+        if spec.output.upscale > 1 {
+            let view = Upscale.nearest(image.raster, factor: spec.output.upscale)
+            let viewDir = directory + "/view"
+            try? FileManager.default.createDirectory(atPath: viewDir, withIntermediateDirectories: true)
+            if let viewBytes = try? ImageFile.encode(view, format: format, quality: spec.output.quality ?? 95,
+                                                     record: EmbeddedRecord(json: json, parameters: record.parametersText)) {
+                try? AtomicFile.write(viewBytes, to: viewDir + "/" + Self.imageFileName(spec: spec, index: image.index))
+            }
+        }
+    }
+
+    /// Contact sheet and simple metrics once every image is recorded.
+    func finishOutputs(job: JobRow, spec: JobSpec, directory: String, started: Double) {
+        guard let rows = try? store.images(jobID: job.id) else { return }
+        var images: [RasterImage] = []
+        var sum = 0.0, count = 0
+        var perClass: [String: (Double, Int)] = [:]
+        for row in rows.prefix(4096) {
+            guard let decoded = try? ImageFile.read(path: row.path) else { continue }
+            let mean = decoded.image.pixels.reduce(0.0) { $0 + Double($1) } / Double(max(decoded.image.pixels.count, 1))
+            sum += mean
+            count += 1
+            let key = row.className ?? "unconditional"
+            let p = perClass[key] ?? (0, 0)
+            perClass[key] = (p.0 + mean, p.1 + 1)
+            if images.count < 1024 { images.append(decoded.image) }
+        }
+        let columns = spec.imagesPerClass ?? max(1, Int(Double(images.count).squareRoot().rounded(.up)))
+        let sheet = Upscale.nearest(ContactSheet.make(images, columns: min(columns, 64), padding: 2), factor: max(1, spec.output.upscale))
+        if let bytes = try? PNGCodec.encode(sheet, record: EmbeddedRecord(json: nil, parameters: "contact sheet of job \(job.id) \(spec.name)")) {
+            try? AtomicFile.write(bytes, to: directory + "/contact-sheet.png")
+        }
+        guard config.current.metrics.enabled else { return }
+        let wall = Date().timeIntervalSince1970 - started
+        let details = perClass.mapValues { $0.0 / Double(max($0.1, 1)) }
+        let detailsJSON = (try? JSONSerialization.data(withJSONObject: details, options: [.sortedKeys]))
+            .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        try? store.recordMetric(MetricRow(jobID: job.id, name: "mean_pixel", value: count > 0 ? sum / Double(count) : 0,
+                                          n: count, details: detailsJSON))
+        try? store.recordMetric(MetricRow(jobID: job.id, name: "run_seconds", value: wall, n: count))
+    }
+
+    func interrupt(job: JobRow) -> JobOutcome {
+        logger.notice("job interrupted by shutdown; it resumes at the next start", metadata: ["job": "\(job.id)"])
+        do {
+            try store.requeue(jobID: job.id, reason: "daemon shutting down", refundAttempt: true)
+        } catch {
+            logger.error("cannot requeue job", metadata: ["job": "\(job.id)", "error": "\(error)"])
+        }
+        return .interrupted
+    }
+
+    func finish(job: JobRow, outcome: JobOutcome, error: String?) -> JobOutcome {
+        do {
+            switch outcome {
+            case .done:
+                try store.transition(jobID: job.id, to: .done, reason: "all images written")
+                _ = try? spool.finish(spoolName: job.spoolName)
+                logger.info("job done", metadata: ["job": "\(job.id)"])
+            case .canceled:
+                try store.transition(jobID: job.id, to: .canceled, reason: "canceled by user")
+                _ = try? spool.fail(spoolName: job.spoolName, error: "canceled by user")
+                logger.notice("job canceled", metadata: ["job": "\(job.id)"])
+            case .failed:
+                try store.transition(jobID: job.id, to: .failed, reason: error, error: error)
+                _ = try? spool.fail(spoolName: job.spoolName, error: error ?? "failed")
+                logger.error("job failed", metadata: ["job": "\(job.id)", "error": "\(error ?? "")"])
+            case .interrupted, .skipped:
+                break
+            }
+        } catch {
+            logger.error("cannot record job outcome", metadata: ["job": "\(job.id)", "error": "\(error)"])
+        }
+        return outcome
+    }
+}

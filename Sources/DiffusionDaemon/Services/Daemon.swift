@@ -1,0 +1,123 @@
+import Foundation
+import Logging
+import Provenance
+import ServiceLifecycle
+import UnixSignals
+
+/// The daemon assembled from a config and a generator: what `diffusiond` runs.
+///
+/// ```swift
+/// let daemon = try Daemon(configPath: path, config: config, generator: engine, logger: logger)
+/// try await daemon.run()   // until SIGTERM/SIGINT
+/// ```
+public final class Daemon: Sendable {
+    public let store: ProvenanceStore
+    public let runner: JobRunner
+    public let ingestor: SpoolIngestor
+    public let spool: Spool
+    let configPath: String?
+    let config: Locked<DaemonConfig>
+    let catalog: any ModelCatalog
+    let notifier: SystemdNotifier
+    let logger: Logger
+    let wake = Wakeup()
+
+    public init(configPath: String?, config: DaemonConfig, generator: any ImageGenerator,
+                catalog: (any ModelCatalog)? = nil, logger: Logger,
+                notifier: SystemdNotifier = SystemdNotifier()) throws {
+        self.configPath = configPath
+        self.config = Locked(config)
+        self.logger = logger
+        self.notifier = notifier
+        let catalog = catalog ?? DirectoryModelCatalog(root: config.models)
+        self.catalog = catalog
+        spool = Spool(root: config.spool)
+        try spool.ensureDirectories()
+        try FileManager.default.createDirectory(atPath: config.state, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: config.output, withIntermediateDirectories: true)
+        store = try ProvenanceStore.openDaemon(path: config.databasePath)
+        runner = JobRunner(store: store, generator: generator, config: config, spool: spool, logger: logger)
+        ingestor = SpoolIngestor(spool: spool, store: store, validator: JobValidator(config: config, catalog: catalog), logger: logger)
+    }
+
+    /// Crash recovery, done once before the services start: interrupted jobs go
+    /// back to the queue (or fail as poison jobs), files claimed but never
+    /// recorded are recorded, and the environment is recorded.
+    public func recover() throws {
+        let (requeued, poisoned) = try store.recoverInterruptedJobs(maxAttempts: config.current.limits.attempts)
+        if !requeued.isEmpty { logger.notice("interrupted jobs requeued", metadata: ["jobs": "\(requeued)"]) }
+        for id in poisoned {
+            logger.error("poison job failed", metadata: ["job": "\(id)"])
+            if let job = try store.job(id: id) { _ = try? spool.fail(spoolName: job.spoolName, error: job.error ?? "poison job") }
+        }
+        ingestor.reconcileActive()
+        try runner.recordEnvironment()
+    }
+
+    /// Loads the models named in `preload`, recording each load.
+    public func preload() async {
+        for name in config.current.preload {
+            do {
+                if let loaded = try await runner.generator.preload(model: name) {
+                    try store.recordModelLoad(ModelLoadRow(name: loaded.name, contentHash: loaded.contentHash,
+                                                           loadSeconds: loaded.loadSeconds, bytes: loaded.bytes))
+                    logger.info("model loaded", metadata: ["model": "\(name)", "seconds": "\(loaded.loadSeconds)"])
+                }
+            } catch {
+                logger.error("cannot preload model", metadata: ["model": "\(name)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Re-reads the config file. Paths cannot change without a restart; the rest applies at the next batch.
+    public func reloadConfig() {
+        guard let configPath else { return }
+        notifier.reloading()
+        defer { notifier.send("READY=1") }
+        do {
+            let new = try DaemonConfig.load(path: configPath)
+            let old = config.current
+            var applied = new
+            if new.spool != old.spool || new.output != old.output || new.state != old.state || new.models != old.models {
+                logger.warning("directory changes in the config need a restart; keeping the old directories")
+                applied.spool = old.spool
+                applied.output = old.output
+                applied.state = old.state
+                applied.models = old.models
+            }
+            config.set(applied)
+            runner.update(config: applied)
+            ingestor.update(validator: JobValidator(config: applied, catalog: catalog))
+            logger.notice("config reloaded", metadata: ["path": "\(configPath)"])
+        } catch {
+            logger.error("config reload failed; keeping the running config", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Runs until SIGTERM or SIGINT: recovery, preload, READY=1, then the services.
+    public func run() async throws {
+        try recover()
+        runner.activity.withLock { $0.status = "loading models" }
+        await preload()
+        runner.activity.withLock { $0.status = "idle" }
+        let lastBeat = Locked(ContinuousClock.now)
+        let cfg = config.current
+        let services: [any Service] = [
+            HeartbeatService(store: store, runner: runner, notifier: notifier, lastBeat: lastBeat, logger: logger),
+            WatchdogService(notifier: notifier, interval: SystemdNotifier.watchdogInterval(), lastBeat: lastBeat),
+            ReloadService(reload: { [self] in self.reloadConfig() }),
+            SpoolWatcherService(ingestor: ingestor, wakeRunner: wake,
+                                rescanInterval: { [config] in .seconds(config.current.rescanSeconds) }, logger: logger),
+            JobRunnerService(runner: runner, wake: wake, onShutdown: { [notifier] in notifier.stopping() }),
+        ]
+        var groupConfig = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
+                                                    cancellationSignals: [], logger: logger)
+        groupConfig.maximumGracefulShutdownDuration = .seconds(60)
+        let group = ServiceGroup(configuration: groupConfig)
+        notifier.ready(status: "ready: spool \(cfg.spool)")
+        logger.info("diffusiond ready", metadata: ["spool": "\(cfg.spool)", "database": "\(cfg.databasePath)",
+                                                   "pid": "\(getpid())"])
+        try await group.run()
+        logger.info("diffusiond stopped")
+    }
+}

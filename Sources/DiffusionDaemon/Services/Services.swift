@@ -1,0 +1,168 @@
+import Foundation
+import Logging
+import Provenance
+import ServiceLifecycle
+import UnixSignals
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Watches spool/incoming: inotify, a scan at start, and a periodic rescan.
+public struct SpoolWatcherService: Service {
+    let ingestor: SpoolIngestor
+    let wakeRunner: Wakeup
+    let rescanInterval: @Sendable () -> Duration
+    let logger: Logger
+
+    public init(ingestor: SpoolIngestor, wakeRunner: Wakeup, rescanInterval: @escaping @Sendable () -> Duration, logger: Logger) {
+        self.ingestor = ingestor
+        self.wakeRunner = wakeRunner
+        self.rescanInterval = rescanInterval
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        // Add the watch first, then scan, so no file falls between the two.
+        let watcher: InotifyWatcher?
+        do {
+            watcher = try InotifyWatcher(directory: ingestor.spool.incoming)
+        } catch {
+            logger.warning("inotify unavailable; relying on rescans", metadata: ["error": "\(error)"])
+            watcher = nil
+        }
+        if !ingestor.ingestIncoming().isEmpty { wakeRunner.signal() }
+        var lastScan = ContinuousClock.now
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            var scan = false
+            if let watcher {
+                let (names, overflow) = watcher.drain()
+                if overflow || names.contains(where: { !Spool.isIgnored($0) }) { scan = true }
+            }
+            if ContinuousClock.now - lastScan >= (watcher == nil ? .seconds(1) : rescanInterval()) { scan = true }
+            if scan {
+                lastScan = ContinuousClock.now
+                if !ingestor.ingestIncoming().isEmpty { wakeRunner.signal() }
+            }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+    }
+}
+
+/// Runs jobs as they arrive; on graceful shutdown stops at the next batch boundary.
+public struct JobRunnerService: Service {
+    let runner: JobRunner
+    let wake: Wakeup
+    let onShutdown: @Sendable () -> Void
+
+    public init(runner: JobRunner, wake: Wakeup, onShutdown: @escaping @Sendable () -> Void = {}) {
+        self.runner = runner
+        self.wake = wake
+        self.onShutdown = onShutdown
+    }
+
+    public func run() async throws {
+        await withGracefulShutdownHandler {
+            while !runner.isStopping {
+                await runner.runAvailableJobs()
+                if runner.isStopping { break }
+                await wake.wait(timeout: .seconds(2))
+            }
+        } onGracefulShutdown: {
+            onShutdown()
+            runner.requestStop()
+            wake.signal()
+        }
+    }
+}
+
+/// Writes the heartbeat row about once a second and mirrors it to systemd's STATUS=.
+public struct HeartbeatService: Service {
+    let store: ProvenanceStore
+    let runner: JobRunner
+    let notifier: SystemdNotifier
+    let interval: Duration
+    let lastBeat: Locked<ContinuousClock.Instant>
+    let logger: Logger
+
+    public init(store: ProvenanceStore, runner: JobRunner, notifier: SystemdNotifier, interval: Duration = .seconds(1),
+                lastBeat: Locked<ContinuousClock.Instant>, logger: Logger) {
+        self.store = store
+        self.runner = runner
+        self.notifier = notifier
+        self.interval = interval
+        self.lastBeat = lastBeat
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let started = Date().timeIntervalSince1970
+        var lastStatus = ""
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            await beat(started: started, lastStatus: &lastStatus, stopping: false)
+            try? await Task.sleep(for: interval)
+        }
+        await beat(started: started, lastStatus: &lastStatus, stopping: true)
+    }
+
+    func beat(started: Double, lastStatus: inout String, stopping: Bool) async {
+        let a = runner.activity.current
+        let cached = await runner.generator.cachedModels()
+        let status = stopping ? "stopping" : a.status
+        let hb = HeartbeatRow(pid: Int(getpid()), startedAt: started, updatedAt: Date().timeIntervalSince1970,
+                              status: status, activeJobID: a.activeJobID, imagesDone: a.imagesDone,
+                              imagesTotal: a.imagesTotal, imagesPerSecond: a.imagesPerSecond, cachedModels: cached)
+        do {
+            try store.writeHeartbeat(hb)
+            lastBeat.set(ContinuousClock.now)
+        } catch {
+            logger.warning("cannot write heartbeat", metadata: ["error": "\(error)"])
+        }
+        var line = status
+        if a.activeJobID != nil { line += String(format: ": %d/%d images, %.1f img/s", a.imagesDone, a.imagesTotal, a.imagesPerSecond) }
+        if line != lastStatus {
+            notifier.status(line)
+            lastStatus = line
+        }
+    }
+}
+
+/// Sends WATCHDOG=1 at half of WATCHDOG_USEC from its own task, as long as the
+/// heartbeat keeps succeeding (so a wedged database or a stalled executor
+/// lets systemd restart the daemon).
+public struct WatchdogService: Service {
+    let notifier: SystemdNotifier
+    let interval: Duration?
+    let lastBeat: Locked<ContinuousClock.Instant>
+
+    public init(notifier: SystemdNotifier, interval: Duration?, lastBeat: Locked<ContinuousClock.Instant>) {
+        self.notifier = notifier
+        self.interval = interval
+        self.lastBeat = lastBeat
+    }
+
+    public func run() async throws {
+        guard let interval else {
+            try? await gracefulShutdown()
+            return
+        }
+        let half = interval / 2
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            if ContinuousClock.now - lastBeat.current < interval { notifier.watchdog() }
+            try? await Task.sleep(for: half)
+        }
+    }
+}
+
+/// Reloads the config on SIGHUP; the queue lives in the database, so nothing is lost.
+public struct ReloadService: Service {
+    let reload: @Sendable () -> Void
+
+    public init(reload: @escaping @Sendable () -> Void) { self.reload = reload }
+
+    public func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        await cancelWhenGracefulShutdown {
+            for await _ in signals { reload() }
+        }
+    }
+}

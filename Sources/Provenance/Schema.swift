@@ -1,0 +1,122 @@
+import GRDB
+
+/// The database schema, as a list of named migrations.
+///
+/// A migration never changes once it has shipped: later changes are new
+/// migrations appended to `registerAll`. Timestamps are seconds since the
+/// Unix epoch (REAL), so `datetime(at, 'unixepoch')` shows them in sqlite3.
+public enum Schema {
+    /// Job states, in the `jobs.state` column.
+    public static let states = ["pending", "active", "done", "failed", "canceled"]
+
+    /// Registers every migration in order.
+    public static func registerAll(_ migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("v1-jobs-images-models-metrics-environment") { db in
+            try db.execute(sql: """
+                CREATE TABLE environment (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    recorded_at REAL NOT NULL,
+                    version TEXT NOT NULL,
+                    host TEXT NOT NULL,
+                    kernel TEXT NOT NULL,
+                    kernel_versions TEXT NOT NULL,   -- JSON object: library -> version
+                    threads INTEGER NOT NULL,
+                    details TEXT NOT NULL            -- JSON object: anything else
+                );
+
+                CREATE TABLE jobs (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    name TEXT NOT NULL,
+                    spool_name TEXT NOT NULL UNIQUE, -- file name under spool/active (the claim)
+                    source_name TEXT NOT NULL,       -- file name as dropped into spool/incoming
+                    content BLOB NOT NULL,
+                    content_sha256 TEXT NOT NULL,
+                    spec TEXT,                       -- validated JobSpec as JSON; NULL when rejected
+                    state TEXT NOT NULL CHECK (state IN ('pending', 'active', 'done', 'failed', 'canceled')),
+                    priority INTEGER NOT NULL DEFAULT 0,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    cancel_requested INTEGER NOT NULL DEFAULT 0,
+                    error TEXT,
+                    total_images INTEGER NOT NULL DEFAULT 0,
+                    output_dir TEXT,
+                    environment_id INTEGER REFERENCES environment(id),
+                    created_at REAL NOT NULL,
+                    updated_at REAL NOT NULL,
+                    started_at REAL,
+                    finished_at REAL
+                );
+                CREATE INDEX jobs_queue ON jobs(state, priority DESC, id);
+
+                CREATE TABLE job_transitions (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+                    from_state TEXT,                 -- NULL for the first row
+                    to_state TEXT NOT NULL,
+                    at REAL NOT NULL,
+                    reason TEXT
+                );
+                CREATE INDEX job_transitions_job ON job_transitions(job_id, id);
+
+                CREATE TABLE images (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+                    idx INTEGER NOT NULL,
+                    seed INTEGER NOT NULL,           -- the per-image seed (bit pattern of a UInt64)
+                    class_index INTEGER,
+                    class_name TEXT,
+                    path TEXT NOT NULL,
+                    format TEXT NOT NULL,
+                    width INTEGER NOT NULL,
+                    height INTEGER NOT NULL,
+                    byte_size INTEGER NOT NULL,
+                    sha256 TEXT NOT NULL,
+                    record TEXT NOT NULL,            -- the JSON record embedded in the file
+                    committed_at REAL NOT NULL,
+                    UNIQUE (job_id, idx)
+                );
+                CREATE INDEX images_sha ON images(sha256);
+
+                CREATE TABLE models (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    name TEXT NOT NULL,
+                    content_hash TEXT NOT NULL,
+                    loaded_at REAL NOT NULL,
+                    load_seconds REAL NOT NULL,
+                    bytes INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE INDEX models_name ON models(name, id);
+
+                CREATE TABLE metrics (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    job_id INTEGER REFERENCES jobs(id) ON DELETE CASCADE,
+                    name TEXT NOT NULL,
+                    value REAL NOT NULL,
+                    n INTEGER NOT NULL,
+                    details TEXT NOT NULL,           -- JSON
+                    recorded_at REAL NOT NULL
+                );
+                CREATE INDEX metrics_job ON metrics(job_id, name);
+
+                CREATE TABLE heartbeat (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    pid INTEGER NOT NULL,
+                    started_at REAL NOT NULL,
+                    updated_at REAL NOT NULL,
+                    status TEXT NOT NULL,
+                    active_job_id INTEGER,
+                    images_done INTEGER NOT NULL DEFAULT 0,
+                    images_total INTEGER NOT NULL DEFAULT 0,
+                    images_per_second REAL NOT NULL DEFAULT 0,
+                    cached_models TEXT NOT NULL DEFAULT '[]' -- JSON array of names
+                );
+                """)
+        }
+    }
+
+    /// The names of all migrations this build knows.
+    public static var migrationNames: [String] {
+        var m = DatabaseMigrator()
+        registerAll(&m)
+        return m.migrations
+    }
+}

@@ -1,0 +1,40 @@
+import DiffusionDaemon
+import Foundation
+
+let fashionClasses = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+let testCatalog = StaticModelCatalog([
+    ModelInfo(kind: "unet", name: "fashion-mnist", classes: fashionClasses, nullClass: 10, height: 28, width: 28, channels: 1),
+    ModelInfo(kind: "classifier", name: "fashion-mnist-classifier", classes: fashionClasses, height: 28, width: 28, channels: 1,
+              diffusionSteps: nil, variance: nil),
+    ModelInfo(kind: "unet", name: "uncond", classes: [], height: 8, width: 8, channels: 3, variance: "fixed_small"),
+])
+
+let validator = JobValidator(catalog: testCatalog, defaultModel: "fashion-mnist")
+
+func validate(_ text: String, file: String = "job.yml") throws(ValidationFailure) -> JobSpec {
+    try validator.validate(Array(text.utf8), fileName: file, drawSeed: { 99 })
+}
+
+/// The errors of a job that must fail.
+func errors(_ text: String, file: String = "job.yml") -> ValidationFailure? {
+    do {
+        _ = try validate(text, file: file)
+        return nil
+    } catch {
+        return error
+    }
+}
+
+func makeTempDir(_ label: String) -> String {
+    let d = FileManager.default.temporaryDirectory.appendingPathComponent("\(label)-\(UUID().uuidString)").path
+    try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+    return d
+}
+
+/// The package root (for spool/examples).
+let packageRoot: String = {
+    var url = URL(fileURLWithPath: #filePath)
+    for _ in 0 ..< 3 { url.deleteLastPathComponent() }
+    return url.path
+}()
