@@ -6,6 +6,7 @@ Resumable: state lives in training/work/diffusion.pt; each run trains until
 import argparse
 import copy
 import csv
+import json
 import os
 import time
 
@@ -29,6 +30,7 @@ def main():
     ap.add_argument("--importance", action="store_true", help="loss-second-moment timestep sampler")
     ap.add_argument("--state", default=os.path.join(common.WORK, "diffusion.pt"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init-from", help="bundle folder whose weights start a new run (fine-tuning the shipped model)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(os.path.dirname(args.state), exist_ok=True)
@@ -52,6 +54,13 @@ def main():
         rng = st["rng"]
         torch.set_rng_state(st["torch_rng"])
         print(f"resumed at step {step} ({wall / 60:.1f} min so far)", flush=True)
+    elif args.init_from:
+        weights = common.load_safetensors(os.path.join(args.init_from, "model.safetensors"))
+        model.load_state_dict(weights)
+        ema.load_state_dict(weights)
+        manifest = json.load(open(os.path.join(args.init_from, "model.json")))
+        step, wall = manifest["recipe"]["steps"], manifest["recipe"]["wall_seconds"]
+        print(f"starting from {args.init_from} (step {step}) with a fresh optimiser", flush=True)
     log_path = os.path.splitext(args.state)[0] + "-log.csv"
     new_log = not os.path.exists(log_path)
     log = open(log_path, "a", newline="")
