@@ -6,6 +6,11 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "DiffusionEngine", targets: ["DiffusionEngine"]),
+        .library(name: "ModelBundles", targets: ["ModelBundles"]),
+        .executable(name: "diffusion-bench", targets: ["diffusion-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // C libraries, one system-library target each.
@@ -19,7 +24,20 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
 
-        .testTarget(name: "DiffusionEngineTests", dependencies: ["DiffusionEngine"],
+        // Model bundle folders: model.json, checksums, safetensors files -> engine networks.
+        .target(
+            name: "ModelBundles",
+            dependencies: ["DiffusionEngine", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+
+        // Throughput benchmark of the UNet against the machine's measured peak.
+        .executableTarget(
+            name: "diffusion-bench",
+            dependencies: ["DiffusionEngine", "ModelBundles"],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+
+        .testTarget(name: "DiffusionEngineTests", dependencies: ["DiffusionEngine", "ModelBundles"],
                     resources: []),
     ]
 )
