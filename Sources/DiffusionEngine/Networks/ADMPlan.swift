@@ -112,7 +112,8 @@ final class ADMPlan {
         for n in 0..<batch {
             let tv = Float(timesteps[n])
             for i in 0..<half {
-                let freq = Float(exp(-log(10_000.0) * Double(Float(i)) / Double(half)))
+                // float32 throughout, as the reference computes it
+                let freq = Foundation.exp(Float(-log(10_000.0)) * Float(i) / Float(half))
                 let arg = tv * freq
                 t[n * mc + i] = cos(arg)
                 t[n * mc + half + i] = sin(arg)
