@@ -18,11 +18,16 @@ public final class ADMUNet: @unchecked Sendable {
     public init(architecture a: ADMArchitecture, weights: [String: Tensor]) throws {
         guard a.type == "adm-unet" else { throw EngineError.invalidArchitecture("expected type adm-unet, got \(a.type)") }
         architecture = a
-        let r = WeightReader(weights)
-        trunk = try ADMTrunk(a, r, withOutputBlocks: true)
-        outNorm = try GroupNormParameters(r, "out.0", channels: trunk.finalChannels)
-        outConv = try ConvParameters(r, "out.2", in: trunk.finalChannels, out: a.outChannels, kernel: 3, padding: 1)
+        (trunk, outNorm, outConv) = try ADMUNet.readWeights(a, WeightReader(weights))
+    }
+
+    @discardableResult
+    static func readWeights(_ a: ADMArchitecture, _ r: WeightReader) throws -> (ADMTrunk, GroupNormParameters, ConvParameters) {
+        let trunk = try ADMTrunk(a, r, withOutputBlocks: true)
+        let norm = try GroupNormParameters(r, "out.0", channels: trunk.finalChannels)
+        let conv = try ConvParameters(r, "out.2", in: trunk.finalChannels, out: a.outChannels, kernel: 3, padding: 1)
         try r.finish()
+        return (trunk, norm, conv)
     }
 
     /// Image side length the network was built for.
@@ -80,6 +85,7 @@ final class UNetPlan {
     let headInput: Int
     let outConv: ConvolutionPrimitive
     let size: Int, channels: Int
+    let outputNHWC: Int
 
     init(_ net: ADMUNet, batch: Int) {
         core = ADMPlan(trunk: net.trunk, batch: batch, training: false)
@@ -90,7 +96,8 @@ final class UNetPlan {
         outConv = ConvolutionPrimitive(batch: batch, inChannels: channels, outChannels: net.architecture.outChannels,
                                        height: size, width: size, kernel: 3, padding: 1,
                                        weights: net.outConv.weight.data, bias: net.outConv.bias?.data,
-                                       inputLayout: .nhwc, outputLayout: .nchw, scratch: core.scratch)
+                                       inputLayout: .nhwc, outputLayout: .nhwc, scratch: core.scratch)
+        outputNHWC = core.ws.privateBuffer(batch * size * size * net.architecture.outChannels)
         core.flops += outConv.flops
         core.ws.allocate()
     }
@@ -105,6 +112,7 @@ final class UNetPlan {
         core.runForward()
         headNorm.prepare(ws, net.outNorm, ws[core.trunkOutput], batch: n, pixels: pixels)
         headNorm.apply(ws, ws[core.trunkOutput], ws[headInput], batch: n, pixels: pixels, channels: channels, silu: true)
-        outConv(ws[headInput], output.data)
+        outConv(ws[headInput], ws[outputNHWC])
+        nhwcToNchw(ws[outputNHWC], output.data, batch: n, channels: net.architecture.outChannels, pixels: pixels)
     }
 }

@@ -17,10 +17,15 @@ public final class NoisyClassifier: @unchecked Sendable {
     public init(architecture a: ADMArchitecture, weights: [String: Tensor]) throws {
         guard a.type == "adm-encoder" else { throw EngineError.invalidArchitecture("expected type adm-encoder, got \(a.type)") }
         architecture = a
-        let r = WeightReader(weights)
-        trunk = try ADMTrunk(a, r, withOutputBlocks: false)
+        (trunk, outNorm, head) = try NoisyClassifier.readWeights(a, WeightReader(weights))
+    }
+
+    @discardableResult
+    static func readWeights(_ a: ADMArchitecture, _ r: WeightReader) throws -> (ADMTrunk, GroupNormParameters, ClassifierHead) {
+        let trunk = try ADMTrunk(a, r, withOutputBlocks: false)
         let ch = trunk.finalChannels
-        outNorm = try GroupNormParameters(r, "out.0", channels: ch)
+        let outNorm = try GroupNormParameters(r, "out.0", channels: ch)
+        let head: ClassifierHead
         switch a.pool ?? "" {
         case "adaptive":
             head = .adaptive(try ConvParameters(r, "out.3", in: ch, out: a.outChannels, kernel: 1, padding: 0))
@@ -38,6 +43,7 @@ public final class NoisyClassifier: @unchecked Sendable {
             throw EngineError.invalidArchitecture("unsupported pool '\(a.pool ?? "nil")' (adaptive or attention)")
         }
         try r.finish()
+        return (trunk, outNorm, head)
     }
 
     /// Number of classes (logits per image).
