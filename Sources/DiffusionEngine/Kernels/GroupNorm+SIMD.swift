@@ -10,9 +10,12 @@ func groupNormStatistics(_ x: UnsafePointer<Float>, batch: Int, pixels: Int, cha
     precondition(channels % 16 == 0 && channels % groups == 0)
     let cpg = channels / groups
     parallelFor(batch, work: batch * pixels * channels) { range in
-        withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * channels) { tmp in
-            let cm = tmp.baseAddress!, cv = cm + channels
+        // Per group: element count, mean and sum of squared deviations, merged channel by
+        // channel (Chan et al.); 3 x groups doubles stay on the stack.
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: 3 * groups) { tmp in
+            let gn = tmp.baseAddress!, gm = gn + groups, gq = gm + groups
             for n in range {
+                gn.update(repeating: 0, count: 3 * groups)
                 let base = UnsafeMutablePointer(mutating: x) + n * pixels * channels
                 for j in stride(from: 0, to: channels, by: 16) {
                     let k = base.vec(j)
@@ -30,22 +33,23 @@ func groupNormStatistics(_ x: UnsafePointer<Float>, batch: Int, pixels: Int, cha
                         s1a += d0; s2a += d0 * d0
                     }
                     let s1 = s1a + s1b, s2 = s2a + s2b
+                    let count = Double(pixels)
                     for l in 0..<16 {
                         let a = Double(s1[l]), q = Double(s2[l])
                         let add = addend.map { Double($0[n * addendStride + j + l]) } ?? 0
-                        cm[j + l] = Double(k[l]) + a / Double(pixels) + add
-                        cv[j + l] = max(q - a * a / Double(pixels), 0)
+                        let mean = Double(k[l]) + a / count + add
+                        let m2 = max(q - a * a / count, 0)
+                        let g = (j + l) / cpg
+                        let na = gn[g], total = na + count
+                        let delta = mean - gm[g]
+                        gm[g] += delta * count / total
+                        gq[g] += m2 + delta * delta * na * count / total
+                        gn[g] = total
                     }
                 }
                 for g in 0..<groups {
-                    var m = 0.0
-                    for c in (g * cpg)..<((g + 1) * cpg) { m += cm[c] }
-                    m /= Double(cpg)
-                    var m2 = 0.0
-                    for c in (g * cpg)..<((g + 1) * cpg) { let d = cm[c] - m; m2 += cv[c] + Double(pixels) * d * d }
-                    let variance = m2 / Double(pixels * cpg)
-                    mean[n * groups + g] = Float(m)
-                    rstd[n * groups + g] = Float(1 / (variance + Double(eps)).squareRoot())
+                    mean[n * groups + g] = Float(gm[g])
+                    rstd[n * groups + g] = Float(1 / (gq[g] / gn[g] + Double(eps)).squareRoot())
                 }
             }
         }
@@ -107,13 +111,15 @@ func groupNormBackward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: Un
                        a: UnsafePointer<Float>, b: UnsafePointer<Float>, effectiveGamma: UnsafePointer<Float>,
                        mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
                        addend: UnsafePointer<Float>? = nil, addendStride: Int = 0,
-                       silu: Bool, accumulate: Bool) {
+                       silu: Bool, accumulate: Bool, scratch: UnsafeMutablePointer<Float>) {
     let cpg = channels / groups
     let xm = UnsafeMutablePointer(mutating: x), dym = UnsafeMutablePointer(mutating: dy)
     let am = UnsafeMutablePointer(mutating: a), bm = UnsafeMutablePointer(mutating: b)
-    parallelFor(batch, work: batch * pixels * channels) { range in
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 5 * channels) { tmp in
-            let s1 = tmp.baseAddress!, s2 = s1 + channels
+    let threads = min(ComputeRuntime.dnnlThreads, batch)
+    parallelRegion(threads: batch * pixels * channels < 32_768 ? 1 : threads) { tid, nt in
+        let range = (batch * tid / nt)..<(batch * (tid + 1) / nt)
+        do {
+            let s1 = scratch + tid * 5 * channels, s2 = s1 + channels
             let alpha = s2 + channels, betaC = alpha + channels, gammaC = betaC + channels
             for n in range {
                 let o = n * pixels * channels, co = n * channels

@@ -13,10 +13,11 @@ protocol LayerRunner: AnyObject {
 
 /// Statistics and folded coefficients of one GroupNorm application.
 struct GroupNormState {
-    let mean: Int, rstd: Int, a: Int, b: Int, gamma: Int
+    let mean: Int, rstd: Int, a: Int, b: Int, gamma: Int, scratch: Int
 
     init(_ ws: Workspace, batch: Int, channels: Int) {
         mean = ws.privateBuffer(batch * 32); rstd = ws.privateBuffer(batch * 32)
+        scratch = ws.buffer("groupnorm.scratch", ComputeRuntime.dnnlThreads * 5 * channels)
         a = ws.privateBuffer(batch * channels); b = ws.privateBuffer(batch * channels); gamma = ws.privateBuffer(batch * channels)
     }
 
@@ -38,7 +39,7 @@ struct GroupNormState {
                   batch: Int, pixels: Int, channels: Int, addend: UnsafePointer<Float>? = nil, stride: Int = 0, silu: Bool, accumulate: Bool) {
         groupNormBackward(x: x, dy: dy, dx: dx, batch: batch, pixels: pixels, channels: channels, groups: 32,
                           a: ws[a], b: ws[b], effectiveGamma: ws[gamma], mean: ws[mean], rstd: ws[rstd],
-                          addend: addend, addendStride: stride, silu: silu, accumulate: accumulate)
+                          addend: addend, addendStride: stride, silu: silu, accumulate: accumulate, scratch: ws[scratch])
     }
 }
 
