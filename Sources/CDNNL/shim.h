@@ -28,14 +28,14 @@ static inline dnnl_status_t dd_memory_desc(dnnl_memory_desc_t *md, int ndims,
 
 /// A 2-D direct convolution descriptor (forward inference/training or backward data).
 static inline dnnl_status_t dd_convolution_desc(dnnl_convolution_desc_t *desc,
-        dnnl_prop_kind_t prop, const dnnl_memory_desc_t *src,
+        dnnl_prop_kind_t prop, dnnl_alg_kind_t alg, const dnnl_memory_desc_t *src,
         const dnnl_memory_desc_t *weights, const dnnl_memory_desc_t *bias,
         const dnnl_memory_desc_t *dst, int64_t stride, int64_t pad) {
     dnnl_dims_t strides = {stride, stride};
     dnnl_dims_t padding = {pad, pad};
     if (prop == dnnl_backward_data)
-        return dnnl_convolution_backward_data_desc_init(desc, dnnl_convolution_direct,
+        return dnnl_convolution_backward_data_desc_init(desc, alg,
                 src, weights, dst, strides, padding, padding);
-    return dnnl_convolution_forward_desc_init(desc, prop, dnnl_convolution_direct,
+    return dnnl_convolution_forward_desc_init(desc, prop, alg,
             src, weights, bias, dst, strides, padding, padding);
 }

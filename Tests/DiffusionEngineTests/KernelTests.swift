@@ -43,7 +43,8 @@ func randomValues(_ count: Int, seed: UInt64) -> [Float] {
         nchwToNhwc(xT.data, xN.data, batch: n, channels: ci, pixels: h * h)
         let wT = Tensor(shape: [co, ci, kernel, kernel], values: w), bT = Tensor(shape: [co], values: b)
         let conv = ConvolutionPrimitive(batch: n, inChannels: ci, outChannels: co, height: h, width: h, kernel: kernel,
-                                        stride: stride, padding: padding, weights: wT.data, bias: bT.data, scratch: scratch)
+                                        stride: stride, padding: padding, weights: wT.data, bias: bT.data,
+                                        inputLayout: .nhwc, outputLayout: .nhwc, scratch: scratch)
         let yN = Tensor(shape: [n, ho, ho, co]), y = Tensor(shape: [n, co, ho, ho])
         conv(xN.data, yN.data)
         nhwcToNchw(yN.data, y.data, batch: n, channels: co, pixels: ho * ho)
@@ -53,9 +54,11 @@ func randomValues(_ count: Int, seed: UInt64) -> [Float] {
 
         // Backward data is the transpose: <conv(x), g> == <x, conv^T(g)>.
         let back = ConvolutionPrimitive(batch: n, inChannels: ci, outChannels: co, height: h, width: h, kernel: kernel,
-                                        stride: stride, padding: padding, weights: wT.data, bias: nil, backwardData: true, scratch: scratch)
+                                        stride: stride, padding: padding, weights: wT.data, bias: nil,
+                                        inputLayout: .nhwc, outputLayout: .nhwc, backwardData: true, scratch: scratch)
         let noBias = ConvolutionPrimitive(batch: n, inChannels: ci, outChannels: co, height: h, width: h, kernel: kernel,
-                                          stride: stride, padding: padding, weights: wT.data, bias: nil, scratch: scratch)
+                                          stride: stride, padding: padding, weights: wT.data, bias: nil,
+                                          inputLayout: .nhwc, outputLayout: .nhwc, scratch: scratch)
         let g = Tensor(shape: [n, ho, ho, co], values: randomValues(n * co * ho * ho, seed: 4))
         let dx = Tensor(shape: [n, h, h, ci])
         back(g.data, dx.data)
@@ -71,7 +74,8 @@ func randomValues(_ count: Int, seed: UInt64) -> [Float] {
         let x = randomValues(n * pixels * c, seed: 5).map { $0 * 3 + 0.5 }
         let gamma = randomValues(c, seed: 6), beta = randomValues(c, seed: 7)
         let scale = randomValues(n * c, seed: 8), shift = randomValues(n * c, seed: 9)
-        let xT = Tensor(shape: [n, pixels, c], values: x)
+        let xN = Tensor(shape: [n, pixels, c], values: x), xT = Tensor(shape: [n, pixels, c])
+        nhwcToBlocked(xN.data, xT.data, batch: n, pixels: pixels, channels: c)
         let gT = Tensor(shape: [c], values: gamma), bT = Tensor(shape: [c], values: beta)
         let sT = Tensor(shape: [n, c], values: scale), hT = Tensor(shape: [n, c], values: shift)
         let mean = Tensor(shape: [n * groups]), rstd = Tensor(shape: [n * groups])
@@ -79,7 +83,7 @@ func randomValues(_ count: Int, seed: UInt64) -> [Float] {
         groupNormStatistics(xT.data, batch: n, pixels: pixels, channels: c, groups: groups, mean: mean.data, rstd: rstd.data)
         groupNormCoefficients(batch: n, channels: c, groups: groups, mean: mean.data, rstd: rstd.data, gamma: gT.data, beta: bT.data,
                               scale: sT.data, shift: hT.data, scaleStride: c, a: a.data, b: b.data, effectiveGamma: ge.data)
-        affineActivation(xT.data, y.data, batch: n, pixels: pixels, channels: c, a: a.data, b: b.data, silu: true)
+        affineActivation(xT.data, y.data, batch: n, pixels: pixels, channels: c, a: a.data, b: b.data, silu: true, nhwcOutput: true)
         var err = 0.0
         for s in 0..<n {
             for g in 0..<groups {

@@ -57,6 +57,8 @@ final class ConvolutionPrimitive {
     let height: Int, width: Int, kernel: Int, stride: Int, padding: Int
     let outHeight: Int, outWidth: Int
     let backwardData: Bool
+    /// Whether oneDNN's Winograd algorithm runs this convolution.
+    private(set) var usesWinograd = false
     private var primitive: dnnl_primitive_t?
     private var inputMemory: dnnl_memory_t?
     private var outputMemory: dnnl_memory_t?
@@ -82,9 +84,13 @@ final class ConvolutionPrimitive {
     init(batch: Int, inChannels: Int, outChannels: Int, height: Int, width: Int,
          kernel: Int, stride: Int = 1, padding: Int,
          weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-         inputLayout: ActivationLayout = .nhwc, outputLayout: ActivationLayout = .nhwc,
+         inputLayout: ActivationLayout = .blocked16, outputLayout: ActivationLayout = .blocked16,
          accumulate: Bool = false, relu: Bool = false, backwardData: Bool = false,
-         scratch: ScratchArena) {
+         winograd: Bool? = nil, scratch: ScratchArena) {
+        // Winograd F(4x4, 3x3) for 3x3 stride-1 forward convolutions on 16-channel blocks
+        // (about twice the direct speed here); direct otherwise or when oneDNN declines.
+        let wantWinograd = winograd ?? (kernel == 3 && stride == 1 && padding == 1 && !backwardData
+            && inChannels % 16 == 0 && outChannels % 16 == 0 && inputLayout == .blocked16 && outputLayout == .blocked16)
         self.batch = batch; self.inChannels = inChannels; self.outChannels = outChannels
         self.height = height; self.width = width; self.kernel = kernel
         self.stride = stride; self.padding = padding
@@ -97,9 +103,8 @@ final class ConvolutionPrimitive {
 
         var src = dnnl_memory_desc_t(), dst = dnnl_memory_desc_t()
         var wAny = dnnl_memory_desc_t(), bmd = dnnl_memory_desc_t(), wUser = dnnl_memory_desc_t()
-        // For backward data the "input" of a call is diff_dst and the "output" diff_src.
-        let srcLayout = backwardData ? outputLayout : inputLayout
-        let dstLayout = backwardData ? inputLayout : outputLayout
+        // src/dst describe the input/output side (diff_src/diff_dst for backward data).
+        let srcLayout = inputLayout, dstLayout = outputLayout
         dnnlCheck(dd_memory_desc(&src, 4, Int64(batch), Int64(inChannels), Int64(height), Int64(width), srcLayout.tag), "src md")
         dnnlCheck(dd_memory_desc(&dst, 4, Int64(batch), Int64(outChannels), Int64(outHeight), Int64(outWidth), dstLayout.tag), "dst md")
         dnnlCheck(dd_memory_desc(&wAny, 4, Int64(outChannels), Int64(inChannels), Int64(kernel), Int64(kernel), dnnl_format_tag_any), "w md")
@@ -119,24 +124,30 @@ final class ConvolutionPrimitive {
             dnnl_post_ops_destroy(ops)
         }
 
-        var pd: dnnl_primitive_desc_t?
-        var fwdDesc = dnnl_convolution_desc_t()
-        if backwardData {
-            dnnlCheck(dd_convolution_desc(&fwdDesc, dnnl_forward_training, &src, &wAny, nil, &dst, Int64(stride), Int64(padding)), "conv fwd desc")
-            var hint: dnnl_primitive_desc_t?
-            dnnlCheck(dnnl_primitive_desc_create(&hint, &fwdDesc, nil, ctx.engine, nil), "conv fwd pd (hint)")
-            var bwdDesc = dnnl_convolution_desc_t()
-            dnnlCheck(dd_convolution_desc(&bwdDesc, dnnl_backward_data, &src, &wAny, nil, &dst, Int64(stride), Int64(padding)), "conv bwd desc")
-            dnnlCheck(dnnl_primitive_desc_create(&pd, &bwdDesc, attr, ctx.engine, hint), "conv bwd pd")
-            dnnl_primitive_desc_destroy(hint)
-        } else {
-            if bias != nil {
-                dnnlCheck(dd_convolution_desc(&fwdDesc, dnnl_forward_inference, &src, &wAny, &bmd, &dst, Int64(stride), Int64(padding)), "conv desc")
+        func create(_ alg: dnnl_alg_kind_t) -> dnnl_primitive_desc_t? {
+            var pd: dnnl_primitive_desc_t?
+            var fwdDesc = dnnl_convolution_desc_t()
+            if backwardData {
+                guard dd_convolution_desc(&fwdDesc, dnnl_forward_training, alg, &src, &wAny, nil, &dst, Int64(stride), Int64(padding)) == dnnl_success
+                else { return nil }
+                var hint: dnnl_primitive_desc_t?
+                guard dnnl_primitive_desc_create(&hint, &fwdDesc, nil, ctx.engine, nil) == dnnl_success else { return nil }
+                defer { dnnl_primitive_desc_destroy(hint) }
+                var bwdDesc = dnnl_convolution_desc_t()
+                guard dd_convolution_desc(&bwdDesc, dnnl_backward_data, alg, &src, &wAny, nil, &dst, Int64(stride), Int64(padding)) == dnnl_success,
+                      dnnl_primitive_desc_create(&pd, &bwdDesc, attr, ctx.engine, hint) == dnnl_success else { return nil }
             } else {
-                dnnlCheck(dd_convolution_desc(&fwdDesc, dnnl_forward_inference, &src, &wAny, nil, &dst, Int64(stride), Int64(padding)), "conv desc")
+                let status = bias != nil
+                    ? dd_convolution_desc(&fwdDesc, dnnl_forward_inference, alg, &src, &wAny, &bmd, &dst, Int64(stride), Int64(padding))
+                    : dd_convolution_desc(&fwdDesc, dnnl_forward_inference, alg, &src, &wAny, nil, &dst, Int64(stride), Int64(padding))
+                guard status == dnnl_success, dnnl_primitive_desc_create(&pd, &fwdDesc, attr, ctx.engine, nil) == dnnl_success else { return nil }
             }
-            dnnlCheck(dnnl_primitive_desc_create(&pd, &fwdDesc, attr, ctx.engine, nil), "conv pd")
+            return pd
         }
+        var pd = wantWinograd ? create(dnnl_convolution_winograd) : nil
+        usesWinograd = pd != nil
+        if pd == nil { pd = create(dnnl_convolution_direct) }
+        precondition(pd != nil, "oneDNN has no convolution for \(inChannels)->\(outChannels) k\(kernel) s\(stride) at \(height)x\(width)")
         defer { dnnl_primitive_desc_destroy(pd) }
         dnnlCheck(dnnl_primitive_create(&primitive, pd), "conv primitive")
 

@@ -1,6 +1,7 @@
-/// GroupNorm over NHWC activations ([batch, pixels, channels]), float32 data with float64
-/// group reductions: statistics, the fused normalise + per-sample scale/shift + SiLU pass of
-/// ADM ResBlocks, and its backward pass. Channels must be a multiple of 16.
+/// GroupNorm over activations in oneDNN's 16-channel blocked layout (nChw16c: [batch][channels/16]
+/// [pixels][16]), float32 data with float64 group reductions: statistics, the fused normalise +
+/// per-sample scale/shift + SiLU pass of ADM ResBlocks, and its backward pass. Channels must be a
+/// multiple of 16; `channels / groups` channels form a group.
 
 /// Per-sample, per-group mean and 1/sqrt(var + eps) of `x`, optionally after adding a
 /// per-(sample, channel) constant `addend[n * addendStride + c]` (the ResBlock timestep term).
@@ -8,7 +9,7 @@ func groupNormStatistics(_ x: UnsafePointer<Float>, batch: Int, pixels: Int, cha
                          addend: UnsafePointer<Float>? = nil, addendStride: Int = 0, eps: Float = 1e-5,
                          mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>) {
     precondition(channels % 16 == 0 && channels % groups == 0)
-    let cpg = channels / groups
+    let cpg = channels / groups, blocks = channels / 16
     parallelFor(batch, work: batch * pixels * channels) { range in
         // Per group: element count, mean and sum of squared deviations, merged channel by
         // channel (Chan et al.); 3 x groups doubles stay on the stack.
@@ -16,32 +17,33 @@ func groupNormStatistics(_ x: UnsafePointer<Float>, batch: Int, pixels: Int, cha
             let gn = tmp.baseAddress!, gm = gn + groups, gq = gm + groups
             for n in range {
                 gn.update(repeating: 0, count: 3 * groups)
-                let base = UnsafeMutablePointer(mutating: x) + n * pixels * channels
-                for j in stride(from: 0, to: channels, by: 16) {
-                    let k = base.vec(j)
+                for blk in 0..<blocks {
+                    let base = UnsafeMutablePointer(mutating: x) + (n * blocks + blk) * pixels * 16
+                    let k = base.vec(0)
                     var s1a = Vec(), s1b = Vec(), s2a = Vec(), s2b = Vec()
                     var p = 0
                     while p + 1 < pixels {
-                        let d0 = base.vec(p * channels + j) - k
-                        let d1 = base.vec((p + 1) * channels + j) - k
+                        let d0 = base.vec(p * 16) - k
+                        let d1 = base.vec(p * 16 + 16) - k
                         s1a += d0; s2a += d0 * d0
                         s1b += d1; s2b += d1 * d1
                         p += 2
                     }
                     if p < pixels {
-                        let d0 = base.vec(p * channels + j) - k
+                        let d0 = base.vec(p * 16) - k
                         s1a += d0; s2a += d0 * d0
                     }
                     let s1 = s1a + s1b, s2 = s2a + s2b
                     let count = Double(pixels)
                     for l in 0..<16 {
+                        let c = blk * 16 + l
                         let a = Double(s1[l]), q = Double(s2[l])
-                        let add = addend.map { Double($0[n * addendStride + j + l]) } ?? 0
-                        let mean = Double(k[l]) + a / count + add
+                        let add = addend.map { Double($0[n * addendStride + c]) } ?? 0
+                        let mu = Double(k[l]) + a / count + add
                         let m2 = max(q - a * a / count, 0)
-                        let g = (j + l) / cpg
+                        let g = c / cpg
                         let na = gn[g], total = na + count
-                        let delta = mean - gm[g]
+                        let delta = mu - gm[g]
                         gm[g] += delta * count / total
                         gq[g] += m2 + delta * delta * na * count / total
                         gn[g] = total
@@ -83,91 +85,141 @@ func groupNormCoefficients(batch: Int, channels: Int, groups: Int,
     }
 }
 
-/// y = act(x * a[n, c] + b[n, c]) over NHWC data; `y` may equal `x`.
+/// y = act(x * a[n, c] + b[n, c]) over blocked data; `y` may equal `x`. With `nhwcOutput` the
+/// result is written as [batch, pixels, channels] instead (for the matrix products of attention).
 func affineActivation(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int,
-                      a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool) {
-    let rows = batch * pixels
+                      a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool, nhwcOutput: Bool = false) {
+    let blocks = channels / 16
     let xm = UnsafeMutablePointer(mutating: x)
     let am = UnsafeMutablePointer(mutating: a), bm = UnsafeMutablePointer(mutating: b)
-    parallelFor(rows, work: rows * channels) { range in
-        for r in range {
-            let n = r / pixels
-            let o = r * channels, co = n * channels
-            var j = 0
-            while j < channels {
-                let u = xm.vec(o + j) * am.vec(co + j) + bm.vec(co + j)
-                y.setVec(o + j, silu ? vsilu(u) : u)
-                j += 16
+    parallelFor(batch * blocks, work: batch * pixels * channels) { range in
+        for plane in range {
+            let n = plane / blocks, blk = plane % blocks
+            let av = am.vec(n * channels + blk * 16), bv = bm.vec(n * channels + blk * 16)
+            let src = xm + plane * pixels * 16
+            if nhwcOutput {
+                let dst = y + n * pixels * channels + blk * 16
+                for p in 0..<pixels {
+                    let u = src.vec(p * 16) * av + bv
+                    dst.setVec(p * channels, silu ? vsilu(u) : u)
+                }
+            } else {
+                let dst = y + plane * pixels * 16
+                for p in 0..<pixels {
+                    let u = src.vec(p * 16) * av + bv
+                    dst.setVec(p * 16, silu ? vsilu(u) : u)
+                }
             }
         }
     }
 }
 
-/// Backward of y = act(GN(x + addend) * g' + b') for one GroupNorm: writes (or adds, with
-/// `accumulate`) dL/dx given dL/dy. `a`, `b` are the forward coefficients, `effectiveGamma`
-/// g', and `mean`/`rstd` the forward statistics.
+/// Backward of y = act(GN(x + addend) * g' + b') for one GroupNorm over blocked data: writes
+/// (or adds, with `accumulate`) dL/dx given dL/dy. `a`, `b` are the forward coefficients,
+/// `effectiveGamma` g', and `mean`/`rstd` the forward statistics; `scratch` holds
+/// 5 x channels floats per thread.
 func groupNormBackward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
                        batch: Int, pixels: Int, channels: Int, groups: Int,
                        a: UnsafePointer<Float>, b: UnsafePointer<Float>, effectiveGamma: UnsafePointer<Float>,
                        mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
                        addend: UnsafePointer<Float>? = nil, addendStride: Int = 0,
                        silu: Bool, accumulate: Bool, scratch: UnsafeMutablePointer<Float>) {
-    let cpg = channels / groups
+    let cpg = channels / groups, blocks = channels / 16
     let xm = UnsafeMutablePointer(mutating: x), dym = UnsafeMutablePointer(mutating: dy)
     let am = UnsafeMutablePointer(mutating: a), bm = UnsafeMutablePointer(mutating: b)
     let threads = min(ComputeRuntime.dnnlThreads, batch)
     parallelRegion(threads: batch * pixels * channels < 32_768 ? 1 : threads) { tid, nt in
-        let range = (batch * tid / nt)..<(batch * (tid + 1) / nt)
-        do {
-            let s1 = scratch + tid * 5 * channels, s2 = s1 + channels
-            let alpha = s2 + channels, betaC = alpha + channels, gammaC = betaC + channels
-            for n in range {
-                let o = n * pixels * channels, co = n * channels
-                for j in stride(from: 0, to: channels, by: 16) {
-                    let av = am.vec(co + j), bv = bm.vec(co + j)
-                    var acc1 = Vec(), acc2 = Vec()
-                    for p in 0..<pixels {
-                        let xv = xm.vec(o + p * channels + j)
-                        var du = dym.vec(o + p * channels + j)
-                        if silu { du *= vsiluGrad(xv * av + bv) }
-                        acc1 += du; acc2 += du * xv
-                    }
-                    s1.setVec(j, acc1); s2.setVec(j, acc2)
-                }
-                for g in 0..<groups {
-                    let gi = n * groups + g
-                    let r = Double(rstd[gi]), mu = Double(mean[gi])
-                    var m1 = 0.0, m2 = 0.0
-                    for c in (g * cpg)..<((g + 1) * cpg) {
-                        let ge = Double(effectiveGamma[co + c])
-                        let add = addend.map { Double($0[n * addendStride + c]) } ?? 0
-                        let xa = r, xb = (add - mu) * r
-                        m1 += ge * Double(s1[c])
-                        m2 += ge * (xa * Double(s2[c]) + xb * Double(s1[c]))
-                    }
-                    let count = Double(pixels * cpg)
-                    m1 /= count; m2 /= count
-                    for c in (g * cpg)..<((g + 1) * cpg) {
-                        let ge = Double(effectiveGamma[co + c])
-                        let add = addend.map { Double($0[n * addendStride + c]) } ?? 0
-                        let xa = r, xb = (add - mu) * r
-                        alpha[c] = Float(r * ge)
-                        betaC[c] = Float(-r * xa * m2)
-                        gammaC[c] = Float(-r * (m1 + xb * m2))
-                    }
-                }
+        let s1 = scratch + tid * 5 * channels, s2 = s1 + channels
+        let alpha = s2 + channels, betaC = alpha + channels, gammaC = betaC + channels
+        for n in (batch * tid / nt)..<(batch * (tid + 1) / nt) {
+            let co = n * channels
+            for blk in 0..<blocks {
+                let o = (n * blocks + blk) * pixels * 16, j = blk * 16
+                let av = am.vec(co + j), bv = bm.vec(co + j)
+                var acc1 = Vec(), acc2 = Vec()
                 for p in 0..<pixels {
-                    let row = o + p * channels
-                    for j in stride(from: 0, to: channels, by: 16) {
-                        let xv = xm.vec(row + j)
-                        var du = dym.vec(row + j)
-                        if silu { du *= vsiluGrad(xv * am.vec(co + j) + bm.vec(co + j)) }
-                        var g = du * alpha.vec(j) + xv * betaC.vec(j) + gammaC.vec(j)
-                        if accumulate { g += dx.vec(row + j) }
-                        dx.setVec(row + j, g)
-                    }
+                    let xv = xm.vec(o + p * 16)
+                    var du = dym.vec(o + p * 16)
+                    if silu { du *= vsiluGrad(xv * av + bv) }
+                    acc1 += du; acc2 += du * xv
+                }
+                s1.setVec(j, acc1); s2.setVec(j, acc2)
+            }
+            for g in 0..<groups {
+                let gi = n * groups + g
+                let r = Double(rstd[gi]), mu = Double(mean[gi])
+                var m1 = 0.0, m2 = 0.0
+                for c in (g * cpg)..<((g + 1) * cpg) {
+                    let ge = Double(effectiveGamma[co + c])
+                    let add = addend.map { Double($0[n * addendStride + c]) } ?? 0
+                    let xb = (add - mu) * r
+                    m1 += ge * Double(s1[c])
+                    m2 += ge * (r * Double(s2[c]) + xb * Double(s1[c]))
+                }
+                let count = Double(pixels * cpg)
+                m1 /= count; m2 /= count
+                for c in (g * cpg)..<((g + 1) * cpg) {
+                    let ge = Double(effectiveGamma[co + c])
+                    let add = addend.map { Double($0[n * addendStride + c]) } ?? 0
+                    let xb = (add - mu) * r
+                    alpha[c] = Float(r * ge)
+                    betaC[c] = Float(-r * r * m2)
+                    gammaC[c] = Float(-r * (m1 + xb * m2))
                 }
             }
+            for blk in 0..<blocks {
+                let o = (n * blocks + blk) * pixels * 16, j = blk * 16
+                let av = am.vec(co + j), bv = bm.vec(co + j)
+                let al = alpha.vec(j), be = betaC.vec(j), ga = gammaC.vec(j)
+                for p in 0..<pixels {
+                    let xv = xm.vec(o + p * 16)
+                    var du = dym.vec(o + p * 16)
+                    if silu { du *= vsiluGrad(xv * av + bv) }
+                    var g = du * al + xv * be + ga
+                    if accumulate { g += dx.vec(o + p * 16) }
+                    dx.setVec(o + p * 16, g)
+                }
+            }
+        }
+    }
+}
+
+/// [batch, pixels, channels] (NHWC) -> blocked; with `accumulate` adds into `y`.
+func nhwcToBlocked(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int, accumulate: Bool = false) {
+    let blocks = channels / 16
+    let xm = UnsafeMutablePointer(mutating: x)
+    parallelFor(batch * blocks, work: batch * pixels * channels) { range in
+        for plane in range {
+            let n = plane / blocks, blk = plane % blocks
+            let src = xm + n * pixels * channels + blk * 16, dst = y + plane * pixels * 16
+            for p in 0..<pixels {
+                let v = src.vec(p * channels)
+                dst.setVec(p * 16, accumulate ? dst.vec(p * 16) + v : v)
+            }
+        }
+    }
+}
+
+/// Blocked -> [batch, pixels, channels] (NHWC).
+func blockedToNhwc(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int) {
+    let blocks = channels / 16
+    let xm = UnsafeMutablePointer(mutating: x)
+    parallelFor(batch * blocks, work: batch * pixels * channels) { range in
+        for plane in range {
+            let n = plane / blocks, blk = plane % blocks
+            let src = xm + plane * pixels * 16, dst = y + n * pixels * channels + blk * 16
+            for p in 0..<pixels { dst.setVec(p * channels, src.vec(p * 16)) }
+        }
+    }
+}
+
+/// Concatenates blocked tensors on channels: per sample, a's blocks then b's.
+func concatBlocked(_ a: UnsafePointer<Float>, _ ca: Int, _ b: UnsafePointer<Float>, _ cb: Int, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int) {
+    let c = ca + cb
+    parallelFor(batch, work: batch * pixels * c) { range in
+        for n in range {
+            (y + n * pixels * c).update(from: a + n * pixels * ca, count: pixels * ca)
+            (y + n * pixels * c + pixels * ca).update(from: b + n * pixels * cb, count: pixels * cb)
         }
     }
 }

@@ -15,7 +15,7 @@ struct ADMPlanBuilder {
 
     func runner(_ layer: ADMLayer, size: Int) -> any LayerRunner {
         switch layer {
-        case .conv(let c): ConvRunner(c, batch: batch, size: size, scratch: scratch, training: training)
+        case .conv(let c): ConvRunner(c, batch: batch, size: size, scratch: scratch, training: training, inputLayout: .nchw)
         case .res(let r): ResBlockRunner(r, batch: batch, size: size, ws: ws, scratch: scratch, training: training)
         case .attention(let a): AttentionRunner(a, batch: batch, size: size, ws: ws, training: training)
         case .upsample(let c, let ch): UpsampleRunner(c, channels: ch, batch: batch, size: size, ws: ws, scratch: scratch)
@@ -68,7 +68,7 @@ final class ADMPlan {
     let scratch = ScratchArena()
     var steps: [PlanStep] = []
     var flops: Double = 0
-    /// NHWC network input, the trunk's final activation, and embedding buffers.
+    /// NCHW network input, the trunk's final (blocked) activation, and embedding buffers.
     var input = 0, trunkOutput = 0
     let tEmb: Int, hidden: Int, emb: Int, embSiLU: Int, embOut: Int
 
@@ -143,7 +143,7 @@ final class ADMPlan {
         for step in steps {
             switch step {
             case .layer(let r, let i, let o): r.forward(ws[i], ws[o], e)
-            case .concat(let a, let ca, let b, let cb, let rows, let o): concatChannels(ws[a], ca, ws[b], cb, ws[o], rows: rows)
+            case .concat(let a, let ca, let b, let cb, let rows, let o): concatBlocked(ws[a], ca, ws[b], cb, ws[o], batch: batch, pixels: rows / batch)
             }
         }
     }

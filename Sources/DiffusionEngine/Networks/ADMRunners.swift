@@ -1,4 +1,5 @@
-/// Per-batch-size executors of the ADM building blocks over NHWC activations. Every buffer
+/// Per-batch-size executors of the ADM building blocks over activations in oneDNN's 16-channel
+/// blocked layout (nChw16c). Every buffer
 /// and oneDNN primitive is created when the plan is built; forward and backward only run kernels.
 
 /// A layer of a plan: maps one activation buffer to another (and back, for gradients).
@@ -31,8 +32,8 @@ struct GroupNormState {
                               scale: scale, shift: shift, scaleStride: stride, a: ws[a], b: ws[b], effectiveGamma: ws[gamma])
     }
 
-    func apply(_ ws: Workspace, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int, silu: Bool) {
-        affineActivation(x, y, batch: batch, pixels: pixels, channels: channels, a: ws[a], b: ws[b], silu: silu)
+    func apply(_ ws: Workspace, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int, silu: Bool, nhwcOutput: Bool = false) {
+        affineActivation(x, y, batch: batch, pixels: pixels, channels: channels, a: ws[a], b: ws[b], silu: silu, nhwcOutput: nhwcOutput)
     }
 
     func backward(_ ws: Workspace, x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
@@ -49,7 +50,7 @@ final class ConvRunner: LayerRunner {
     let backwardPrimitive: ConvolutionPrimitive?
 
     init(_ p: ConvParameters, batch: Int, size: Int, scratch: ScratchArena, training: Bool,
-         inputLayout: ActivationLayout = .nhwc, outputLayout: ActivationLayout = .nhwc, accumulate: Bool = false, relu: Bool = false) {
+         inputLayout: ActivationLayout = .blocked16, outputLayout: ActivationLayout = .blocked16, accumulate: Bool = false, relu: Bool = false) {
         forwardPrimitive = ConvolutionPrimitive(batch: batch, inChannels: p.inChannels, outChannels: p.outChannels, height: size, width: size,
                                                 kernel: p.kernel, stride: p.stride, padding: p.padding, weights: p.weight.data, bias: p.bias?.data,
                                                 inputLayout: inputLayout, outputLayout: outputLayout, accumulate: accumulate, relu: relu, scratch: scratch)
@@ -84,10 +85,10 @@ final class UpsampleRunner: LayerRunner {
 
     func forward(_ input: UnsafeMutablePointer<Float>, _ output: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
         if let conv {
-            upsampleNearest2x(input, ws[temp], batch: batch, height: size, width: size, channels: channels)
+            upsampleNearest2x(input, ws[temp], batch: batch * channels / 16, height: size, width: size, channels: 16)
             conv.forward(ws[temp], output, emb)
         } else {
-            upsampleNearest2x(input, output, batch: batch, height: size, width: size, channels: channels)
+            upsampleNearest2x(input, output, batch: batch * channels / 16, height: size, width: size, channels: 16)
         }
     }
 
@@ -105,11 +106,11 @@ final class AvgPoolRunner: LayerRunner {
     init(channels: Int, batch: Int, size: Int) { self.batch = batch; self.size = size; self.channels = channels }
 
     func forward(_ input: UnsafeMutablePointer<Float>, _ output: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
-        avgPool2x2(input, output, batch: batch, height: size, width: size, channels: channels)
+        avgPool2x2(input, output, batch: batch * channels / 16, height: size, width: size, channels: 16)
     }
 
     func backward(input: UnsafeMutablePointer<Float>, dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
-        avgPool2x2Backward(dOutput, dInput, batch: batch, height: size, width: size, channels: channels, accumulate: false)
+        avgPool2x2Backward(dOutput, dInput, batch: batch * channels / 16, height: size, width: size, channels: 16, accumulate: false)
     }
 
     var flops: Double { 0 }
@@ -163,8 +164,8 @@ final class ResBlockRunner: LayerRunner {
     var flops: Double { conv1.flops + conv2.flops + (skip?.flops ?? 0) }
 
     private func resample(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, channels: Int) {
-        if p.up { upsampleNearest2x(x, y, batch: batch, height: size, width: size, channels: channels) }
-        else { avgPool2x2(x, y, batch: batch, height: size, width: size, channels: channels) }
+        if p.up { upsampleNearest2x(x, y, batch: batch * channels / 16, height: size, width: size, channels: 16) }
+        else { avgPool2x2(x, y, batch: batch * channels / 16, height: size, width: size, channels: 16) }
     }
 
     func forward(_ x: UnsafeMutablePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
@@ -205,14 +206,14 @@ final class ResBlockRunner: LayerRunner {
         conv1Back!(ws[gH1], ws[gT1])
         var dt1 = ws[gT1]
         if p.down {
-            avgPool2x2Backward(ws[gT1], ws[gT1a], batch: n, height: size, width: size, channels: i, accumulate: false)
+            avgPool2x2Backward(ws[gT1], ws[gT1a], batch: n * i / 16, height: size, width: size, channels: 16, accumulate: false)
             dt1 = ws[gT1a]
         }
         norm1.backward(ws, x: x, dy: dt1, dx: dx, batch: n, pixels: inPix, channels: i, silu: true, accumulate: false)
         var dxs = dOutput
         if let skipBack { skipBack(dOutput, ws[gXs]); dxs = ws[gXs] }
         if p.down {
-            avgPool2x2Backward(dxs, dx, batch: n, height: size, width: size, channels: i, accumulate: true)
+            avgPool2x2Backward(dxs, dx, batch: n * i / 16, height: size, width: size, channels: 16, accumulate: true)
         } else {
             addKernel(dxs, into: dx, count: n * inPix * i)
         }
@@ -275,7 +276,7 @@ final class AttentionRunner: LayerRunner {
     func forward(_ x: UnsafeMutablePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
         let n = batch, t = tokens, c = p.channels, hc = c / p.heads
         norm.prepare(ws, p.norm, x, batch: n, pixels: t)
-        norm.apply(ws, x, ws[xn], batch: n, pixels: t, channels: c, silu: false)
+        norm.apply(ws, x, ws[xn], batch: n, pixels: t, channels: c, silu: false, nhwcOutput: true)
         linearForward(ws[xn], rows: n * t, inFeatures: c, outFeatures: 3 * c, weight: p.qkv.weight.data, bias: p.qkv.bias.data, ws[qkv])
         let scale = 1 / Float(hc).squareRoot()
         let qkvBase = ws[qkv], aBase = ws[attended], pBase = ws[probs]
@@ -290,13 +291,16 @@ final class AttentionRunner: LayerRunner {
             sgemm(m: t, n: hc, k: t, a: s, lda: t, b: rows + vo, ldb: 3 * c, c: aBase + b * t * c + h * hc, ldc: c)
         }
         if out != x { copyKernel(x, out, count: n * t * c) }
-        linearForward(ws[attended], rows: n * t, inFeatures: c, outFeatures: c, weight: p.proj.weight.data, bias: p.proj.bias.data, out, accumulate: true)
+        // proj_out into the (now free) normalised-input buffer, then the residual add in blocked layout.
+        linearForward(ws[attended], rows: n * t, inFeatures: c, outFeatures: c, weight: p.proj.weight.data, bias: p.proj.bias.data, ws[xn])
+        nhwcToBlocked(ws[xn], out, batch: n, pixels: t, channels: c, accumulate: true)
     }
 
     func backward(input x: UnsafeMutablePointer<Float>, dOutput dy: UnsafeMutablePointer<Float>, dInput dx: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
         let n = batch, t = tokens, c = p.channels, hc = c / p.heads
         copyKernel(dy, dx, count: n * t * c)
-        sgemm(m: n * t, n: c, k: c, a: dy, lda: c, b: p.proj.weight.data, ldb: c, c: ws[gA], ldc: c)
+        blockedToNhwc(dy, ws[gXn], batch: n, pixels: t, channels: c)
+        sgemm(m: n * t, n: c, k: c, a: ws[gXn], lda: c, b: p.proj.weight.data, ldb: c, c: ws[gA], ldc: c)
         let scale = 1 / Float(hc).squareRoot()
         let qkvBase = ws[qkv], pBase = ws[probs], daBase = ws[gA], dqkvBase = ws[gQKV], dpBase = ws[gP]
         let heads = p.heads
@@ -317,6 +321,7 @@ final class AttentionRunner: LayerRunner {
             sgemm(transA: true, m: t, n: hc, k: t, alpha: scale, a: dp, lda: t, b: rows + qo, ldb: 3 * c, c: drows + ko, ldc: 3 * c)
         }
         sgemm(m: n * t, n: c, k: 3 * c, a: ws[gQKV], lda: 3 * c, b: p.qkv.weight.data, ldb: c, c: ws[gXn], ldc: c)
-        norm.backward(ws, x: x, dy: ws[gXn], dx: dx, batch: n, pixels: t, channels: c, silu: false, accumulate: true)
+        nhwcToBlocked(ws[gXn], ws[gA], batch: n, pixels: t, channels: c)
+        norm.backward(ws, x: x, dy: ws[gA], dx: dx, batch: n, pixels: t, channels: c, silu: false, accumulate: true)
     }
 }

@@ -85,7 +85,7 @@ final class UNetPlan {
     let headInput: Int
     let outConv: ConvolutionPrimitive
     let size: Int, channels: Int
-    let outputNHWC: Int
+    let outputBlocked: Int
 
     init(_ net: ADMUNet, batch: Int) {
         core = ADMPlan(trunk: net.trunk, batch: batch, training: false)
@@ -96,8 +96,11 @@ final class UNetPlan {
         outConv = ConvolutionPrimitive(batch: batch, inChannels: channels, outChannels: net.architecture.outChannels,
                                        height: size, width: size, kernel: 3, padding: 1,
                                        weights: net.outConv.weight.data, bias: net.outConv.bias?.data,
-                                       inputLayout: .nhwc, outputLayout: .nhwc, scratch: core.scratch)
-        outputNHWC = core.ws.privateBuffer(batch * size * size * net.architecture.outChannels)
+                                       inputLayout: .blocked16, outputLayout: .blocked16, scratch: core.scratch)
+        // oneDNN only has a reference kernel for a few output channels in plain layouts:
+        // write 16-channel blocks (zero padded) and unpack.
+        let outBlocks = (net.architecture.outChannels + 15) / 16
+        outputBlocked = core.ws.privateBuffer(batch * outBlocks * 16 * size * size)
         core.flops += outConv.flops
         core.ws.allocate()
     }
@@ -107,12 +110,20 @@ final class UNetPlan {
     func run(_ net: ADMUNet, x: Tensor, timesteps: [Int], classes: [Int]?, output: Tensor) {
         let n = core.batch, ws = core.ws
         let c = net.architecture.inChannels, pixels = size * size
-        nchwToNhwc(x.data, ws[core.input], batch: n, channels: c, pixels: pixels)
+        ws[core.input].update(from: x.data, count: n * c * pixels)
         core.embed(trunk: net.trunk, timesteps: timesteps, classes: classes)
         core.runForward()
         headNorm.prepare(ws, net.outNorm, ws[core.trunkOutput], batch: n, pixels: pixels)
         headNorm.apply(ws, ws[core.trunkOutput], ws[headInput], batch: n, pixels: pixels, channels: channels, silu: true)
-        outConv(ws[headInput], ws[outputNHWC])
-        nhwcToNchw(ws[outputNHWC], output.data, batch: n, channels: net.architecture.outChannels, pixels: pixels)
+        outConv(ws[headInput], ws[outputBlocked])
+        let oc = net.architecture.outChannels, blocks = (oc + 15) / 16
+        let src = ws[outputBlocked], dst = output.data
+        for b in 0..<n {
+            for c in 0..<oc {
+                let plane = src + ((b * blocks + c / 16) * pixels) * 16 + c % 16
+                let row = dst + (b * oc + c) * pixels
+                for p in 0..<pixels { row[p] = plane[p * 16] }
+            }
+        }
     }
 }

@@ -116,7 +116,7 @@ final class FeaturePlan {
                 guard flat == nil, h == w else { throw EngineError.invalidInput("conv on a flat or non-square activation") }
                 let prim = ConvolutionPrimitive(batch: n, inChannels: p.inChannels, outChannels: p.outChannels, height: h, width: w,
                                                 kernel: p.kernel, stride: p.stride, padding: p.padding, weights: p.weight.data,
-                                                bias: p.bias?.data, relu: relu, scratch: scratch)
+                                                bias: p.bias?.data, inputLayout: .nhwc, outputLayout: .nhwc, relu: relu, scratch: scratch)
                 steps.append(.conv(prim))
                 h = prim.outHeight; w = prim.outWidth; c = p.outChannels
             case .relu: steps.append(.relu(count: n * (flat ?? h * w * c)))

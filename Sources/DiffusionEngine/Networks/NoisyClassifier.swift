@@ -173,11 +173,11 @@ final class ClassifierPlan {
 
     func forward(_ net: NoisyClassifier, x: Tensor, timesteps: [Int], logits: Tensor) {
         let n = core.batch, ws = core.ws, c = channels
-        nchwToNhwc(x.data, ws[core.input], batch: n, channels: net.architecture.inChannels, pixels: net.architecture.imageSize * net.architecture.imageSize)
+        ws[core.input].update(from: x.data, count: n * net.architecture.inChannels * net.architecture.imageSize * net.architecture.imageSize)
         core.embed(trunk: net.trunk, timesteps: timesteps, classes: nil)
         core.runForward()
         headNorm.prepare(ws, net.outNorm, ws[core.trunkOutput], batch: n, pixels: pixels)
-        headNorm.apply(ws, ws[core.trunkOutput], ws[headAct], batch: n, pixels: pixels, channels: c, silu: true)
+        headNorm.apply(ws, ws[core.trunkOutput], ws[headAct], batch: n, pixels: pixels, channels: c, silu: true, nhwcOutput: true)
         meanOverPixels(ws[headAct], ws[pooled], batch: n, pixels: pixels, channels: c)
         switch net.head {
         case .adaptive(let conv):
@@ -278,7 +278,8 @@ final class ClassifierPlan {
             }
         }
         var current = ws[gA], other = ws[gB]
-        headNorm.backward(ws, x: ws[core.trunkOutput], dy: dh, dx: current, batch: n, pixels: pixels, channels: c, silu: true, accumulate: false)
+        nhwcToBlocked(dh, other, batch: n, pixels: pixels, channels: c)
+        headNorm.backward(ws, x: ws[core.trunkOutput], dy: other, dx: current, batch: n, pixels: pixels, channels: c, silu: true, accumulate: false)
         let e = core.embedding
         for step in core.steps.reversed() {
             guard case .layer(let r, let i, _) = step else { fatalError("encoders have no concatenations") }
@@ -286,6 +287,6 @@ final class ClassifierPlan {
             swap(&current, &other)
         }
         let a = net.architecture
-        nhwcToNchw(current, gradient.data, batch: n, channels: a.inChannels, pixels: a.imageSize * a.imageSize)
+        gradient.data.update(from: current, count: n * a.inChannels * a.imageSize * a.imageSize)
     }
 }

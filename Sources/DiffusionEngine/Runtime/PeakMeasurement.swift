@@ -19,17 +19,18 @@ public enum PeakMeasurement {
         return 2 * Double(n * n * n) / best / 1e9
     }
 
-    /// Best-of-`repeats` GFLOP/s of one oneDNN 3x3 convolution (stride 1, pad 1) in the engine's layout.
+    /// Best-of-`repeats` GFLOP/s of one oneDNN 3x3 convolution (stride 1, pad 1) in the engine's blocked
+    /// layout (or NHWC), direct algorithm or Winograd; Winograd's rate counts direct-convolution FLOPs.
     public static func convolutionGFLOPS(batch: Int = 64, channels: Int = 64, size: Int = 32,
-                                         repeats: Int = 5, nchw: Bool = false, blocked: Bool = false) -> Double {
+                                         repeats: Int = 5, nhwc: Bool = false, winograd: Bool = false) -> Double {
         ComputeRuntime.prepareCallingThread()
         let scratch = ScratchArena()
         let w = Tensor(shape: [channels, channels, 3, 3]); w.fill(0.01)
         let bias = Tensor(shape: [channels])
-        let layout: ActivationLayout = blocked ? .blocked16 : nchw ? .nchw : .nhwc
+        let layout: ActivationLayout = nhwc ? .nhwc : .blocked16
         let conv = ConvolutionPrimitive(batch: batch, inChannels: channels, outChannels: channels, height: size, width: size,
                                         kernel: 3, padding: 1, weights: w.data, bias: bias.data,
-                                        inputLayout: layout, outputLayout: layout, scratch: scratch)
+                                        inputLayout: layout, outputLayout: layout, winograd: winograd, scratch: scratch)
         let x = Tensor(shape: [batch, channels, size, size]); x.fill(0.5)
         let y = Tensor(shape: [batch, channels, size, size])
         var best = Double.infinity
