@@ -53,6 +53,20 @@ public enum ComputeRuntime {
         "OpenBLAS \(blasCoreName) (\(blasThreads) threads), oneDNN \(dnnlVersion) (\(dnnlThreads) OpenMP threads)"
     }
 
+    /// Environment settings that slow the back ends down, one sentence each, for the daemon's log.
+    /// Both are read when the libraries load, so they must be fixed before the process starts.
+    public static var environmentWarnings: [String] {
+        let env = ProcessInfo.processInfo.environment
+        var warnings: [String] = []
+        if let core = env["OPENBLAS_CORETYPE"] {
+            warnings.append("OPENBLAS_CORETYPE=\(core) forces OpenBLAS's \(blasCoreName) kernels; unset it to let OpenBLAS pick this CPU's own (Haswell kernels run sgemm at about half speed on AVX-512 CPUs)")
+        }
+        if env["OMP_WAIT_POLICY"] == nil && dnnlThreads > 1 {
+            warnings.append("OMP_WAIT_POLICY is unset: idle OpenMP threads spin between kernels, which slows evaluation several-fold when other processes share the cores; set OMP_WAIT_POLICY=passive on shared machines")
+        }
+        return warnings
+    }
+
     /// Applies the configured thread counts to the calling thread (OpenMP settings are per thread).
     static func prepareCallingThread() {
         if !configured { configure() }
