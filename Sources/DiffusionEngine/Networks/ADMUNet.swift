@@ -34,7 +34,10 @@ public final class ADMUNet: @unchecked Sendable {
     public var imageSize: Int { architecture.imageSize }
 
     /// Multiply-adds x 2 of one forward pass per image (convolutions, linears, attention products).
-    public var flopsPerImage: Double { plan(batch: 1).flops }
+    public var flopsPerImage: Double {
+        lock.lock(); defer { lock.unlock() }
+        return plan(batch: 1).flops
+    }
 
     private func plan(batch: Int) -> UNetPlan {
         if let p = plans[batch] { return p }
