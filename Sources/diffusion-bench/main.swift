@@ -2,7 +2,7 @@
 //
 //   swift build -c release -Xswiftc -target-cpu -Xswiftc znver4 --product diffusion-bench
 //   .build/release/diffusion-bench [--bundle models/fashion-mnist] [--batches 1,16,64,256]
-//       [--seconds 1] [--no-torch] [--no-onnx] [--no-peak] [--python PATH] [--blas-threads N] [--dnnl-threads N]
+//       [--seconds 1] [--no-torch] [--no-onnx] [--no-peak] [--no-classifier] [--classifier-bundle DIR] [--python PATH] [--blas-threads N] [--dnnl-threads N]
 //       [--omp-wait-policy passive|active|inherit]
 import DiffusionEngine
 import Foundation
@@ -30,7 +30,8 @@ struct Options {
     var bundle = "models/fashion-mnist"
     var batches = [1, 16, 64, 256]
     var seconds = 1.0
-    var torch = true, onnx = true, peak = true
+    var torch = true, onnx = true, peak = true, classifier = true
+    var classifierBundle = "models/fashion-mnist-classifier"
     var python: String? = nil
     var blasThreads: Int? = nil, dnnlThreads: Int? = nil
 }
@@ -46,12 +47,14 @@ func parseOptions() -> Options {
         case "--no-torch": o.torch = false
         case "--no-onnx": o.onnx = false
         case "--no-peak": o.peak = false
+        case "--no-classifier": o.classifier = false
+        case "--classifier-bundle": o.classifierBundle = args.next()!
         case "--python": o.python = args.next()!
         case "--blas-threads": o.blasThreads = Int(args.next()!)!
         case "--dnnl-threads": o.dnnlThreads = Int(args.next()!)!
         case "--omp-wait-policy": _ = args.next()
         default:
-            print("usage: diffusion-bench [--bundle DIR] [--batches 1,16,64,256] [--seconds S] [--no-torch] [--no-onnx] [--no-peak] [--python PATH] [--blas-threads N] [--dnnl-threads N] [--omp-wait-policy passive|active|inherit]")
+            print("usage: diffusion-bench [--bundle DIR] [--batches 1,16,64,256] [--seconds S] [--no-torch] [--no-onnx] [--no-peak] [--no-classifier] [--classifier-bundle DIR] [--python PATH] [--blas-threads N] [--dnnl-threads N] [--omp-wait-policy passive|active|inherit]")
             exit(a == "--help" ? 0 : 2)
         }
     }
@@ -168,4 +171,30 @@ if let r = ours[64] {
     print(String(format: "targets at batch 64: >= 1.0x PyTorch: %@; >= 50%% of peak: %@ (%.0f%%)",
                  vsTorch.map { String(format: "%.2fx %@", $0, $0 >= 1 ? "met" : "NOT met") } ?? "not measured",
                  gflops >= 0.5 * peak ? "met" : "NOT met", 100 * gflops / peak))
+}
+
+// The noisy classifier's guidance gradient (forward + hand-written backward), for reference.
+if options.classifier {
+    let classifier: NoisyClassifier
+    if FileManager.default.fileExists(atPath: options.classifierBundle + "/model.json") {
+        classifier = try ModelBundle(directory: URL(fileURLWithPath: options.classifierBundle)).makeClassifier()
+        print("\nclassifier: bundle \(options.classifierBundle)")
+    } else {
+        var a = defaultArchitecture
+        a.type = "adm-encoder"; a.outChannels = 10; a.numClasses = nil; a.pool = "attention"
+        classifier = try NoisyClassifier(architecture: a, weights: try RandomWeights.adm(a))
+        print("\nclassifier: \(options.classifierBundle) not found; Fashion-MNIST encoder configuration (attention pool) with random weights")
+    }
+    let a = classifier.architecture
+    for b in options.batches where b >= 16 {
+        let x = Tensor(shape: [b, a.inChannels, a.imageSize, a.imageSize])
+        for i in 0..<x.count { x.data[i] = Float(cos(Double(i) * 0.11)) }
+        let t = (0..<b).map { ($0 * 53) % 1000 }, y = (0..<b).map { $0 % classifier.classCount }
+        let logits = Tensor(shape: [b, classifier.classCount]), grad = Tensor(shape: x.shape)
+        let fwd = try timed(minSeconds: options.seconds) { _ = try classifier.logits(x, timesteps: t) }
+        let both = try timed(minSeconds: options.seconds) {
+            try classifier.logProbabilityGradient(x, timesteps: t, classes: y, logits: logits, gradient: grad)
+        }
+        print(String(format: "classifier batch %4d: logits %8.1f img/s, logits + input gradient %8.1f img/s", b, Double(b) / fwd.best, Double(b) / both.best))
+    }
 }

@@ -15,7 +15,7 @@ struct ADMPlanBuilder {
 
     func runner(_ layer: ADMLayer, size: Int) -> any LayerRunner {
         switch layer {
-        case .conv(let c): ConvRunner(c, batch: batch, size: size, scratch: scratch, training: training, inputLayout: .nchw)
+        case .conv(let c): ConvRunner(c, batch: batch, size: size, scratch: scratch, training: training, inputLayout: .nchw, ws: ws)
         case .res(let r): ResBlockRunner(r, batch: batch, size: size, ws: ws, scratch: scratch, training: training)
         case .attention(let a): AttentionRunner(a, batch: batch, size: size, ws: ws, training: training)
         case .upsample(let c, let ch): UpsampleRunner(c, channels: ch, batch: batch, size: size, ws: ws, scratch: scratch)

@@ -48,15 +48,24 @@ struct GroupNormState {
 final class ConvRunner: LayerRunner {
     let forwardPrimitive: ConvolutionPrimitive
     let backwardPrimitive: ConvolutionPrimitive?
+    /// For plain-layout inputs the gradient is computed in zero-padded 16-channel blocks (oneDNN
+    /// has only a reference kernel for plain layouts with few channels) and unpacked.
+    private let unpack: (ws: Workspace, buffer: Int)?
+    private let batch: Int, channels: Int, pixels: Int
 
     init(_ p: ConvParameters, batch: Int, size: Int, scratch: ScratchArena, training: Bool,
-         inputLayout: ActivationLayout = .blocked16, outputLayout: ActivationLayout = .blocked16, accumulate: Bool = false, relu: Bool = false) {
+         inputLayout: ActivationLayout = .blocked16, outputLayout: ActivationLayout = .blocked16, accumulate: Bool = false, relu: Bool = false,
+         ws: Workspace? = nil) {
+        self.batch = batch; channels = p.inChannels; pixels = size * size
         forwardPrimitive = ConvolutionPrimitive(batch: batch, inChannels: p.inChannels, outChannels: p.outChannels, height: size, width: size,
                                                 kernel: p.kernel, stride: p.stride, padding: p.padding, weights: p.weight.data, bias: p.bias?.data,
                                                 inputLayout: inputLayout, outputLayout: outputLayout, accumulate: accumulate, relu: relu, scratch: scratch)
+        let padded = training && inputLayout == .nchw && ws != nil
         backwardPrimitive = training ? ConvolutionPrimitive(batch: batch, inChannels: p.inChannels, outChannels: p.outChannels, height: size, width: size,
                                                             kernel: p.kernel, stride: p.stride, padding: p.padding, weights: p.weight.data, bias: nil,
-                                                            inputLayout: inputLayout, outputLayout: outputLayout, backwardData: true, scratch: scratch) : nil
+                                                            inputLayout: padded ? .blocked16 : inputLayout, outputLayout: outputLayout,
+                                                            backwardData: true, scratch: scratch) : nil
+        unpack = padded ? (ws!, ws!.buffer("conv.unpack", batch * (p.inChannels + 15) / 16 * 16 * size * size)) : nil
     }
 
     func forward(_ input: UnsafeMutablePointer<Float>, _ output: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
@@ -64,7 +73,16 @@ final class ConvRunner: LayerRunner {
     }
 
     func backward(input: UnsafeMutablePointer<Float>, dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
-        backwardPrimitive!(dOutput, dInput)
+        guard let unpack else { backwardPrimitive!(dOutput, dInput); return }
+        let blocked = unpack.ws[unpack.buffer], blocks = (channels + 15) / 16
+        backwardPrimitive!(dOutput, blocked)
+        for n in 0..<batch {
+            for c in 0..<channels {
+                let plane = blocked + (n * blocks + c / 16) * pixels * 16 + c % 16
+                let row = dInput + (n * channels + c) * pixels
+                for q in 0..<pixels { row[q] = plane[q * 16] }
+            }
+        }
     }
 
     var flops: Double { forwardPrimitive.flops }
