@@ -82,3 +82,42 @@ struct FixtureCase {
         #expect(le < 1e-4, "logits relative error \(le)")
     }
 }
+
+/// Parity of the shipped bundles in models/ with their reference outputs, when both exist.
+@Suite struct ShippedBundleParityTests {
+    static let repository = fixturesDirectory.deletingLastPathComponent().deletingLastPathComponent()
+
+    static func available(_ name: String) -> (ModelBundle, SafeTensors)? {
+        let io = fixturesDirectory.appendingPathComponent("shipped/\(name)-io.safetensors")
+        let dir = repository.appendingPathComponent("models/\(name)")
+        guard FileManager.default.fileExists(atPath: io.path),
+              FileManager.default.fileExists(atPath: dir.appendingPathComponent("model.json").path),
+              let bundle = try? ModelBundle(directory: dir), let data = try? Data(contentsOf: io),
+              let tensors = try? SafeTensors(bytes: data) else { return nil }
+        return (bundle, tensors)
+    }
+
+    @Test(arguments: ["fashion-mnist", "fashion-mnist-classifier", "fashion-mnist-features"])
+    func shippedBundleMatchesReference(_ name: String) throws {
+        guard let (bundle, io) = Self.available(name) else { return }
+        let x = try io.tensor("x")
+        switch bundle.manifest.kind {
+        case "unet":
+            let y = io.entries["y"] == nil ? nil : try io.integers("y")
+            let out = try bundle.makeUNet().forward(x, timesteps: try io.integers("t"), classes: y)
+            let err = relativeError(out, try io.tensor("out"))
+            print("parity \(name): out \(err)")
+            #expect(err < 1e-4)
+        case "classifier":
+            let (logits, grad) = try bundle.makeClassifier().logProbabilityGradient(x, timesteps: try io.integers("t"), classes: try io.integers("y"))
+            let le = relativeError(logits, try io.tensor("logits")), ge = relativeError(grad, try io.tensor("grad"))
+            print("parity \(name): logits \(le), gradient \(ge)")
+            #expect(le < 1e-4 && ge < 1e-4)
+        default:
+            let (features, logits) = try bundle.makeFeatureNetwork().forward(x)
+            let fe = relativeError(features, try io.tensor("features")), le = relativeError(logits, try io.tensor("logits"))
+            print("parity \(name): features \(fe), logits \(le)")
+            #expect(fe < 1e-4 && le < 1e-4)
+        }
+    }
+}
