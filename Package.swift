@@ -6,11 +6,13 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "DiffusionEngine", targets: ["DiffusionEngine"]),
+        .library(name: "ModelBundles", targets: ["ModelBundles"]),
         .library(name: "ImageCodecs", targets: ["ImageCodecs"]),
         .library(name: "Provenance", targets: ["Provenance"]),
         .library(name: "DiffusionDaemon", targets: ["DiffusionDaemon"]),
         .executable(name: "diffusiond", targets: ["diffusiond"]),
         .executable(name: "diffusionctl", targets: ["diffusionctl"]),
+        .executable(name: "diffusion-bench", targets: ["diffusion-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
@@ -32,6 +34,12 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
 
+        // Model bundle folders: model.json, checksums, safetensors files -> engine networks.
+        .target(
+            name: "ModelBundles",
+            dependencies: ["DiffusionEngine", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+
         // libpng / libjpeg behind a few C functions that trap their errors with setjmp.
         .target(
             name: "CImageCodecs",
@@ -49,11 +57,12 @@ let package = Package(
             ]
         ),
 
-        // The daemon below its main loop: config, job files, spool, runner, notify, services.
+        // The daemon below its main loop: config, job files, spool, runner, notify, services,
+        // and the engine behind the ImageGenerator protocol.
         .target(
             name: "DiffusionDaemon",
             dependencies: [
-                "ImageCodecs", "Provenance",
+                "DiffusionEngine", "ModelBundles", "ImageCodecs", "Provenance",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -78,8 +87,14 @@ let package = Package(
             ]
         ),
 
-        .testTarget(name: "DiffusionEngineTests", dependencies: ["DiffusionEngine"],
-                    resources: []),
+        // Throughput benchmark of the UNet against the machine's measured peak.
+        .executableTarget(
+            name: "diffusion-bench",
+            dependencies: ["DiffusionEngine", "ModelBundles"],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+
+        .testTarget(name: "DiffusionEngineTests", dependencies: ["DiffusionEngine", "ModelBundles"]),
         .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs"]),
         .testTarget(name: "ProvenanceTests", dependencies: ["Provenance"]),
         .testTarget(

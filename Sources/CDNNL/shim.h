@@ -1,2 +1,41 @@
-// oneDNN 2.x C API (Debian libdnnl-dev; no pkg-config file).
+// oneDNN 2.x C API (Debian libdnnl-dev; no pkg-config file), the few OpenMP
+// entry points the engine shares with oneDNN's thread pool, and small helpers
+// that hide fixed-size C arrays (dnnl_dims_t) from Swift.
 #include <oneapi/dnnl/dnnl.h>
+#include <stdint.h>
+
+/// libgomp's entry point behind `#pragma omp parallel`: runs fn(data) on a team.
+void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags);
+int omp_get_thread_num(void);
+int omp_get_num_threads(void);
+int omp_get_max_threads(void);
+void omp_set_num_threads(int n);
+
+static const int kDNNLArgSrc = DNNL_ARG_SRC;
+static const int kDNNLArgDst = DNNL_ARG_DST;
+static const int kDNNLArgWeights = DNNL_ARG_WEIGHTS;
+static const int kDNNLArgBias = DNNL_ARG_BIAS;
+static const int kDNNLArgScratchpad = DNNL_ARG_SCRATCHPAD;
+static const int kDNNLArgDiffSrc = DNNL_ARG_DIFF_SRC;
+static const int kDNNLArgDiffDst = DNNL_ARG_DIFF_DST;
+
+/// A float32 memory descriptor of up to four dimensions with a format tag.
+static inline dnnl_status_t dd_memory_desc(dnnl_memory_desc_t *md, int ndims,
+        int64_t d0, int64_t d1, int64_t d2, int64_t d3, dnnl_format_tag_t tag) {
+    dnnl_dims_t dims = {d0, d1, d2, d3};
+    return dnnl_memory_desc_init_by_tag(md, ndims, dims, dnnl_f32, tag);
+}
+
+/// A 2-D direct convolution descriptor (forward inference/training or backward data).
+static inline dnnl_status_t dd_convolution_desc(dnnl_convolution_desc_t *desc,
+        dnnl_prop_kind_t prop, dnnl_alg_kind_t alg, const dnnl_memory_desc_t *src,
+        const dnnl_memory_desc_t *weights, const dnnl_memory_desc_t *bias,
+        const dnnl_memory_desc_t *dst, int64_t stride, int64_t pad) {
+    dnnl_dims_t strides = {stride, stride};
+    dnnl_dims_t padding = {pad, pad};
+    if (prop == dnnl_backward_data)
+        return dnnl_convolution_backward_data_desc_init(desc, alg,
+                src, weights, dst, strides, padding, padding);
+    return dnnl_convolution_forward_desc_init(desc, prop, alg,
+            src, weights, bias, dst, strides, padding, padding);
+}

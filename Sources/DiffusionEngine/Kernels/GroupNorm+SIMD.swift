@@ -1,0 +1,225 @@
+/// GroupNorm over activations in oneDNN's 16-channel blocked layout (nChw16c: [batch][channels/16]
+/// [pixels][16]), float32 data with float64 group reductions: statistics, the fused normalise +
+/// per-sample scale/shift + SiLU pass of ADM ResBlocks, and its backward pass. Channels must be a
+/// multiple of 16; `channels / groups` channels form a group.
+
+/// Per-sample, per-group mean and 1/sqrt(var + eps) of `x`, optionally after adding a
+/// per-(sample, channel) constant `addend[n * addendStride + c]` (the ResBlock timestep term).
+func groupNormStatistics(_ x: UnsafePointer<Float>, batch: Int, pixels: Int, channels: Int, groups: Int,
+                         addend: UnsafePointer<Float>? = nil, addendStride: Int = 0, eps: Float = 1e-5,
+                         mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>) {
+    precondition(channels % 16 == 0 && channels % groups == 0)
+    let cpg = channels / groups, blocks = channels / 16
+    parallelFor(batch, work: batch * pixels * channels) { range in
+        // Per group: element count, mean and sum of squared deviations, merged channel by
+        // channel (Chan et al.); 3 x groups doubles stay on the stack.
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: 3 * groups) { tmp in
+            let gn = tmp.baseAddress!, gm = gn + groups, gq = gm + groups
+            for n in range {
+                gn.update(repeating: 0, count: 3 * groups)
+                for blk in 0..<blocks {
+                    let base = UnsafeMutablePointer(mutating: x) + (n * blocks + blk) * pixels * 16
+                    let k = base.vec(0)
+                    var s1a = Vec(), s1b = Vec(), s2a = Vec(), s2b = Vec()
+                    var p = 0
+                    while p + 1 < pixels {
+                        let d0 = base.vec(p * 16) - k
+                        let d1 = base.vec(p * 16 + 16) - k
+                        s1a += d0; s2a += d0 * d0
+                        s1b += d1; s2b += d1 * d1
+                        p += 2
+                    }
+                    if p < pixels {
+                        let d0 = base.vec(p * 16) - k
+                        s1a += d0; s2a += d0 * d0
+                    }
+                    let s1 = s1a + s1b, s2 = s2a + s2b
+                    let count = Double(pixels)
+                    for l in 0..<16 {
+                        let c = blk * 16 + l
+                        let a = Double(s1[l]), q = Double(s2[l])
+                        let add = addend.map { Double($0[n * addendStride + c]) } ?? 0
+                        let mu = Double(k[l]) + a / count + add
+                        let m2 = max(q - a * a / count, 0)
+                        let g = c / cpg
+                        let na = gn[g], total = na + count
+                        let delta = mu - gm[g]
+                        gm[g] += delta * count / total
+                        gq[g] += m2 + delta * delta * na * count / total
+                        gn[g] = total
+                    }
+                }
+                for g in 0..<groups {
+                    mean[n * groups + g] = Float(gm[g])
+                    rstd[n * groups + g] = Float(1 / (gq[g] / gn[g] + Double(eps)).squareRoot())
+                }
+            }
+        }
+    }
+}
+
+/// Folds GroupNorm statistics, the affine parameters and an optional ADM scale/shift into
+/// per-(sample, channel) coefficients: y = act(x * a + b) equals
+/// act((GN(x + addend) * gamma + beta) * (1 + scale) + shift).
+/// `effectiveGamma` (optional) receives gamma * (1 + scale) for the backward pass.
+func groupNormCoefficients(batch: Int, channels: Int, groups: Int,
+                           mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+                           gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
+                           addend: UnsafePointer<Float>? = nil, addendStride: Int = 0,
+                           scale: UnsafePointer<Float>? = nil, shift: UnsafePointer<Float>? = nil, scaleStride: Int = 0,
+                           a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>,
+                           effectiveGamma: UnsafeMutablePointer<Float>? = nil) {
+    let cpg = channels / groups
+    for n in 0..<batch {
+        for c in 0..<channels {
+            let g = n * groups + c / cpg
+            let add = addend.map { $0[n * addendStride + c] } ?? 0
+            let s = scale.map { 1 + $0[n * scaleStride + c] } ?? 1
+            let sh = shift.map { $0[n * scaleStride + c] } ?? 0
+            let r = rstd[g]
+            let ge = gamma[c] * s
+            a[n * channels + c] = r * ge
+            b[n * channels + c] = ((add - mean[g]) * r * gamma[c] + beta[c]) * s + sh
+            effectiveGamma?[n * channels + c] = ge
+        }
+    }
+}
+
+/// y = act(x * a[n, c] + b[n, c]) over blocked data; `y` may equal `x`. With `nhwcOutput` the
+/// result is written as [batch, pixels, channels] instead (for the matrix products of attention).
+func affineActivation(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int,
+                      a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool, nhwcOutput: Bool = false) {
+    let blocks = channels / 16
+    let xm = UnsafeMutablePointer(mutating: x)
+    let am = UnsafeMutablePointer(mutating: a), bm = UnsafeMutablePointer(mutating: b)
+    parallelFor(batch * blocks, work: batch * pixels * channels) { range in
+        for plane in range {
+            let n = plane / blocks, blk = plane % blocks
+            let av = am.vec(n * channels + blk * 16), bv = bm.vec(n * channels + blk * 16)
+            let src = xm + plane * pixels * 16
+            if nhwcOutput {
+                let dst = y + n * pixels * channels + blk * 16
+                for p in 0..<pixels {
+                    let u = src.vec(p * 16) * av + bv
+                    dst.setVec(p * channels, silu ? vsilu(u) : u)
+                }
+            } else {
+                let dst = y + plane * pixels * 16
+                for p in 0..<pixels {
+                    let u = src.vec(p * 16) * av + bv
+                    dst.setVec(p * 16, silu ? vsilu(u) : u)
+                }
+            }
+        }
+    }
+}
+
+/// Backward of y = act(GN(x + addend) * g' + b') for one GroupNorm over blocked data: writes
+/// (or adds, with `accumulate`) dL/dx given dL/dy. `a`, `b` are the forward coefficients,
+/// `effectiveGamma` g', and `mean`/`rstd` the forward statistics; `scratch` holds
+/// 5 x channels floats per thread.
+func groupNormBackward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
+                       batch: Int, pixels: Int, channels: Int, groups: Int,
+                       a: UnsafePointer<Float>, b: UnsafePointer<Float>, effectiveGamma: UnsafePointer<Float>,
+                       mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+                       addend: UnsafePointer<Float>? = nil, addendStride: Int = 0,
+                       silu: Bool, accumulate: Bool, scratch: UnsafeMutablePointer<Float>) {
+    let cpg = channels / groups, blocks = channels / 16
+    let xm = UnsafeMutablePointer(mutating: x), dym = UnsafeMutablePointer(mutating: dy)
+    let am = UnsafeMutablePointer(mutating: a), bm = UnsafeMutablePointer(mutating: b)
+    let threads = min(ComputeRuntime.dnnlThreads, batch)
+    parallelRegion(threads: batch * pixels * channels < 32_768 ? 1 : threads) { tid, nt in
+        let s1 = scratch + tid * 5 * channels, s2 = s1 + channels
+        let alpha = s2 + channels, betaC = alpha + channels, gammaC = betaC + channels
+        for n in (batch * tid / nt)..<(batch * (tid + 1) / nt) {
+            let co = n * channels
+            for blk in 0..<blocks {
+                let o = (n * blocks + blk) * pixels * 16, j = blk * 16
+                let av = am.vec(co + j), bv = bm.vec(co + j)
+                var acc1 = Vec(), acc2 = Vec()
+                for p in 0..<pixels {
+                    let xv = xm.vec(o + p * 16)
+                    var du = dym.vec(o + p * 16)
+                    if silu { du *= vsiluGrad(xv * av + bv) }
+                    acc1 += du; acc2 += du * xv
+                }
+                s1.setVec(j, acc1); s2.setVec(j, acc2)
+            }
+            for g in 0..<groups {
+                let gi = n * groups + g
+                let r = Double(rstd[gi]), mu = Double(mean[gi])
+                var m1 = 0.0, m2 = 0.0
+                for c in (g * cpg)..<((g + 1) * cpg) {
+                    let ge = Double(effectiveGamma[co + c])
+                    let add = addend.map { Double($0[n * addendStride + c]) } ?? 0
+                    let xb = (add - mu) * r
+                    m1 += ge * Double(s1[c])
+                    m2 += ge * (r * Double(s2[c]) + xb * Double(s1[c]))
+                }
+                let count = Double(pixels * cpg)
+                m1 /= count; m2 /= count
+                for c in (g * cpg)..<((g + 1) * cpg) {
+                    let ge = Double(effectiveGamma[co + c])
+                    let add = addend.map { Double($0[n * addendStride + c]) } ?? 0
+                    let xb = (add - mu) * r
+                    alpha[c] = Float(r * ge)
+                    betaC[c] = Float(-r * r * m2)
+                    gammaC[c] = Float(-r * (m1 + xb * m2))
+                }
+            }
+            for blk in 0..<blocks {
+                let o = (n * blocks + blk) * pixels * 16, j = blk * 16
+                let av = am.vec(co + j), bv = bm.vec(co + j)
+                let al = alpha.vec(j), be = betaC.vec(j), ga = gammaC.vec(j)
+                for p in 0..<pixels {
+                    let xv = xm.vec(o + p * 16)
+                    var du = dym.vec(o + p * 16)
+                    if silu { du *= vsiluGrad(xv * av + bv) }
+                    var g = du * al + xv * be + ga
+                    if accumulate { g += dx.vec(o + p * 16) }
+                    dx.setVec(o + p * 16, g)
+                }
+            }
+        }
+    }
+}
+
+/// [batch, pixels, channels] (NHWC) -> blocked; with `accumulate` adds into `y`.
+func nhwcToBlocked(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int, accumulate: Bool = false) {
+    let blocks = channels / 16
+    let xm = UnsafeMutablePointer(mutating: x)
+    parallelFor(batch * blocks, work: batch * pixels * channels) { range in
+        for plane in range {
+            let n = plane / blocks, blk = plane % blocks
+            let src = xm + n * pixels * channels + blk * 16, dst = y + plane * pixels * 16
+            for p in 0..<pixels {
+                let v = src.vec(p * channels)
+                dst.setVec(p * 16, accumulate ? dst.vec(p * 16) + v : v)
+            }
+        }
+    }
+}
+
+/// Blocked -> [batch, pixels, channels] (NHWC).
+func blockedToNhwc(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int) {
+    let blocks = channels / 16
+    let xm = UnsafeMutablePointer(mutating: x)
+    parallelFor(batch * blocks, work: batch * pixels * channels) { range in
+        for plane in range {
+            let n = plane / blocks, blk = plane % blocks
+            let src = xm + plane * pixels * 16, dst = y + n * pixels * channels + blk * 16
+            for p in 0..<pixels { dst.setVec(p * channels, src.vec(p * 16)) }
+        }
+    }
+}
+
+/// Concatenates blocked tensors on channels: per sample, a's blocks then b's.
+func concatBlocked(_ a: UnsafePointer<Float>, _ ca: Int, _ b: UnsafePointer<Float>, _ cb: Int, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int) {
+    let c = ca + cb
+    parallelFor(batch, work: batch * pixels * c) { range in
+        for n in range {
+            (y + n * pixels * c).update(from: a + n * pixels * ca, count: pixels * ca)
+            (y + n * pixels * c + pixels * ca).update(from: b + n * pixels * cb, count: pixels * cb)
+        }
+    }
+}

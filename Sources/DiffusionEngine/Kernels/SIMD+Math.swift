@@ -1,0 +1,66 @@
+/// SIMD helpers shared by the elementwise kernels: 16-lane float vectors, a polynomial exp,
+/// SiLU and its derivative. Sums are written out explicitly so they can be reassociated.
+
+typealias Vec = SIMD16<Float>
+
+extension UnsafeMutablePointer where Pointee == Float {
+    /// Loads 16 floats starting at element `i` (no alignment required).
+    @inline(__always) func vec(_ i: Int) -> Vec {
+        UnsafeRawPointer(self + i).loadUnaligned(as: Vec.self)
+    }
+
+    /// Stores 16 floats starting at element `i` (no alignment required).
+    @inline(__always) func setVec(_ i: Int, _ v: Vec) {
+        UnsafeMutableRawPointer(self + i).storeBytes(of: v, as: Vec.self)
+    }
+}
+
+/// e^x for 16 lanes: range reduction by ln 2, degree-6 polynomial, exponent by integer add.
+/// Relative error about 2 ulp on [-87, 88]; inputs outside are clamped.
+@inline(__always) func vexp(_ x: Vec) -> Vec {
+    let magic = Vec(repeating: 12_582_912)                  // 1.5 * 2^23: rounds to an integer
+    let xc = pointwiseMax(pointwiseMin(x, Vec(repeating: 88.3)), Vec(repeating: -87.3))
+    let t = xc * 1.442_695_04 + magic
+    let n = t - magic
+    let r = (xc - n * 0.693_145_751_953_125) - n * 1.428_606_765_330_187e-6
+    var p = r * (1.0 / 720.0) + (1.0 / 120.0)
+    p = p * r + (1.0 / 24.0)
+    p = p * r + (1.0 / 6.0)
+    p = p * r + 0.5
+    p = p * r + 1
+    p = p * r + 1
+    let ni = unsafeBitCast(t, to: SIMD16<Int32>.self) &- unsafeBitCast(magic, to: SIMD16<Int32>.self)
+    let scale = unsafeBitCast((ni &+ 127) &<< 23, to: Vec.self)
+    return p * scale
+}
+
+/// x * sigmoid(x) for 16 lanes.
+@inline(__always) func vsilu(_ x: Vec) -> Vec {
+    x / (1 + vexp(-x))
+}
+
+/// d/dx [x * sigmoid(x)] for 16 lanes.
+@inline(__always) func vsiluGrad(_ x: Vec) -> Vec {
+    let s = 1 / (1 + vexp(-x))
+    return s * (1 + x * (1 - s))
+}
+
+/// Scalar e^x through the same polynomial as `vexp`.
+@inline(__always) func sexp(_ x: Float) -> Float { vexp(Vec(repeating: x))[0] }
+
+/// Scalar SiLU.
+@inline(__always) func ssilu(_ x: Float) -> Float { x / (1 + sexp(-x)) }
+
+/// Scalar SiLU derivative.
+@inline(__always) func ssiluGrad(_ x: Float) -> Float {
+    let s = 1 / (1 + sexp(-x))
+    return s * (1 + x * (1 - s))
+}
+
+/// Horizontal sum of 16 lanes as a balanced tree.
+@inline(__always) func hsum(_ v: Vec) -> Float {
+    let a = v.lowHalf + v.highHalf
+    let b = a.lowHalf + a.highHalf
+    let c = b.lowHalf + b.highHalf
+    return c[0] + c[1]
+}

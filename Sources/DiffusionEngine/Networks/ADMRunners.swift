@@ -1,0 +1,345 @@
+/// Per-batch-size executors of the ADM building blocks over activations in oneDNN's 16-channel
+/// blocked layout (nChw16c). Every buffer
+/// and oneDNN primitive is created when the plan is built; forward and backward only run kernels.
+
+/// A layer of a plan: maps one activation buffer to another (and back, for gradients).
+protocol LayerRunner: AnyObject {
+    /// Output = layer(input); `output` may equal `input` only for layers that allow it.
+    func forward(_ input: UnsafeMutablePointer<Float>, _ output: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext)
+    /// dInput = J^T dOutput, given the forward input (plans built with saved intermediates only).
+    func backward(input: UnsafeMutablePointer<Float>, dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext)
+    /// Multiply-add FLOPs x 2 of one forward call.
+    var flops: Double { get }
+}
+
+/// Statistics and folded coefficients of one GroupNorm application.
+struct GroupNormState {
+    let mean: Int, rstd: Int, a: Int, b: Int, gamma: Int, scratch: Int
+
+    init(_ ws: Workspace, batch: Int, channels: Int) {
+        mean = ws.privateBuffer(batch * 32); rstd = ws.privateBuffer(batch * 32)
+        scratch = ws.buffer("groupnorm.scratch", ComputeRuntime.dnnlThreads * 5 * channels)
+        a = ws.privateBuffer(batch * channels); b = ws.privateBuffer(batch * channels); gamma = ws.privateBuffer(batch * channels)
+    }
+
+    /// Computes statistics of `x` (+ addend) and the coefficients of act(GN * (1 + scale) + shift).
+    func prepare(_ ws: Workspace, _ p: GroupNormParameters, _ x: UnsafePointer<Float>, batch: Int, pixels: Int,
+                 addend: UnsafePointer<Float>? = nil, scale: UnsafePointer<Float>? = nil, shift: UnsafePointer<Float>? = nil, stride: Int = 0) {
+        groupNormStatistics(x, batch: batch, pixels: pixels, channels: p.channels, groups: 32,
+                            addend: addend, addendStride: stride, mean: ws[mean], rstd: ws[rstd])
+        groupNormCoefficients(batch: batch, channels: p.channels, groups: 32, mean: ws[mean], rstd: ws[rstd],
+                              gamma: p.gamma.data, beta: p.beta.data, addend: addend, addendStride: stride,
+                              scale: scale, shift: shift, scaleStride: stride, a: ws[a], b: ws[b], effectiveGamma: ws[gamma])
+    }
+
+    func apply(_ ws: Workspace, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int, silu: Bool, nhwcOutput: Bool = false) {
+        affineActivation(x, y, batch: batch, pixels: pixels, channels: channels, a: ws[a], b: ws[b], silu: silu, nhwcOutput: nhwcOutput)
+    }
+
+    func backward(_ ws: Workspace, x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
+                  batch: Int, pixels: Int, channels: Int, addend: UnsafePointer<Float>? = nil, stride: Int = 0, silu: Bool, accumulate: Bool) {
+        groupNormBackward(x: x, dy: dy, dx: dx, batch: batch, pixels: pixels, channels: channels, groups: 32,
+                          a: ws[a], b: ws[b], effectiveGamma: ws[gamma], mean: ws[mean], rstd: ws[rstd],
+                          addend: addend, addendStride: stride, silu: silu, accumulate: accumulate, scratch: ws[scratch])
+    }
+}
+
+/// A plain convolution layer (optionally accumulating into its output).
+final class ConvRunner: LayerRunner {
+    let forwardPrimitive: ConvolutionPrimitive
+    let backwardPrimitive: ConvolutionPrimitive?
+    /// For plain-layout inputs the gradient is computed in zero-padded 16-channel blocks (oneDNN
+    /// has only a reference kernel for plain layouts with few channels) and unpacked.
+    private let unpack: (ws: Workspace, buffer: Int)?
+    private let batch: Int, channels: Int, pixels: Int
+
+    init(_ p: ConvParameters, batch: Int, size: Int, scratch: ScratchArena, training: Bool,
+         inputLayout: ActivationLayout = .blocked16, outputLayout: ActivationLayout = .blocked16, accumulate: Bool = false, relu: Bool = false,
+         ws: Workspace? = nil) {
+        self.batch = batch; channels = p.inChannels; pixels = size * size
+        forwardPrimitive = ConvolutionPrimitive(batch: batch, inChannels: p.inChannels, outChannels: p.outChannels, height: size, width: size,
+                                                kernel: p.kernel, stride: p.stride, padding: p.padding, weights: p.weight.data, bias: p.bias?.data,
+                                                inputLayout: inputLayout, outputLayout: outputLayout, accumulate: accumulate, relu: relu, scratch: scratch)
+        let padded = training && inputLayout == .nchw && ws != nil
+        backwardPrimitive = training ? ConvolutionPrimitive(batch: batch, inChannels: p.inChannels, outChannels: p.outChannels, height: size, width: size,
+                                                            kernel: p.kernel, stride: p.stride, padding: p.padding, weights: p.weight.data, bias: nil,
+                                                            inputLayout: padded ? .blocked16 : inputLayout, outputLayout: outputLayout,
+                                                            backwardData: true, scratch: scratch) : nil
+        unpack = padded ? (ws!, ws!.buffer("conv.unpack", batch * (p.inChannels + 15) / 16 * 16 * size * size)) : nil
+    }
+
+    func forward(_ input: UnsafeMutablePointer<Float>, _ output: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
+        forwardPrimitive(input, output)
+    }
+
+    func backward(input: UnsafeMutablePointer<Float>, dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
+        guard let unpack else { backwardPrimitive!(dOutput, dInput); return }
+        let blocked = unpack.ws[unpack.buffer], blocks = (channels + 15) / 16
+        backwardPrimitive!(dOutput, blocked)
+        for n in 0..<batch {
+            for c in 0..<channels {
+                let plane = blocked + (n * blocks + c / 16) * pixels * 16 + c % 16
+                let row = dInput + (n * channels + c) * pixels
+                for q in 0..<pixels { row[q] = plane[q * 16] }
+            }
+        }
+    }
+
+    var flops: Double { forwardPrimitive.flops }
+}
+
+/// Nearest 2x upsampling followed by an optional 3x3 convolution (guided-diffusion Upsample).
+final class UpsampleRunner: LayerRunner {
+    let conv: ConvRunner?
+    let ws: Workspace
+    let temp: Int
+    let batch: Int, size: Int, channels: Int
+
+    init(_ p: ConvParameters?, channels: Int, batch: Int, size: Int, ws: Workspace, scratch: ScratchArena) {
+        self.ws = ws; self.batch = batch; self.size = size; self.channels = channels
+        conv = p.map { ConvRunner($0, batch: batch, size: 2 * size, scratch: scratch, training: false) }
+        temp = ws.buffer("upsample", batch * 4 * size * size * channels)
+    }
+
+    func forward(_ input: UnsafeMutablePointer<Float>, _ output: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
+        if let conv {
+            upsampleNearest2x(input, ws[temp], batch: batch * channels / 16, height: size, width: size, channels: 16)
+            conv.forward(ws[temp], output, emb)
+        } else {
+            upsampleNearest2x(input, output, batch: batch * channels / 16, height: size, width: size, channels: 16)
+        }
+    }
+
+    func backward(input: UnsafeMutablePointer<Float>, dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
+        fatalError("upsampling has no backward pass in the engine (encoders only downsample)")
+    }
+
+    var flops: Double { conv?.flops ?? 0 }
+}
+
+/// 2x2 average pooling (guided-diffusion Downsample without conv).
+final class AvgPoolRunner: LayerRunner {
+    let batch: Int, size: Int, channels: Int
+
+    init(channels: Int, batch: Int, size: Int) { self.batch = batch; self.size = size; self.channels = channels }
+
+    func forward(_ input: UnsafeMutablePointer<Float>, _ output: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
+        avgPool2x2(input, output, batch: batch * channels / 16, height: size, width: size, channels: 16)
+    }
+
+    func backward(input: UnsafeMutablePointer<Float>, dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
+        avgPool2x2Backward(dOutput, dInput, batch: batch * channels / 16, height: size, width: size, channels: 16, accumulate: false)
+    }
+
+    var flops: Double { 0 }
+}
+
+/// A ResBlock: GN-SiLU-conv, timestep conditioning (added or AdaGN scale/shift), GN-SiLU-conv,
+/// plus the skip path; optional nearest-up / average-down resampling of both paths.
+final class ResBlockRunner: LayerRunner {
+    let p: ResBlockParameters
+    let ws: Workspace
+    let batch: Int, size: Int, outSize: Int
+    let conv1: ConvolutionPrimitive, conv2: ConvolutionPrimitive, skip: ConvolutionPrimitive?
+    let conv1Back: ConvolutionPrimitive?, conv2Back: ConvolutionPrimitive?, skipBack: ConvolutionPrimitive?
+    let norm1: GroupNormState, norm2: GroupNormState
+    let t1a: Int, t1: Int, xs: Int, h1: Int, t2: Int
+    let gT2: Int, gH1: Int, gT1: Int, gT1a: Int, gXs: Int
+
+    init(_ p: ResBlockParameters, batch: Int, size: Int, ws: Workspace, scratch: ScratchArena, training: Bool) {
+        precondition(!(training && p.up), "up ResBlocks have no backward pass")
+        self.p = p; self.ws = ws; self.batch = batch; self.size = size
+        let os = p.up ? 2 * size : p.down ? size / 2 : size
+        outSize = os
+        let n = batch, i = p.inChannels, o = p.outChannels
+        let inPix = size * size, outPix = os * os
+        func conv(_ c: ConvParameters, accumulate: Bool = false, back: Bool = false) -> ConvolutionPrimitive {
+            ConvolutionPrimitive(batch: n, inChannels: c.inChannels, outChannels: c.outChannels, height: os, width: os,
+                                 kernel: c.kernel, padding: c.padding, weights: c.weight.data, bias: back ? nil : c.bias?.data,
+                                 accumulate: accumulate, backwardData: back, scratch: scratch)
+        }
+        conv1 = conv(p.conv1)
+        conv2 = conv(p.conv2, accumulate: true)
+        skip = p.skip.map { conv($0) }
+        conv1Back = training ? conv(p.conv1, back: true) : nil
+        conv2Back = training ? conv(p.conv2, back: true) : nil
+        skipBack = training ? p.skip.map { conv($0, back: true) } : nil
+        norm1 = GroupNormState(ws, batch: n, channels: i)
+        norm2 = GroupNormState(ws, batch: n, channels: o)
+        let updown = p.up || p.down
+        t1a = updown ? ws.buffer("res.t1a", n * inPix * i) : -1
+        t1 = ws.buffer("res.t1", n * outPix * i)
+        xs = updown && p.skip != nil ? ws.buffer("res.xs", n * outPix * i) : -1
+        h1 = ws.buffer("res.h1", n * outPix * o, keep: true)
+        t2 = ws.buffer("res.t2", n * outPix * o)
+        if training {
+            gT2 = ws.buffer("grad.t2", n * outPix * o); gH1 = ws.buffer("grad.h1", n * outPix * o)
+            gT1 = ws.buffer("grad.t1", n * outPix * i); gT1a = updown ? ws.buffer("grad.t1a", n * inPix * i) : -1
+            gXs = p.skip != nil ? ws.buffer("grad.xs", n * outPix * i) : -1
+        } else { gT2 = -1; gH1 = -1; gT1 = -1; gT1a = -1; gXs = -1 }
+    }
+
+    var flops: Double { conv1.flops + conv2.flops + (skip?.flops ?? 0) }
+
+    private func resample(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, channels: Int) {
+        if p.up { upsampleNearest2x(x, y, batch: batch * channels / 16, height: size, width: size, channels: 16) }
+        else { avgPool2x2(x, y, batch: batch * channels / 16, height: size, width: size, channels: 16) }
+    }
+
+    func forward(_ x: UnsafeMutablePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
+        let n = batch, i = p.inChannels, o = p.outChannels
+        let inPix = size * size, outPix = outSize * outSize
+        norm1.prepare(ws, p.norm1, x, batch: n, pixels: inPix)
+        if p.up || p.down {
+            norm1.apply(ws, x, ws[t1a], batch: n, pixels: inPix, channels: i, silu: true)
+            resample(ws[t1a], ws[t1], channels: i)
+        } else {
+            norm1.apply(ws, x, ws[t1], batch: n, pixels: inPix, channels: i, silu: true)
+        }
+        conv1(ws[t1], ws[h1])
+        let e = emb.values + p.embOffset
+        if p.scaleShift {
+            norm2.prepare(ws, p.norm2, ws[h1], batch: n, pixels: outPix, scale: e, shift: e + o, stride: emb.stride)
+        } else {
+            norm2.prepare(ws, p.norm2, ws[h1], batch: n, pixels: outPix, addend: e, stride: emb.stride)
+        }
+        norm2.apply(ws, ws[h1], ws[t2], batch: n, pixels: outPix, channels: o, silu: true)
+        if let skip {
+            if p.up || p.down { resample(x, ws[xs], channels: i); skip(ws[xs], out) } else { skip(x, out) }
+        } else if p.up || p.down {
+            resample(x, out, channels: i)
+        } else {
+            copyKernel(x, out, count: n * inPix * i)
+        }
+        conv2(ws[t2], out)
+    }
+
+    func backward(input x: UnsafeMutablePointer<Float>, dOutput: UnsafeMutablePointer<Float>, dInput dx: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
+        let n = batch, i = p.inChannels, o = p.outChannels
+        let inPix = size * size, outPix = outSize * outSize
+        conv2Back!(dOutput, ws[gT2])
+        let e = emb.values + p.embOffset
+        norm2.backward(ws, x: ws[h1], dy: ws[gT2], dx: ws[gH1], batch: n, pixels: outPix, channels: o,
+                       addend: p.scaleShift ? nil : e, stride: emb.stride, silu: true, accumulate: false)
+        conv1Back!(ws[gH1], ws[gT1])
+        var dt1 = ws[gT1]
+        if p.down {
+            avgPool2x2Backward(ws[gT1], ws[gT1a], batch: n * i / 16, height: size, width: size, channels: 16, accumulate: false)
+            dt1 = ws[gT1a]
+        }
+        norm1.backward(ws, x: x, dy: dt1, dx: dx, batch: n, pixels: inPix, channels: i, silu: true, accumulate: false)
+        var dxs = dOutput
+        if let skipBack { skipBack(dOutput, ws[gXs]); dxs = ws[gXs] }
+        if p.down {
+            avgPool2x2Backward(dxs, dx, batch: n * i / 16, height: size, width: size, channels: 16, accumulate: true)
+        } else {
+            addKernel(dxs, into: dx, count: n * inPix * i)
+        }
+    }
+}
+
+/// Multi-head self-attention over pixels with a residual connection (guided-diffusion AttentionBlock).
+final class AttentionRunner: LayerRunner {
+    let p: AttentionParameters
+    let ws: Workspace
+    let batch: Int, tokens: Int
+    let norm: GroupNormState
+    let xn: Int, qkv: Int, probs: Int, attended: Int
+    let gA: Int, gQKV: Int, gP: Int, gXn: Int
+    let training: Bool
+    private let perJobProbs: Bool
+
+    init(_ p: AttentionParameters, batch: Int, size: Int, ws: Workspace, training: Bool) {
+        self.p = p; self.ws = ws; self.batch = batch; self.tokens = size * size; self.training = training
+        let n = batch, t = tokens, c = p.channels
+        norm = GroupNormState(ws, batch: n, channels: c)
+        xn = ws.buffer("attn.xn", n * t * c)
+        qkv = ws.buffer("attn.qkv", n * t * 3 * c, keep: true)
+        perJobProbs = training
+        probs = training ? ws.buffer("attn.p", n * p.heads * t * t, keep: true)
+                         : ws.buffer("attn.p", ComputeRuntime.dnnlThreads * t * t)
+        attended = ws.buffer("attn.a", n * t * c)
+        if training {
+            gA = ws.buffer("grad.a", n * t * c); gQKV = ws.buffer("grad.qkv", n * t * 3 * c)
+            gP = ws.buffer("grad.p", ComputeRuntime.dnnlThreads * t * t); gXn = ws.buffer("grad.xn", n * t * c)
+        } else { gA = -1; gQKV = -1; gP = -1; gXn = -1 }
+    }
+
+    var flops: Double {
+        let t = Double(tokens), c = Double(p.channels), n = Double(batch)
+        return n * (2 * t * c * 3 * c + 2 * t * c * c + 2 * 2 * t * t * c)
+    }
+
+    /// Column offsets of q, k, v of `head` inside a qkv row.
+    @inline(__always) private func offsets(_ head: Int) -> (Int, Int, Int) {
+        let c = p.channels, hc = c / p.heads
+        if p.legacyOrder { let q = head * 3 * hc; return (q, q + hc, q + 2 * hc) }
+        return (head * hc, c + head * hc, 2 * c + head * hc)
+    }
+
+    /// Runs body(job, thread) for every (sample, head) pair, in parallel when OpenBLAS stays single-threaded.
+    private func forEachJob(_ body: (Int, Int) -> Void) {
+        let jobs = batch * p.heads, hc = p.channels / p.heads
+        let threads = ComputeRuntime.dnnlThreads
+        if threads > 1 && jobs > 1 && sgemmIsSingleThreaded(m: tokens, n: tokens, k: max(hc, tokens)) {
+            parallelRegion(threads: min(threads, jobs)) { tid, nt in
+                var j = tid
+                while j < jobs { body(j, tid); j += nt }
+            }
+        } else {
+            for j in 0..<jobs { body(j, 0) }
+        }
+    }
+
+    func forward(_ x: UnsafeMutablePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
+        let n = batch, t = tokens, c = p.channels, hc = c / p.heads
+        norm.prepare(ws, p.norm, x, batch: n, pixels: t)
+        norm.apply(ws, x, ws[xn], batch: n, pixels: t, channels: c, silu: false, nhwcOutput: true)
+        linearForward(ws[xn], rows: n * t, inFeatures: c, outFeatures: 3 * c, weight: p.qkv.weight.data, bias: p.qkv.bias.data, ws[qkv])
+        let scale = 1 / Float(hc).squareRoot()
+        let qkvBase = ws[qkv], aBase = ws[attended], pBase = ws[probs]
+        let heads = p.heads, perJob = perJobProbs
+        forEachJob { job, tid in
+            let b = job / heads, h = job % heads
+            let (qo, ko, vo) = offsets(h)
+            let rows = qkvBase + b * t * 3 * c
+            let s = pBase + (perJob ? job : tid) * t * t
+            sgemm(transB: true, m: t, n: t, k: hc, alpha: scale, a: rows + qo, lda: 3 * c, b: rows + ko, ldb: 3 * c, c: s, ldc: t)
+            softmaxRows(s, rows: t, cols: t)
+            sgemm(m: t, n: hc, k: t, a: s, lda: t, b: rows + vo, ldb: 3 * c, c: aBase + b * t * c + h * hc, ldc: c)
+        }
+        if out != x { copyKernel(x, out, count: n * t * c) }
+        // proj_out into the (now free) normalised-input buffer, then the residual add in blocked layout.
+        linearForward(ws[attended], rows: n * t, inFeatures: c, outFeatures: c, weight: p.proj.weight.data, bias: p.proj.bias.data, ws[xn])
+        nhwcToBlocked(ws[xn], out, batch: n, pixels: t, channels: c, accumulate: true)
+    }
+
+    func backward(input x: UnsafeMutablePointer<Float>, dOutput dy: UnsafeMutablePointer<Float>, dInput dx: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
+        let n = batch, t = tokens, c = p.channels, hc = c / p.heads
+        copyKernel(dy, dx, count: n * t * c)
+        blockedToNhwc(dy, ws[gXn], batch: n, pixels: t, channels: c)
+        sgemm(m: n * t, n: c, k: c, a: ws[gXn], lda: c, b: p.proj.weight.data, ldb: c, c: ws[gA], ldc: c)
+        let scale = 1 / Float(hc).squareRoot()
+        let qkvBase = ws[qkv], pBase = ws[probs], daBase = ws[gA], dqkvBase = ws[gQKV], dpBase = ws[gP]
+        let heads = p.heads
+        forEachJob { job, tid in
+            let b = job / heads, h = job % heads
+            let (qo, ko, vo) = offsets(h)
+            let rows = qkvBase + b * t * 3 * c, drows = dqkvBase + b * t * 3 * c
+            let prob = pBase + job * t * t, dp = dpBase + tid * t * t
+            let da = daBase + b * t * c + h * hc
+            sgemm(transB: true, m: t, n: t, k: hc, a: da, lda: c, b: rows + vo, ldb: 3 * c, c: dp, ldc: t)
+            sgemm(transA: true, m: t, n: hc, k: t, a: prob, lda: t, b: da, ldb: c, c: drows + vo, ldc: 3 * c)
+            for r in 0..<t {
+                var dot: Float = 0
+                for j in 0..<t { dot += prob[r * t + j] * dp[r * t + j] }
+                for j in 0..<t { dp[r * t + j] = prob[r * t + j] * (dp[r * t + j] - dot) }
+            }
+            sgemm(m: t, n: hc, k: t, alpha: scale, a: dp, lda: t, b: rows + ko, ldb: 3 * c, c: drows + qo, ldc: 3 * c)
+            sgemm(transA: true, m: t, n: hc, k: t, alpha: scale, a: dp, lda: t, b: rows + qo, ldb: 3 * c, c: drows + ko, ldc: 3 * c)
+        }
+        sgemm(m: n * t, n: c, k: 3 * c, a: ws[gQKV], lda: 3 * c, b: p.qkv.weight.data, ldb: c, c: ws[gXn], ldc: c)
+        nhwcToBlocked(ws[gXn], ws[gA], batch: n, pixels: t, channels: c)
+        norm.backward(ws, x: x, dy: ws[gA], dx: dx, batch: n, pixels: t, channels: c, silu: false, accumulate: true)
+    }
+}

@@ -1,0 +1,132 @@
+import Foundation
+
+/// guided-diffusion's UNetModel (ADM): predicts noise (and variance) for x_t at timestep t.
+///
+/// Evaluation plans (buffers, oneDNN primitives) are built on the first call at each batch
+/// size and reused; one evaluation runs at a time (calls are serialised by a lock).
+public final class ADMUNet: @unchecked Sendable {
+    /// The architecture the network was built from.
+    public let architecture: ADMArchitecture
+    let trunk: ADMTrunk
+    let outNorm: GroupNormParameters
+    let outConv: ConvParameters
+    private var plans: [Int: UNetPlan] = [:]
+    private let lock = NSLock()
+
+    /// Builds the network from its architecture and state-dict tensors (keys as in guided-diffusion).
+    /// Throws on missing keys, unexpected keys or wrong shapes.
+    public init(architecture a: ADMArchitecture, weights: [String: Tensor]) throws {
+        guard a.type == "adm-unet" else { throw EngineError.invalidArchitecture("expected type adm-unet, got \(a.type)") }
+        architecture = a
+        (trunk, outNorm, outConv) = try ADMUNet.readWeights(a, WeightReader(weights))
+    }
+
+    @discardableResult
+    static func readWeights(_ a: ADMArchitecture, _ r: WeightReader) throws -> (ADMTrunk, GroupNormParameters, ConvParameters) {
+        let trunk = try ADMTrunk(a, r, withOutputBlocks: true)
+        let norm = try GroupNormParameters(r, "out.0", channels: trunk.finalChannels)
+        let conv = try ConvParameters(r, "out.2", in: trunk.finalChannels, out: a.outChannels, kernel: 3, padding: 1)
+        try r.finish()
+        return (trunk, norm, conv)
+    }
+
+    /// Image side length the network was built for.
+    public var imageSize: Int { architecture.imageSize }
+
+    /// Multiply-adds x 2 of one forward pass per image (convolutions, linears, attention products).
+    public var flopsPerImage: Double {
+        lock.lock(); defer { lock.unlock() }
+        return plan(batch: 1).flops
+    }
+
+    private func plan(batch: Int) -> UNetPlan {
+        if let p = plans[batch] { return p }
+        ComputeRuntime.prepareCallingThread()
+        let p = UNetPlan(self, batch: batch)
+        plans[batch] = p
+        return p
+    }
+
+    /// Drops the cached evaluation plans (their buffers and primitives).
+    public func releasePlans() { lock.lock(); plans.removeAll(); lock.unlock() }
+
+    /// Evaluates the network: x [N, in, H, W] NCHW, timesteps [N] (original indices), classes [N]
+    /// (nil when unconditional) -> a new [N, out, H, W] tensor.
+    public func forward(_ x: Tensor, timesteps: [Int], classes: [Int]? = nil) throws -> Tensor {
+        let out = Tensor(shape: [x.shape.first ?? 0, architecture.outChannels, imageSize, imageSize])
+        try forward(x, timesteps: timesteps, classes: classes, into: out)
+        return out
+    }
+
+    /// Evaluates the network into a preallocated output [N, out, H, W] (no allocation after the
+    /// first call at this batch size).
+    public func forward(_ x: Tensor, timesteps: [Int], classes: [Int]? = nil, into output: Tensor) throws {
+        let a = architecture
+        guard x.shape.count == 4, x.shape[1] == a.inChannels, x.shape[2] == a.imageSize, x.shape[3] == a.imageSize else {
+            throw EngineError.invalidInput("x has shape \(x.shape), expected [N, \(a.inChannels), \(a.imageSize), \(a.imageSize)]")
+        }
+        let n = x.shape[0]
+        guard n > 0, timesteps.count == n else { throw EngineError.invalidInput("\(timesteps.count) timesteps for batch \(n)") }
+        guard output.shape == [n, a.outChannels, a.imageSize, a.imageSize] else {
+            throw EngineError.invalidInput("output has shape \(output.shape), expected [\(n), \(a.outChannels), \(a.imageSize), \(a.imageSize)]")
+        }
+        if let k = a.numClasses {
+            guard let classes, classes.count == n, classes.allSatisfy({ $0 >= 0 && $0 < k }) else {
+                throw EngineError.invalidInput("a class-conditional UNet needs \(n) classes in 0..<\(k)")
+            }
+        }
+        lock.lock(); defer { lock.unlock() }
+        ComputeRuntime.prepareCallingThread()
+        plan(batch: n).run(self, x: x, timesteps: timesteps, classes: classes, output: output)
+    }
+}
+
+/// The UNet's plan for one batch size: the shared trunk plan plus the output head.
+final class UNetPlan {
+    let core: ADMPlan
+    let headNorm: GroupNormState
+    let headInput: Int
+    let outConv: ConvolutionPrimitive
+    let size: Int, channels: Int
+    let outputBlocked: Int
+
+    init(_ net: ADMUNet, batch: Int) {
+        core = ADMPlan(trunk: net.trunk, batch: batch, training: false)
+        size = net.architecture.imageSize
+        channels = net.trunk.finalChannels
+        headNorm = GroupNormState(core.ws, batch: batch, channels: channels)
+        headInput = core.ws.buffer("head", batch * size * size * channels)
+        outConv = ConvolutionPrimitive(batch: batch, inChannels: channels, outChannels: net.architecture.outChannels,
+                                       height: size, width: size, kernel: 3, padding: 1,
+                                       weights: net.outConv.weight.data, bias: net.outConv.bias?.data,
+                                       inputLayout: .blocked16, outputLayout: .blocked16, scratch: core.scratch)
+        // oneDNN only has a reference kernel for a few output channels in plain layouts:
+        // write 16-channel blocks (zero padded) and unpack.
+        let outBlocks = (net.architecture.outChannels + 15) / 16
+        outputBlocked = core.ws.privateBuffer(batch * outBlocks * 16 * size * size)
+        core.flops += outConv.flops
+        core.ws.allocate()
+    }
+
+    var flops: Double { core.flops / Double(core.batch) }
+
+    func run(_ net: ADMUNet, x: Tensor, timesteps: [Int], classes: [Int]?, output: Tensor) {
+        let n = core.batch, ws = core.ws
+        let c = net.architecture.inChannels, pixels = size * size
+        ws[core.input].update(from: x.data, count: n * c * pixels)
+        core.embed(trunk: net.trunk, timesteps: timesteps, classes: classes)
+        core.runForward()
+        headNorm.prepare(ws, net.outNorm, ws[core.trunkOutput], batch: n, pixels: pixels)
+        headNorm.apply(ws, ws[core.trunkOutput], ws[headInput], batch: n, pixels: pixels, channels: channels, silu: true)
+        outConv(ws[headInput], ws[outputBlocked])
+        let oc = net.architecture.outChannels, blocks = (oc + 15) / 16
+        let src = ws[outputBlocked], dst = output.data
+        for b in 0..<n {
+            for c in 0..<oc {
+                let plane = src + ((b * blocks + c / 16) * pixels) * 16 + c % 16
+                let row = dst + (b * oc + c) * pixels
+                for p in 0..<pixels { row[p] = plane[p * 16] }
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+import CBLAS
+import CDNNL
+import Foundation
+
+/// Thread counts and library identification for the engine's compute back ends.
+///
+/// OpenBLAS has its own pthread pool; oneDNN and the engine's SIMD kernels share
+/// libgomp's OpenMP pool. Network evaluation calls them strictly one after the
+/// other, so the two pools never compute at the same time.
+public enum ComputeRuntime {
+    nonisolated(unsafe) private static var blasCount = ProcessInfo.processInfo.activeProcessorCount
+    nonisolated(unsafe) private static var ompCount = ProcessInfo.processInfo.activeProcessorCount
+    nonisolated(unsafe) private static var configured = false
+
+    /// Number of online CPU cores.
+    public static var coreCount: Int { ProcessInfo.processInfo.activeProcessorCount }
+
+    /// Sets the OpenBLAS and the oneDNN/OpenMP thread counts (nil keeps the current value; default = cores).
+    public static func configure(blasThreads: Int? = nil, dnnlThreads: Int? = nil) {
+        if let b = blasThreads { blasCount = max(1, b) }
+        if let d = dnnlThreads { ompCount = max(1, d) }
+        openblas_set_num_threads(Int32(blasCount))
+        omp_set_num_threads(Int32(ompCount))
+        configured = true
+    }
+
+    /// Threads OpenBLAS uses for one matrix product.
+    public static var blasThreads: Int { blasCount }
+
+    /// Threads oneDNN and the engine's SIMD kernels use (one OpenMP team).
+    public static var dnnlThreads: Int { ompCount }
+
+    /// The BLAS kernel family OpenBLAS selected for this CPU (e.g. "Cooperlake", "Haswell").
+    public static var blasCoreName: String {
+        guard let name = openblas_get_corename() else { return "unknown" }
+        return String(cString: name)
+    }
+
+    /// OpenBLAS's build configuration string.
+    public static var blasConfig: String {
+        guard let c = openblas_get_config() else { return "unknown" }
+        return String(cString: c)
+    }
+
+    /// The oneDNN version as "major.minor.patch".
+    public static var dnnlVersion: String {
+        guard let v = dnnl_version()?.pointee else { return "unknown" }
+        return "\(v.major).\(v.minor).\(v.patch)"
+    }
+
+    /// One line describing the back ends and thread counts, for logs.
+    public static var summary: String {
+        "OpenBLAS \(blasCoreName) (\(blasThreads) threads), oneDNN \(dnnlVersion) (\(dnnlThreads) OpenMP threads)"
+    }
+
+    /// Environment settings that slow the back ends down, one sentence each, for the daemon's log.
+    /// Both are read when the libraries load, so they must be fixed before the process starts.
+    public static var environmentWarnings: [String] {
+        let env = ProcessInfo.processInfo.environment
+        var warnings: [String] = []
+        if let core = env["OPENBLAS_CORETYPE"] {
+            warnings.append("OPENBLAS_CORETYPE=\(core) forces OpenBLAS's \(blasCoreName) kernels; unset it to let OpenBLAS pick this CPU's own (Haswell kernels run sgemm at about half speed on AVX-512 CPUs)")
+        }
+        if env["OMP_WAIT_POLICY"] == nil && dnnlThreads > 1 {
+            warnings.append("OMP_WAIT_POLICY is unset: idle OpenMP threads spin between kernels, which slows evaluation several-fold when other processes share the cores; set OMP_WAIT_POLICY=passive on shared machines")
+        }
+        return warnings
+    }
+
+    /// Applies the configured thread counts to the calling thread (OpenMP settings are per thread).
+    static func prepareCallingThread() {
+        if !configured { configure() }
+        omp_set_num_threads(Int32(ompCount))
+    }
+}
+
+/// The closure a parallel region runs on every thread of the team.
+private struct ParallelJob {
+    let body: (Int, Int) -> Void
+}
+
+/// Runs `body(thread, threadCount)` on every thread of an OpenMP team (the pool oneDNN uses).
+@inline(__always)
+func parallelRegion(threads: Int, _ body: (Int, Int) -> Void) {
+    if threads <= 1 { body(0, 1); return }
+    withoutActuallyEscaping(body) { escaping in
+        var job = ParallelJob(body: escaping)
+        withUnsafeMutablePointer(to: &job) { pointer in
+            GOMP_parallel({ raw in
+                let job = raw!.assumingMemoryBound(to: ParallelJob.self)
+                job.pointee.body(Int(omp_get_thread_num()), Int(omp_get_num_threads()))
+            }, pointer, UInt32(threads), 0)
+        }
+    }
+}
+
+/// Splits 0..<count into contiguous chunks run in parallel; small jobs (work < grain) run inline.
+@inline(__always)
+func parallelFor(_ count: Int, work: Int = .max, grain: Int = 32_768, _ body: (Range<Int>) -> Void) {
+    let threads = min(ComputeRuntime.dnnlThreads, count)
+    if threads <= 1 || work < grain { if count > 0 { body(0..<count) }; return }
+    parallelRegion(threads: threads) { t, n in
+        let lo = count * t / n, hi = count * (t + 1) / n
+        if lo < hi { body(lo..<hi) }
+    }
+}

@@ -1,0 +1,44 @@
+import CBLAS
+import Foundation
+
+/// Micro-benchmarks of the back ends, used to report a network's speed relative to the machine.
+public enum PeakMeasurement {
+    private static func seconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
+
+    /// Best-of-`repeats` GFLOP/s of OpenBLAS sgemm on square n x n matrices.
+    public static func sgemmGFLOPS(size n: Int = 2048, repeats: Int = 5) -> Double {
+        ComputeRuntime.prepareCallingThread()
+        let a = Tensor(shape: [n, n]), b = Tensor(shape: [n, n]), c = Tensor(shape: [n, n])
+        a.fill(0.5); b.fill(0.25)
+        var best = Double.infinity
+        for _ in 0..<(repeats + 1) {
+            let t0 = seconds()
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, a.data, Int32(n), b.data, Int32(n), 0, c.data, Int32(n))
+            best = min(best, seconds() - t0)
+        }
+        return 2 * Double(n * n * n) / best / 1e9
+    }
+
+    /// Best-of-`repeats` GFLOP/s of one oneDNN 3x3 convolution (stride 1, pad 1) in the engine's blocked
+    /// layout (or NHWC), direct algorithm or Winograd; Winograd's rate counts direct-convolution FLOPs.
+    public static func convolutionGFLOPS(batch: Int = 64, channels: Int = 64, size: Int = 32,
+                                         repeats: Int = 5, nhwc: Bool = false, winograd: Bool = false) -> Double {
+        ComputeRuntime.prepareCallingThread()
+        let scratch = ScratchArena()
+        let w = Tensor(shape: [channels, channels, 3, 3]); w.fill(0.01)
+        let bias = Tensor(shape: [channels])
+        let layout: ActivationLayout = nhwc ? .nhwc : .blocked16
+        let conv = ConvolutionPrimitive(batch: batch, inChannels: channels, outChannels: channels, height: size, width: size,
+                                        kernel: 3, padding: 1, weights: w.data, bias: bias.data,
+                                        inputLayout: layout, outputLayout: layout, winograd: winograd, scratch: scratch)
+        let x = Tensor(shape: [batch, channels, size, size]); x.fill(0.5)
+        let y = Tensor(shape: [batch, channels, size, size])
+        var best = Double.infinity
+        for _ in 0..<(repeats + 1) {
+            let t0 = seconds()
+            conv(x.data, y.data)
+            best = min(best, seconds() - t0)
+        }
+        return conv.flops / best / 1e9
+    }
+}

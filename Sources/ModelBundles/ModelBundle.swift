@@ -1,0 +1,152 @@
+import Crypto
+import DiffusionEngine
+import Foundation
+
+/// Errors raised while reading a bundle folder.
+public enum BundleError: Error, CustomStringConvertible, Equatable {
+    /// A file model.json needs (or model.json itself) is absent or unreadable.
+    case missingFile(String)
+    /// A file's SHA-256 differs from the one recorded in model.json.
+    case checksumMismatch(file: String, expected: String, actual: String)
+    /// model.json does not decode or is inconsistent.
+    case invalidManifest(String)
+    /// The bundle is of another kind than the network asked for.
+    case wrongKind(expected: String, actual: String)
+
+    /// A human-readable explanation naming the file involved.
+    public var description: String {
+        switch self {
+        case .missingFile(let f): "bundle file '\(f)' is missing or unreadable"
+        case .checksumMismatch(let f, let e, let a): "bundle file '\(f)' has SHA-256 \(a), model.json records \(e)"
+        case .invalidManifest(let m): "invalid model.json: \(m)"
+        case .wrongKind(let e, let a): "bundle is of kind '\(a)', expected '\(e)'"
+        }
+    }
+}
+
+/// The "diffusion" object of a UNet bundle's model.json.
+public struct DiffusionSettings: Codable, Sendable, Equatable {
+    /// "linear" or "cosine".
+    public var schedule: String
+    /// Number of training timesteps T.
+    public var steps: Int
+    /// "eps", "x0" or "v".
+    public var prediction: String
+    /// "fixed_small", "fixed_large" or "learned_range".
+    public var variance: String
+    /// What the network receives as timestep ("index").
+    public var timestepInput: String?
+
+    enum CodingKeys: String, CodingKey {
+        case schedule, steps, prediction, variance
+        case timestepInput = "timestep_input"
+    }
+}
+
+/// The "data" object of model.json.
+public struct DataSettings: Codable, Sendable, Equatable {
+    /// Image height in pixels.
+    public var height: Int
+    /// Image width in pixels.
+    public var width: Int
+    /// Image channels.
+    public var channels: Int
+    /// How pixels map to network inputs.
+    public var normalisation: String?
+}
+
+/// A bundle's model.json (fields the engine and daemon use; others are ignored).
+public struct BundleManifest: Codable, Sendable, Equatable {
+    /// "diffusiond-bundle/1".
+    public var format: String
+    /// Bundle name.
+    public var name: String
+    /// "unet", "classifier" or "features".
+    public var kind: String
+    /// The network's hyperparameters.
+    public var architecture: NetworkArchitecture
+    /// Diffusion process settings (UNet bundles).
+    public var diffusion: DiffusionSettings?
+    /// Class names.
+    public var classes: [String]?
+    /// The label meaning "no class" (UNet bundles).
+    public var nullClass: Int?
+    /// Image geometry.
+    public var data: DataSettings?
+    /// SHA-256 (hex) of each file of the bundle, by file name.
+    public var files: [String: String]
+
+    enum CodingKeys: String, CodingKey {
+        case format, name, kind, architecture, diffusion, classes, data, files
+        case nullClass = "null_class"
+    }
+}
+
+/// A model bundle folder: model.json plus the safetensors files it lists, checksums verified.
+public struct ModelBundle: Sendable {
+    /// The folder.
+    public let directory: URL
+    /// The decoded model.json.
+    public let manifest: BundleManifest
+
+    /// Reads model.json and (by default) checks the SHA-256 of every file it lists.
+    public init(directory: URL, verifyChecksums: Bool = true) throws {
+        self.directory = directory
+        let manifestURL = directory.appendingPathComponent("model.json")
+        guard let json = try? Data(contentsOf: manifestURL) else { throw BundleError.missingFile(manifestURL.path) }
+        do { manifest = try JSONDecoder().decode(BundleManifest.self, from: json) } catch {
+            throw BundleError.invalidManifest("\(error)")
+        }
+        if verifyChecksums {
+            for (file, expected) in manifest.files.sorted(by: { $0.key < $1.key }) {
+                let actual = ModelBundle.sha256Hex(of: try read(file))
+                guard actual == expected.lowercased() else { throw BundleError.checksumMismatch(file: file, expected: expected, actual: actual) }
+            }
+        }
+    }
+
+    /// Lowercase hex SHA-256 of `data`.
+    public static func sha256Hex(of data: Data) -> String {
+        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// The bytes of a file inside the bundle.
+    public func read(_ file: String) throws -> Data {
+        let url = directory.appendingPathComponent(file)
+        guard let d = try? Data(contentsOf: url) else { throw BundleError.missingFile(file) }
+        return d
+    }
+
+    /// A safetensors file inside the bundle, parsed.
+    public func safeTensors(_ file: String) throws -> SafeTensors {
+        try SafeTensors(bytes: try read(file))
+    }
+
+    /// The network weights (model.safetensors) as float32 tensors by state-dict key.
+    public func weights() throws -> [String: Tensor] {
+        try safeTensors("model.safetensors").tensors()
+    }
+
+    private func admArchitecture(kind: String) throws -> ADMArchitecture {
+        guard manifest.kind == kind else { throw BundleError.wrongKind(expected: kind, actual: manifest.kind) }
+        guard case .adm(let a) = manifest.architecture else { throw BundleError.invalidManifest("kind \(kind) needs an adm architecture") }
+        return a
+    }
+
+    /// Builds the ADM UNet of a "unet" bundle.
+    public func makeUNet() throws -> ADMUNet {
+        try ADMUNet(architecture: try admArchitecture(kind: "unet"), weights: try weights())
+    }
+
+    /// Builds the noisy classifier of a "classifier" bundle.
+    public func makeClassifier() throws -> NoisyClassifier {
+        try NoisyClassifier(architecture: try admArchitecture(kind: "classifier"), weights: try weights())
+    }
+
+    /// Builds the feature CNN of a "features" bundle.
+    public func makeFeatureNetwork() throws -> FeatureCNN {
+        guard manifest.kind == "features" else { throw BundleError.wrongKind(expected: "features", actual: manifest.kind) }
+        guard case .featureCNN(let a) = manifest.architecture else { throw BundleError.invalidManifest("kind features needs a feature-cnn architecture") }
+        return try FeatureCNN(architecture: a, weights: try weights())
+    }
+}

@@ -1,0 +1,132 @@
+@testable import DiffusionEngine
+import Foundation
+import Testing
+
+/// Deterministic pseudo-random floats in [-1, 1).
+func randomValues(_ count: Int, seed: UInt64) -> [Float] {
+    var g = SplitMix64(seed: seed)
+    return (0..<count).map { _ in g.nextUnit() * 2 - 1 }
+}
+
+@Suite struct KernelTests {
+    @Test func polynomialExpIsAccurate() {
+        var worst: Double = 0
+        var x: Float = -80
+        while x < 80 {
+            let got = Double(sexp(x)), want = Foundation.exp(Double(x))
+            worst = max(worst, abs(got - want) / want)
+            x += 0.0137
+        }
+        #expect(worst < 5e-7)
+        #expect(abs(ssilu(2) - 2 / (1 + Float(Foundation.exp(-2.0)))) < 1e-6)
+    }
+
+    @Test(arguments: [(3, 1, 1), (3, 2, 1), (1, 1, 0)])
+    func convolutionMatchesNaiveLoop(kernel: Int, stride: Int, padding: Int) {
+        let n = 2, ci = 16, co = 32, h = 9
+        let x = randomValues(n * ci * h * h, seed: 1), w = randomValues(co * ci * kernel * kernel, seed: 2), b = randomValues(co, seed: 3)
+        let ho = (h + 2 * padding - kernel) / stride + 1
+        // Reference in NCHW, float64.
+        var ref = [Double](repeating: 0, count: n * co * ho * ho)
+        for s in 0..<n { for o in 0..<co { for i in 0..<ho { for j in 0..<ho {
+            var acc = Double(b[o])
+            for c in 0..<ci { for p in 0..<kernel { for q in 0..<kernel {
+                let yi = i * stride + p - padding, xj = j * stride + q - padding
+                if yi >= 0 && yi < h && xj >= 0 && xj < h {
+                    acc += Double(x[((s * ci + c) * h + yi) * h + xj]) * Double(w[((o * ci + c) * kernel + p) * kernel + q])
+                }
+            } } }
+            ref[((s * co + o) * ho + i) * ho + j] = acc
+        } } } }
+        let scratch = ScratchArena()
+        let xT = Tensor(shape: [n, ci, h, h], values: x), xN = Tensor(shape: [n, h, h, ci])
+        nchwToNhwc(xT.data, xN.data, batch: n, channels: ci, pixels: h * h)
+        let wT = Tensor(shape: [co, ci, kernel, kernel], values: w), bT = Tensor(shape: [co], values: b)
+        let conv = ConvolutionPrimitive(batch: n, inChannels: ci, outChannels: co, height: h, width: h, kernel: kernel,
+                                        stride: stride, padding: padding, weights: wT.data, bias: bT.data,
+                                        inputLayout: .nhwc, outputLayout: .nhwc, scratch: scratch)
+        let yN = Tensor(shape: [n, ho, ho, co]), y = Tensor(shape: [n, co, ho, ho])
+        conv(xN.data, yN.data)
+        nhwcToNchw(yN.data, y.data, batch: n, channels: co, pixels: ho * ho)
+        var err = 0.0
+        for i in 0..<ref.count { err = max(err, abs(Double(y.data[i]) - ref[i])) }
+        #expect(err < 1e-4)
+
+        // Backward data is the transpose: <conv(x), g> == <x, conv^T(g)>.
+        let back = ConvolutionPrimitive(batch: n, inChannels: ci, outChannels: co, height: h, width: h, kernel: kernel,
+                                        stride: stride, padding: padding, weights: wT.data, bias: nil,
+                                        inputLayout: .nhwc, outputLayout: .nhwc, backwardData: true, scratch: scratch)
+        let noBias = ConvolutionPrimitive(batch: n, inChannels: ci, outChannels: co, height: h, width: h, kernel: kernel,
+                                          stride: stride, padding: padding, weights: wT.data, bias: nil,
+                                          inputLayout: .nhwc, outputLayout: .nhwc, scratch: scratch)
+        let g = Tensor(shape: [n, ho, ho, co], values: randomValues(n * co * ho * ho, seed: 4))
+        let dx = Tensor(shape: [n, h, h, ci])
+        back(g.data, dx.data)
+        noBias(xN.data, yN.data)
+        var lhs = 0.0, rhs = 0.0
+        for i in 0..<g.count { lhs += Double(yN.data[i]) * Double(g.data[i]) }
+        for i in 0..<xN.count { rhs += Double(xN.data[i]) * Double(dx.data[i]) }
+        #expect(abs(lhs - rhs) < 1e-3 * max(1, abs(lhs)))
+    }
+
+    @Test func groupNormSiLUMatchesFloat64() {
+        let n = 3, pixels = 25, c = 64, groups = 32, cpg = 2
+        let x = randomValues(n * pixels * c, seed: 5).map { $0 * 3 + 0.5 }
+        let gamma = randomValues(c, seed: 6), beta = randomValues(c, seed: 7)
+        let scale = randomValues(n * c, seed: 8), shift = randomValues(n * c, seed: 9)
+        let xN = Tensor(shape: [n, pixels, c], values: x), xT = Tensor(shape: [n, pixels, c])
+        nhwcToBlocked(xN.data, xT.data, batch: n, pixels: pixels, channels: c)
+        let gT = Tensor(shape: [c], values: gamma), bT = Tensor(shape: [c], values: beta)
+        let sT = Tensor(shape: [n, c], values: scale), hT = Tensor(shape: [n, c], values: shift)
+        let mean = Tensor(shape: [n * groups]), rstd = Tensor(shape: [n * groups])
+        let a = Tensor(shape: [n * c]), b = Tensor(shape: [n * c]), ge = Tensor(shape: [n * c]), y = Tensor(shape: [n, pixels, c])
+        groupNormStatistics(xT.data, batch: n, pixels: pixels, channels: c, groups: groups, mean: mean.data, rstd: rstd.data)
+        groupNormCoefficients(batch: n, channels: c, groups: groups, mean: mean.data, rstd: rstd.data, gamma: gT.data, beta: bT.data,
+                              scale: sT.data, shift: hT.data, scaleStride: c, a: a.data, b: b.data, effectiveGamma: ge.data)
+        affineActivation(xT.data, y.data, batch: n, pixels: pixels, channels: c, a: a.data, b: b.data, silu: true, nhwcOutput: true)
+        var err = 0.0
+        for s in 0..<n {
+            for g in 0..<groups {
+                var m = 0.0, v = 0.0
+                for p in 0..<pixels { for k in 0..<cpg { m += Double(x[(s * pixels + p) * c + g * cpg + k]) } }
+                m /= Double(pixels * cpg)
+                for p in 0..<pixels { for k in 0..<cpg { let d = Double(x[(s * pixels + p) * c + g * cpg + k]) - m; v += d * d } }
+                v /= Double(pixels * cpg)
+                for p in 0..<pixels { for k in 0..<cpg {
+                    let ch = g * cpg + k, i = (s * pixels + p) * c + ch
+                    let norm = (Double(x[i]) - m) / (v + 1e-5).squareRoot() * Double(gamma[ch]) + Double(beta[ch])
+                    let u = norm * (1 + Double(scale[s * c + ch])) + Double(shift[s * c + ch])
+                    err = max(err, abs(u / (1 + Foundation.exp(-u)) - Double(y.data[i])))
+                } }
+            }
+        }
+        #expect(err < 1e-5)
+    }
+
+    @Test func softmaxRowsSumToOne() {
+        let t = Tensor(shape: [3, 37], values: randomValues(111, seed: 10).map { $0 * 20 })
+        let ref = t.array
+        softmaxRows(t.data, rows: 3, cols: 37)
+        for r in 0..<3 {
+            let m = ref[(r * 37)..<((r + 1) * 37)].max()!
+            let denom = ref[(r * 37)..<((r + 1) * 37)].reduce(0.0) { $0 + Foundation.exp(Double($1 - m)) }
+            for j in 0..<37 {
+                #expect(abs(Double(t.data[r * 37 + j]) - Foundation.exp(Double(ref[r * 37 + j] - m)) / denom) < 1e-6)
+            }
+        }
+    }
+
+    @Test func resamplingAndConcatenation() {
+        let x = Tensor(shape: [1, 2, 2, 16], values: (0..<64).map(Float.init))
+        let up = Tensor(shape: [1, 4, 4, 16])
+        upsampleNearest2x(x.data, up.data, batch: 1, height: 2, width: 2, channels: 16)
+        #expect(up.data[(3 * 4 + 2) * 16 + 5] == x.data[(1 * 2 + 1) * 16 + 5])
+        let down = Tensor(shape: [1, 2, 2, 16])
+        avgPool2x2(up.data, down.data, batch: 1, height: 4, width: 4, channels: 16)
+        #expect(down.array == x.array)
+        let cat = Tensor(shape: [4, 48])
+        let y = Tensor(shape: [4, 32], values: (0..<128).map { Float(-$0) })
+        concatChannels(x.data, 16, y.data, 32, cat.data, rows: 4)
+        #expect(cat.data[2 * 48 + 3] == x.data[2 * 16 + 3] && cat.data[2 * 48 + 16 + 7] == y.data[2 * 32 + 7])
+    }
+}
