@@ -7,7 +7,7 @@
 SWIFT   ?= swift
 PYTHON  ?= /usr/bin/python3
 # Swift's default x86-64 target is baseline SSE2; the kernels want AVX2/AVX-512.
-CPU     ?= $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo x86-64-v4 || echo x86-64-v3)
+CPU     ?= $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo skylake-avx512 || echo haswell)
 SWIFTFLAGS ?= -c release -Xswiftc -target-cpu -Xswiftc $(CPU)
 
 APT_BUILD = libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev libsqlite3-dev
@@ -45,7 +45,8 @@ test-python: python-deps
 # The whole training recipe (training/README.md): feature CNN, noisy classifier,
 # diffusion UNet, Gamma table, bundles, fixtures, sample grids.
 models: python-deps data-deps
-	cd training && $(PYTHON) train_features.py
+	cd training && $(PYTHON) train_features.py && cp work/features.pt work/features-10ep.pt
+	cd training && $(PYTHON) train_features.py --continue-from work/features-10ep.pt --epochs 4 --lr 4e-4 --seed 1
 	cd training && $(PYTHON) train_classifier.py
 	cd training && $(PYTHON) train_diffusion.py
 	cd training && $(PYTHON) gamma.py
@@ -54,3 +55,17 @@ models: python-deps data-deps
 	cd training && $(PYTHON) sample_grid.py --steps 100 --guidance 0
 	cd training && $(PYTHON) sample_grid.py --steps 100 --guidance 1
 	cd training && $(PYTHON) plot_losses.py
+
+# ONNX Runtime comes from PyPI, in a venv that also sees Debian's torch.
+BENCH_VENV = training/work/venv
+$(BENCH_VENV)/bin/python:
+	$(call apt_ensure,python3-venv)
+	$(PYTHON) -m venv --system-site-packages $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q onnxruntime
+
+.PHONY: bench
+# Engine throughput at batch 1/16/64/256 against PyTorch, ONNX Runtime and the measured peak.
+# diffusion-bench restarts itself without OPENBLAS_CORETYPE and with OMP_WAIT_POLICY=passive.
+bench: deps python-deps $(BENCH_VENV)/bin/python
+	$(SWIFT) build $(SWIFTFLAGS) --product diffusion-bench
+	$$($(SWIFT) build $(SWIFTFLAGS) --show-bin-path)/diffusion-bench --python $(BENCH_VENV)/bin/python | tee training/work/bench-latest.txt

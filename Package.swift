@@ -73,7 +73,7 @@ let package = Package(
         .executableTarget(
             name: "diffusiond",
             dependencies: [
-                "DiffusionDaemon",
+                "DiffusionDaemon", "DiffusionEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

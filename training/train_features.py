@@ -29,6 +29,7 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--continue-from", help="a features.pt to fine-tune (its history is kept)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     common.seed_everything(args.seed)
@@ -38,12 +39,18 @@ def main():
     x, y = common.to_model_range(xi), torch.from_numpy(yi)
     x_test, y_test = common.to_model_range(xt), torch.from_numpy(yt)
     model = adm.FeatureCNN()
+    previous_history, previous_wall = [], 0.0
+    if args.continue_from:
+        prev = torch.load(args.continue_from)
+        model.load_state_dict(prev["model"])
+        previous_history, previous_wall = prev["history"], prev["wall"]
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
     steps = args.epochs * (len(x) // args.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps)
     rng = np.random.default_rng(args.seed)
     started = time.time()
-    history = []
+    history = list(previous_history)
+    first_epoch = len(history)
     for epoch in range(args.epochs):
         model.train()
         perm = torch.from_numpy(rng.permutation(len(x)))
@@ -63,10 +70,10 @@ def main():
             sched.step()
             total += loss.item()
         acc = evaluate(model, x_test, y_test)
-        history.append({"epoch": epoch + 1, "train_loss": round(total / (len(x) // args.batch), 4),
-                        "test_accuracy": acc, "wall_s": round(time.time() - started, 1)})
+        history.append({"epoch": first_epoch + epoch + 1, "learning_rate_max": args.lr, "train_loss": round(total / (len(x) // args.batch), 4),
+                        "test_accuracy": acc, "wall_s": round(previous_wall + time.time() - started, 1)})
         print(json.dumps(history[-1]), flush=True)
-    torch.save({"model": model.state_dict(), "history": history, "wall": time.time() - started,
+    torch.save({"model": model.state_dict(), "history": history, "wall": previous_wall + time.time() - started,
                 "args": vars(args)}, os.path.join(common.WORK, "features.pt"))
 
 

@@ -24,25 +24,6 @@ public enum BundleError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// The "diffusion" object of a UNet bundle's model.json.
-public struct DiffusionSettings: Codable, Sendable, Equatable {
-    /// "linear" or "cosine".
-    public var schedule: String
-    /// Number of training timesteps T.
-    public var steps: Int
-    /// "eps", "x0" or "v".
-    public var prediction: String
-    /// "fixed_small", "fixed_large" or "learned_range".
-    public var variance: String
-    /// What the network receives as timestep ("index").
-    public var timestepInput: String?
-
-    enum CodingKeys: String, CodingKey {
-        case schedule, steps, prediction, variance
-        case timestepInput = "timestep_input"
-    }
-}
-
 /// The "data" object of model.json.
 public struct DataSettings: Codable, Sendable, Equatable {
     /// Image height in pixels.
@@ -136,6 +117,19 @@ public struct ModelBundle: Sendable {
     /// Builds the ADM UNet of a "unet" bundle.
     public func makeUNet() throws -> ADMUNet {
         try ADMUNet(architecture: try admArchitecture(kind: "unet"), weights: try weights())
+    }
+
+    /// Analytic-DPM's Gamma tables (gamma.safetensors), indexed by original timestep: "gamma" for the
+    /// null class (unconditional), "gamma_conditional" for the true class; nil when the bundle has none.
+    public func gammaTables() throws -> (unconditional: [Double], conditional: [Double]?)? {
+        guard manifest.files["gamma.safetensors"] != nil else { return nil }
+        let st = try safeTensors("gamma.safetensors")
+        return (try st.doubles("gamma"), st.names.contains("gamma_conditional") ? try st.doubles("gamma_conditional") : nil)
+    }
+
+    /// The SHA-256 of the bundle's content: of its model.json, which records the SHA-256 of every file.
+    public var contentHash: String {
+        (try? read("model.json")).map(ModelBundle.sha256Hex(of:)) ?? ""
     }
 
     /// Builds the noisy classifier of a "classifier" bundle.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DiffusionDaemon
+import DiffusionEngine
 import Foundation
 import Logging
 
@@ -41,7 +42,8 @@ struct DiffusionDaemonCommand: AsyncParsableCommand {
         try await daemon.run()
     }
 
-    /// The image generator. Until the engine is wired in, only the test generator exists.
+    /// The image generator: the diffusion engine, or the deterministic test generator when the
+    /// config says `generator: test` or DIFFUSIOND_TEST_GENERATOR=1 (tests only).
     func makeGenerator(_ cfg: DaemonConfig, logger: Logger) throws -> any ImageGenerator {
         let env = ProcessInfo.processInfo.environment
         if cfg.generator == "test" || env["DIFFUSIOND_TEST_GENERATOR"] == "1" {
@@ -49,7 +51,15 @@ struct DiffusionDaemonCommand: AsyncParsableCommand {
             logger.warning("using the deterministic test generator (for tests only)")
             return DeterministicTestGenerator(delayPerImage: .milliseconds(ms))
         }
-        FileHandle.standardError.write(Data("diffusiond: no diffusion engine is linked into this build\n".utf8))
-        throw ExitCode(69) // EX_UNAVAILABLE
+        let engine = EngineImageGenerator(modelsDirectory: cfg.models, cacheBytes: cfg.cacheMemoryMB << 20,
+                                          threads: cfg.threads)
+        let e = engine.environment
+        logger.info("diffusion engine ready", metadata: [
+            "blas_core": "\(e.details["blas_core"] ?? "?")", "openblas": "\(e.kernelVersions["openblas"] ?? "?")",
+            "onednn": "\(e.kernelVersions["onednn"] ?? "?")", "threads": "\(cfg.threads)"])
+        for warning in ComputeRuntime.environmentWarnings {
+            logger.warning("\(warning)")
+        }
+        return engine
     }
 }

@@ -180,6 +180,13 @@ public final class JobRunner: Sendable {
 
         let modelHash: String
         do {
+            for name in [spec.model] + (spec.sampler.classifier.map { [$0] } ?? []) {
+                if let loaded = try await generator.preload(model: name) {
+                    try? store.recordModelLoad(ModelLoadRow(name: loaded.name, contentHash: loaded.contentHash,
+                                                            loadSeconds: loaded.loadSeconds, bytes: loaded.bytes))
+                    logger.info("model loaded", metadata: ["model": "\(name)", "seconds": "\(loaded.loadSeconds)"])
+                }
+            }
             modelHash = try await generator.modelHash(spec.model)
         } catch {
             return finish(job: job, outcome: .failed, error: "cannot load model \(spec.model): \(error)")

@@ -44,6 +44,7 @@ public struct SamplingConfiguration: Codable, Sendable, Hashable {
     /// Classifier scale s or classifier-free weight w; default 1. Ignored without guidance.
     public var guidanceScale: Double = 1
     /// The label meaning "no class" (model.json `null_class`); required for classifier-free guidance.
+    /// Under classifier guidance a network with a null class is fed that label (the classifier steers).
     public var nullClass: Int? = nil
     /// Langevin settings; only for langevin (other samplers reject non-default values).
     public var langevin: LangevinParameters = LangevinParameters()

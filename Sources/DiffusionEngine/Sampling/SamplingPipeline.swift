@@ -209,8 +209,16 @@ public final class SamplingPipeline {
         // Every buffer of the loop is allocated here, once per call.
         let noise = Tensor(shape: imageShape.batch(n))
         var timesteps = [Int](repeating: 0, count: classifierFree ? 2 * n : n)
-        let modelClasses: [Int]? = classifierFree
-            ? classes! + [Int](repeating: configuration.nullClass!, count: n) : classes
+        // Classifier-free guidance evaluates (x, class) and (x, null) in one batch. Under classifier
+        // guidance a network with a null class sees that label: the classifier alone steers the class.
+        let modelClasses: [Int]?
+        if classifierFree {
+            modelClasses = classes! + [Int](repeating: configuration.nullClass!, count: n)
+        } else if guidance == .classifier, let null = configuration.nullClass {
+            modelClasses = [Int](repeating: null, count: n)
+        } else {
+            modelClasses = classes
+        }
         let doubledInput = classifierFree ? Tensor(shape: imageShape.batch(2 * n)) : nil
         let combinedOutput = classifierFree ? Tensor(shape: outputShape) : nil
 
@@ -230,7 +238,7 @@ public final class SamplingPipeline {
                                            perImage: outC * plane, weight: weight)
                 output = combinedOutput
             } else {
-                output = try predictor.predict(x, timesteps: timesteps, classes: classes)
+                output = try predictor.predict(x, timesteps: timesteps, classes: modelClasses)
                 guard output.shape == outputShape else {
                     throw SamplingError.shapeMismatch("network output \(output.shape), expected \(outputShape)")
                 }

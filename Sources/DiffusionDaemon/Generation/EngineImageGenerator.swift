@@ -1,0 +1,181 @@
+import DiffusionEngine
+import Foundation
+import ModelBundles
+
+/// Why the engine could not run a job.
+public enum GenerationError: Error, CustomStringConvertible {
+    /// The bundle cannot serve this job (wrong kind, missing table, bad name).
+    case unusableModel(String, String)
+
+    public var description: String {
+        switch self {
+        case .unusableModel(let name, let why): "model '\(name)': \(why)"
+        }
+    }
+}
+
+/// The diffusion engine behind the daemon: bundles loaded on first use (SHA-256 verified) and kept
+/// in an LRU cache within the memory budget; batches sampled on a dedicated compute thread.
+public final class EngineImageGenerator: ImageGenerator {
+    private let cache: ModelCache
+    private let compute = ComputeThread(name: "diffusiond-compute")
+
+    /// A generator over the bundles in `modelsDirectory`, caching at most `cacheBytes` of networks.
+    public init(modelsDirectory: String, cacheBytes: Int, threads: Int) {
+        cache = ModelCache(root: URL(fileURLWithPath: modelsDirectory, isDirectory: true), budgetBytes: cacheBytes)
+        ComputeRuntime.configure(blasThreads: threads, dnnlThreads: threads)
+    }
+
+    public var environment: GeneratorEnvironment {
+        GeneratorEnvironment(
+            kernel: "onednn+openblas",
+            kernelVersions: ["onednn": ComputeRuntime.dnnlVersion, "openblas": ComputeRuntime.blasConfig],
+            precision: "float32",
+            details: ["blas_core": ComputeRuntime.blasCoreName, "blas_threads": "\(ComputeRuntime.blasThreads)",
+                      "onednn_threads": "\(ComputeRuntime.dnnlThreads)"])
+    }
+
+    public func preload(model: String) async throws -> LoadedModel? {
+        let cache = cache
+        let (network, loadedNow) = try await compute.run { try cache.network(model) }
+        guard loadedNow else { return nil }
+        return LoadedModel(name: model, contentHash: network.bundle.contentHash, loadSeconds: network.loadSeconds,
+                           bytes: network.bytes)
+    }
+
+    public func modelHash(_ model: String) async throws -> String {
+        let cache = cache
+        return try await compute.run { try cache.network(model).0.bundle.contentHash }
+    }
+
+    public func cachedModels() async -> [String] { cache.names }
+
+    public func generate(job: JobSpec, indices: [Int], context: GenerationContext) async throws -> [GeneratedImage] {
+        let cache = cache
+        return try await compute.run {
+            try Self.sample(job: job, indices: indices, context: context, cache: cache)
+        }
+    }
+
+    /// Samples `indices` of `job` (runs on the compute thread).
+    static func sample(job: JobSpec, indices: [Int], context: GenerationContext, cache: ModelCache) throws -> [GeneratedImage] {
+        let unet = try cache.network(job.model).0
+        guard let predictor = unet.predictor else { throw GenerationError.unusableModel(job.model, "not a UNet bundle") }
+        let manifest = unet.bundle.manifest
+        var classifier: ClassifierGuidanceGradient?
+        if job.mode == .classifierGuided {
+            let name = job.sampler.classifier ?? "\(job.model)-classifier"
+            let loaded = try cache.network(name).0
+            guard let c = loaded.classifier else { throw GenerationError.unusableModel(name, "not a classifier bundle") }
+            classifier = c
+        }
+        let plan = try SamplingPlan(job: job, manifest: manifest, indices: indices, gamma: unet.gamma)
+        let pipeline = try SamplingPipeline(
+            configuration: plan.configuration, predictor: predictor, classifier: classifier, gammaTable: plan.gamma,
+            imageShape: ImageShape(channels: job.channels, height: job.height, width: job.width))
+        let total = pipeline.stepCount
+        let x: Tensor
+        do {
+            x = try pipeline.generate(
+                imageIndices: indices, classes: plan.networkClasses,
+                progress: { p in context.progress(GenerationProgress(step: p.completedSteps, steps: total)) },
+                isCancelled: context.shouldStop)
+        } catch SamplingError.cancelled {
+            throw CancellationError()
+        }
+        let pixels = x.pixelBytes()
+        let perImage = job.channels * job.height * job.width
+        let configurationJSON = plan.configurationJSON(pipeline.configuration)
+        let evaluations = job.mode == .classifierFree ? 2 * total : total
+        return indices.enumerated().map { n, index in
+            let interleaved = Self.interleave(Array(pixels[n * perImage ..< (n + 1) * perImage]),
+                                              channels: job.channels, plane: job.height * job.width)
+            return GeneratedImage(
+                index: index, pixels: interleaved, width: job.width, height: job.height, channels: job.channels,
+                seed: job.seed, classIndex: job.classFor(index: index)?.index,
+                recordFields: ["sampling_configuration": configurationJSON,
+                               "network_evaluations": "\(evaluations)",
+                               "seed_derivation": "Philox4x32-10 keyed by the job seed; counter (element/4, image index, draw); draw 0 is x_T, draw k+1 the noise of chain step k"])
+        }
+    }
+
+    /// NCHW planes -> interleaved pixels (a no-op for one channel).
+    static func interleave(_ planar: [UInt8], channels: Int, plane: Int) -> [UInt8] {
+        guard channels > 1 else { return planar }
+        var out = [UInt8](repeating: 0, count: planar.count)
+        for c in 0 ..< channels { for i in 0 ..< plane { out[i * channels + c] = planar[c * plane + i] } }
+        return out
+    }
+}
+
+/// How a job maps onto the engine: the sampling configuration, the class labels the network sees
+/// and the Gamma table that matches them.
+struct SamplingPlan {
+    var configuration: SamplingConfiguration
+    /// The labels handed to the pipeline: the requested classes, the null class for unconditional
+    /// sampling with a conditional network, nil for an unconditional network.
+    var networkClasses: [Int]?
+    var gamma: [Double]?
+
+    init(job: JobSpec, manifest: BundleManifest, indices: [Int], gamma tables: (unconditional: [Double], conditional: [Double]?)?) throws {
+        var c = SamplingConfiguration()
+        if let d = manifest.diffusion { c.diffusion = d }
+        let s = job.sampler
+        switch s.kind {
+        case .ddpm: c.sampler = .ddpm
+        case .ddim: c.sampler = .ddim
+        case .analyticDDPM: c.sampler = .analyticDDPM
+        case .analyticDDIM: c.sampler = .analyticDDIM
+        case .langevin: c.sampler = .langevin
+        }
+        if let r = s.respacing { c.respacing = try TimestepRespacing(parsing: r) }
+        if let eta = s.eta { c.eta = eta }
+        if let v = s.variance { c.ddpmVariance = VarianceType(rawValue: v.rawValue) }
+        c.clipDenoised = s.clip
+        if let l = s.langevin {
+            c.langevin = LangevinParameters(levels: l.levels, stepsPerLevel: l.stepsPerLevel, stepSize: l.stepSize,
+                                            finalDenoising: l.finalDenoise)
+        }
+        c.nullClass = manifest.nullClass
+        c.seed = job.seed
+        let conditionalNetwork: Bool = {
+            if case .adm(let a) = manifest.architecture { return a.numClasses != nil }
+            return false
+        }()
+        let requested = indices.map { job.classFor(index: $0)?.index ?? -1 }
+        let nullLabels = manifest.nullClass.map { Array(repeating: $0, count: indices.count) }
+        var useConditionalGamma = false
+        switch job.mode {
+        case .classConditional:
+            networkClasses = requested
+            useConditionalGamma = true
+        case .classifierFree:
+            c.guidance = .classifierFree
+            c.guidanceScale = s.guidanceScale ?? 0
+            networkClasses = requested
+            useConditionalGamma = true
+        case .classifierGuided:
+            // The pipeline feeds the UNet its null class: the classifier alone steers the class.
+            c.guidance = .classifier
+            c.guidanceScale = s.guidanceScale ?? 0
+            networkClasses = requested
+            if conditionalNetwork && manifest.nullClass == nil {
+                throw GenerationError.unusableModel(manifest.name, "classifier guidance needs a null class or an unconditional network")
+            }
+        case .unconditional:
+            networkClasses = conditionalNetwork ? nullLabels : nil
+        }
+        if conditionalNetwork && networkClasses == nil {
+            throw GenerationError.unusableModel(manifest.name, "a class-conditional network without a null class cannot sample \(job.mode.rawValue)")
+        }
+        configuration = c
+        gamma = useConditionalGamma ? (tables?.conditional ?? tables?.unconditional) : tables?.unconditional
+    }
+
+    /// The resolved configuration as compact JSON, for each image's record.
+    func configurationJSON(_ resolved: SamplingConfiguration) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(resolved)).flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
+    }
+}
