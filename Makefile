@@ -7,7 +7,8 @@
 SWIFT   ?= swift
 PYTHON  ?= /usr/bin/python3
 # Swift's default x86-64 target is baseline SSE2; the kernels want AVX2/AVX-512.
-CPU     ?= $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo x86-64-v4 || echo x86-64-v3)
+# (swiftc's clang importer takes CPU names, not the x86-64-v3/-v4 levels.)
+CPU     ?= $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo skylake-avx512 || echo haswell)
 SWIFTFLAGS ?= -c release -Xswiftc -target-cpu -Xswiftc $(CPU)
 
 APT_BUILD = libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev libsqlite3-dev
