@@ -1,18 +1,23 @@
 # diffusiond — see README.md.
 #   make demo    build, start the daemon on the embedded defaults, run the example job, show the result
-#   make test    the test suite (release build: the numeric tests sample)
+#   make test    the test suite (release build: the numeric tests sample), then the systemd test
+#   make install     the binaries, the systemd unit, /etc/diffusiond/config.yml, the bundles, the
+#                    diffusiond user and the spool (docs/service.md); PREFIX, DESTDIR
+#   make uninstall   removes what install put in place, except the config, the spool and the state
 #   make bench   benchmarks (OPENBLAS_CORETYPE unset)
 #   make models  retrain every bundle in models/ and rewrite the fixtures (hours on a CPU)
 
 SWIFT   ?= swift
 PYTHON  ?= /usr/bin/python3
 # Swift's default x86-64 target is baseline SSE2; the kernels want AVX2/AVX-512.
+# (swiftc's clang importer takes CPU names, not the x86-64-v3/-v4 levels.)
 CPU     ?= $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo skylake-avx512 || echo haswell)
 SWIFTFLAGS ?= -c release -Xswiftc -target-cpu -Xswiftc $(CPU)
 
 APT_BUILD = libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev libsqlite3-dev
 APT_PYTHON = python3-torch python3-numpy python3-scipy
 APT_DATA = dataset-fashion-mnist
+APT_TOOLS = jq
 
 # Installs the Debian packages in $(1) that are missing (as root, or through sudo).
 define apt_ensure
@@ -24,13 +29,15 @@ define apt_ensure
 	fi
 endef
 
-.PHONY: deps python-deps data-deps build test test-python models
+.PHONY: deps python-deps data-deps tool-deps build test test-python test-systemd models install uninstall demo
 deps:
 	$(call apt_ensure,$(APT_BUILD))
 python-deps:
 	$(call apt_ensure,$(APT_PYTHON))
 data-deps:
 	$(call apt_ensure,$(APT_DATA))
+tool-deps:
+	$(call apt_ensure,$(APT_TOOLS))
 
 build: deps
 	$(SWIFT) build $(SWIFTFLAGS)
@@ -38,6 +45,16 @@ build: deps
 test: deps python-deps
 	$(SWIFT) test $(SWIFTFLAGS)
 	$(MAKE) test-python
+	$(MAKE) test-systemd
+
+# Installs and runs the service inside a throwaway systemd (Tests/systemd/service-test.sh);
+# skips (successfully) where that cannot run: not root, no systemd, no unshare.
+# It installs the binaries already built (by `swift test` above, or `make build`
+# when there are none): `swift test` and `swift build` compile with different
+# flags, and each would rebuild everything the other built.
+test-systemd: tool-deps
+	@[ -x "$$($(SWIFT) build $(SWIFTFLAGS) --show-bin-path)/diffusiond" ] || $(MAKE) build
+	SWIFT="$(SWIFT)" SWIFTFLAGS="$(SWIFTFLAGS)" Tests/systemd/service-test.sh
 
 test-python: python-deps
 	cd training && $(PYTHON) -m unittest discover -s tests
@@ -55,6 +72,82 @@ models: python-deps data-deps
 	cd training && $(PYTHON) sample_grid.py --steps 100 --guidance 0
 	cd training && $(PYTHON) sample_grid.py --steps 100 --guidance 1
 	cd training && $(PYTHON) plot_losses.py
+
+# --- installing as a system service (docs/service.md) -------------------------
+
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+DATADIR    ?= $(PREFIX)/share/diffusiond
+DOCDIR     ?= $(PREFIX)/share/doc/diffusiond
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+UNITDIR    ?= /etc/systemd/system
+CONFDIR    ?= /etc/diffusiond
+SPOOLDIR   ?= /var/spool/diffusiond
+STATEDIR   ?= /var/lib/diffusiond
+SERVICE_USER ?= diffusiond
+
+# The files carry the default layout; other PREFIX/SPOOLDIR/STATEDIR values are
+# substituted as they are installed.
+INSTALL_SED = sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/diffusiond|$(DATADIR)|g' \
+	-e 's|/usr/local/share/doc/diffusiond|$(DOCDIR)|g' \
+	-e 's|/etc/diffusiond/|$(CONFDIR)/|g' -e 's|/var/spool/diffusiond|$(SPOOLDIR)|g' \
+	-e 's|/var/lib/diffusiond|$(STATEDIR)|g'
+
+# Run as root. With DESTDIR (packaging) nothing outside DESTDIR is touched: no
+# user, no ownership, no systemctl. NO_BUILD=1 installs the binaries as built.
+install: $(if $(NO_BUILD),,build)
+	@bin=$$($(SWIFT) build $(SWIFTFLAGS) --show-bin-path) && \
+	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(CONFDIR) \
+	  $(DESTDIR)$(DATADIR)/models $(DESTDIR)$(SYSUSERSDIR) && \
+	install -m 0755 $$bin/diffusiond $$bin/diffusionctl $(DESTDIR)$(BINDIR)/ && \
+	echo "installed $(DESTDIR)$(BINDIR)/diffusiond, $(DESTDIR)$(BINDIR)/diffusionctl"
+	$(INSTALL_SED) systemd/diffusiond.service | install -m 0644 /dev/stdin $(DESTDIR)$(UNITDIR)/diffusiond.service
+	$(INSTALL_SED) systemd/diffusiond.sysusers | install -m 0644 /dev/stdin $(DESTDIR)$(SYSUSERSDIR)/diffusiond.conf
+	install -d -m 0755 $(DESTDIR)$(DOCDIR)
+	install -m 0644 docs/service.md $(DESTDIR)$(DOCDIR)/service.md
+	install -m 0644 spool/examples/README.md $(DESTDIR)$(DOCDIR)/job-files.md
+	@if [ -e $(DESTDIR)$(CONFDIR)/config.yml ]; then \
+	  echo "kept $(DESTDIR)$(CONFDIR)/config.yml (the new defaults are in systemd/config.yml)"; \
+	else \
+	  $(INSTALL_SED) systemd/config.yml | install -m 0644 /dev/stdin $(DESTDIR)$(CONFDIR)/config.yml && \
+	  echo "installed $(DESTDIR)$(CONFDIR)/config.yml"; \
+	fi
+	@n=0; for m in models/*/; do \
+	  [ -f "$$m/model.json" ] || continue; b=$$(basename "$$m"); \
+	  rm -rf "$(DESTDIR)$(DATADIR)/models/$$b.new" && cp -R "$$m" "$(DESTDIR)$(DATADIR)/models/$$b.new" && \
+	  chmod -R u=rwX,go=rX "$(DESTDIR)$(DATADIR)/models/$$b.new" && \
+	  rm -rf "$(DESTDIR)$(DATADIR)/models/$$b" && mv "$(DESTDIR)$(DATADIR)/models/$$b.new" "$(DESTDIR)$(DATADIR)/models/$$b" && \
+	  n=$$((n + 1)); \
+	done; echo "installed $$n model bundle(s) into $(DESTDIR)$(DATADIR)/models"
+	@if [ -z "$(DESTDIR)" ]; then \
+	  if command -v systemd-sysusers >/dev/null; then systemd-sysusers $(SYSUSERSDIR)/diffusiond.conf; \
+	  else getent group $(SERVICE_USER) >/dev/null || groupadd --system $(SERVICE_USER); \
+	    getent passwd $(SERVICE_USER) >/dev/null || useradd --system --gid $(SERVICE_USER) --home-dir $(STATEDIR) \
+	      --no-create-home --shell /usr/sbin/nologin --comment "diffusiond image generation daemon" $(SERVICE_USER); fi; \
+	  id $(SERVICE_USER) >/dev/null; \
+	fi
+	@own=$$( [ -z "$(DESTDIR)" ] && echo "-o $(SERVICE_USER) -g $(SERVICE_USER)" ); \
+	install -d -m 0750 $$own $(DESTDIR)$(SPOOLDIR) $(DESTDIR)$(SPOOLDIR)/active $(DESTDIR)$(SPOOLDIR)/done \
+	  $(DESTDIR)$(SPOOLDIR)/failed $(DESTDIR)$(STATEDIR) && \
+	install -d -m 3770 $$own $(DESTDIR)$(SPOOLDIR)/incoming && \
+	echo "spool $(DESTDIR)$(SPOOLDIR) (incoming/ writable by group $(SERVICE_USER)), state $(DESTDIR)$(STATEDIR)"
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "start it with: systemctl enable --now diffusiond"
+
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+	  systemctl disable --now diffusiond 2>/dev/null || true; fi
+	rm -f $(DESTDIR)$(BINDIR)/diffusiond $(DESTDIR)$(BINDIR)/diffusionctl
+	rm -f $(DESTDIR)$(UNITDIR)/diffusiond.service $(DESTDIR)$(SYSUSERSDIR)/diffusiond.conf
+	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "kept $(CONFDIR), $(SPOOLDIR), $(STATEDIR) and the user $(SERVICE_USER); remove them by hand if wanted"
+
+# Needs the model bundles in models/ (make models) and the engine; with
+# DIFFUSIOND_TEST_GENERATOR=1 exported it runs on the test generator instead.
+demo: build tool-deps
+	BIN="$$($(SWIFT) build $(SWIFTFLAGS) --show-bin-path)" scripts/demo.sh
 
 # ONNX Runtime comes from PyPI, in a venv that also sees Debian's torch.
 BENCH_VENV = training/work/venv

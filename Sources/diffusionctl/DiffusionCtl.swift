@@ -15,8 +15,10 @@ struct DiffusionCtl: ParsableCommand {
         subcommands: [Status.self, Jobs.self, Show.self, Submit.self, Validate.self, Cancel.self, Models.self, Verify.self])
 
     struct Common: ParsableArguments {
-        @Option(name: .shortAndLong, help: "The daemon's config file.")
-        var config: String = "/etc/diffusiond/config.yml"
+        @Option(name: .shortAndLong, help: ArgumentHelp(
+            "The daemon's config file.",
+            discussion: "Default: $DIFFUSIOND_CONFIG, else /etc/diffusiond/config.yml when it exists, else ./config.yml."))
+        var config: String = DaemonConfig.defaultPath()
 
         @Option(help: "The state directory (overrides the config's `state`).")
         var state: String?

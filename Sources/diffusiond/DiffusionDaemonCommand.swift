@@ -12,8 +12,10 @@ struct DiffusionDaemonCommand: AsyncParsableCommand {
         abstract: "Batch image-generation daemon: watches a spool, samples images, records provenance.",
         version: DaemonVersion.string)
 
-    @Option(name: .shortAndLong, help: "The config file (YAML).")
-    var config: String = "/etc/diffusiond/config.yml"
+    @Option(name: .shortAndLong, help: ArgumentHelp(
+        "The config file (YAML).",
+        discussion: "Default: $DIFFUSIOND_CONFIG, else /etc/diffusiond/config.yml when it exists, else ./config.yml."))
+    var config: String = DaemonConfig.defaultPath()
 
     @Flag(help: "Validate the config and exit.")
     var checkConfig = false

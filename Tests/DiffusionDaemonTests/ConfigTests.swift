@@ -1,4 +1,5 @@
 import DiffusionDaemon
+import Foundation
 import Testing
 
 @Suite struct ConfigTests {
@@ -45,5 +46,33 @@ import Testing
         } catch {
             #expect(error.errors.contains { $0.path == field }, "\(error)")
         }
+    }
+
+    @Test func relativePathsFollowTheConfigFileNotTheCurrentDirectory() throws {
+        let dir = makeTempDir("config")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/etc", withIntermediateDirectories: true)
+        try "spool: spool\noutput: ../out\nstate: ./state\nmodels: /m\n".write(toFile: dir + "/etc/config.yml", atomically: true, encoding: .utf8)
+        let c = try DaemonConfig.load(path: dir + "/etc/config.yml")
+        #expect(c.spool == dir + "/etc/spool" && c.output == dir + "/out" && c.state == dir + "/etc/state" && c.models == "/m")
+        #expect(c.databasePath == dir + "/etc/state/diffusiond.sqlite")
+    }
+
+    @Test func theCheckoutConfigIsValid() throws {
+        let c = try DaemonConfig.load(path: packageRoot + "/config.yml")
+        #expect(c.spool == packageRoot + "/spool" && c.output == packageRoot + "/output")
+        #expect(c.state == packageRoot + "/state" && c.models == packageRoot + "/models")
+        #expect(c.defaultModel == "fashion-mnist" && c.generator == "engine")
+        let installed = try DaemonConfig.load(path: packageRoot + "/systemd/config.yml")
+        #expect(installed.spool == "/var/spool/diffusiond" && installed.output == "/var/lib/diffusiond/output")
+        #expect(installed.state == "/var/lib/diffusiond/state" && installed.models == "/usr/local/share/diffusiond/models")
+        #expect(installed.generator == "engine")
+    }
+
+    @Test func defaultConfigPath() {
+        let installed = DaemonConfig.installedPath
+        #expect(DaemonConfig.defaultPath(environment: ["DIFFUSIOND_CONFIG": "/x/c.yml"], fileExists: { _ in true }) == "/x/c.yml")
+        #expect(DaemonConfig.defaultPath(environment: [:], fileExists: { $0 == installed }) == "/etc/diffusiond/config.yml")
+        #expect(DaemonConfig.defaultPath(environment: ["DIFFUSIOND_CONFIG": ""], fileExists: { _ in false }) == "config.yml")
     }
 }

@@ -3,13 +3,15 @@ import Yams
 
 /// `config.yml`: where things live and how hard to work. Every key is optional
 /// (the defaults are below); an unknown key is an error that names it and its
-/// line. Relative paths are taken relative to the config file's directory.
+/// line. Relative paths are taken relative to the config file's directory
+/// (`config.yml` at the top of a checkout; `systemd/config.yml` is the one
+/// `make install` puts in /etc/diffusiond).
 ///
 /// ```yaml
 /// spool: /var/spool/diffusiond        # incoming/ active/ done/ failed/ below it
 /// output: /var/lib/diffusiond/output  # one folder per job
-/// state: /var/lib/diffusiond          # diffusiond.sqlite (the provenance database)
-/// models: /usr/share/diffusiond/models
+/// state: /var/lib/diffusiond/state    # diffusiond.sqlite (the provenance database)
+/// models: /usr/local/share/diffusiond/models
 /// default_model: fashion-mnist
 /// preload: [fashion-mnist]
 /// cache_memory_mb: 2048
@@ -23,8 +25,8 @@ import Yams
 public struct DaemonConfig: Codable, Sendable, Equatable {
     public var spool: String = "/var/spool/diffusiond"
     public var output: String = "/var/lib/diffusiond/output"
-    public var state: String = "/var/lib/diffusiond"
-    public var models: String = "/usr/share/diffusiond/models"
+    public var state: String = "/var/lib/diffusiond/state"
+    public var models: String = "/usr/local/share/diffusiond/models"
     public var defaultModel: String = "fashion-mnist"
     public var preload: [String] = []
     public var cacheMemoryMB: Int = 2048
@@ -137,6 +139,19 @@ public struct DaemonConfig: Codable, Sendable, Equatable {
         }
         if !r.errors.isEmpty { throw ValidationFailure(r.errors) }
         return c
+    }
+
+    /// Where `make install` puts the config of the system service.
+    public static let installedPath = "/etc/diffusiond/config.yml"
+
+    /// The config file to use when none is given: $DIFFUSIOND_CONFIG when set,
+    /// else the installed one when it exists, else `config.yml` in the current
+    /// directory (a checkout).
+    public static func defaultPath(environment: [String: String] = ProcessInfo.processInfo.environment,
+                                   fileExists: (String) -> Bool = { FileManager.default.fileExists(atPath: $0) }) -> String {
+        if let path = environment["DIFFUSIOND_CONFIG"], !path.isEmpty { return path }
+        if fileExists(installedPath) { return installedPath }
+        return "config.yml"
     }
 
     /// Reads and parses a config file.

@@ -97,16 +97,27 @@ public struct HeartbeatService: Service {
     public func run() async throws {
         let started = Date().timeIntervalSince1970
         var lastStatus = ""
+        // The generator can be busy for a whole batch (longer than the
+        // watchdog interval): ask it for its cached models on the side, so the
+        // heartbeat, and the watchdog behind it, never wait for a batch to end.
+        let cached = Locked<[String]>([])
+        let refresher = Task { [runner, interval] in
+            while !Task.isCancelled {
+                let models = await runner.generator.cachedModels()
+                cached.set(models)
+                try? await Task.sleep(for: interval)
+            }
+        }
+        defer { refresher.cancel() }
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            await beat(started: started, lastStatus: &lastStatus, stopping: false)
+            beat(started: started, cached: cached.current, lastStatus: &lastStatus, stopping: false)
             try? await Task.sleep(for: interval)
         }
-        await beat(started: started, lastStatus: &lastStatus, stopping: true)
+        beat(started: started, cached: cached.current, lastStatus: &lastStatus, stopping: true)
     }
 
-    func beat(started: Double, lastStatus: inout String, stopping: Bool) async {
+    func beat(started: Double, cached: [String], lastStatus: inout String, stopping: Bool) {
         let a = runner.activity.current
-        let cached = await runner.generator.cachedModels()
         let status = stopping ? "stopping" : a.status
         let hb = HeartbeatRow(pid: Int(getpid()), startedAt: started, updatedAt: Date().timeIntervalSince1970,
                               status: status, activeJobID: a.activeJobID, imagesDone: a.imagesDone,
