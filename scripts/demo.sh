@@ -26,7 +26,8 @@ name=$(jq -r .name <<<"$spec")
 
 mkdir -p "$root/state"
 log=$root/state/demo-daemon.log
-"$bin/diffusiond" --config "$config" >"$log" 2>&1 &
+# OpenBLAS chooses its own kernels (an exported OPENBLAS_CORETYPE can halve the speed).
+env -u OPENBLAS_CORETYPE OMP_WAIT_POLICY=passive "$bin/diffusiond" --config "$config" >"$log" 2>&1 &
 pid=$!
 stop() {
   if kill -0 "$pid" 2>/dev/null; then

@@ -21,6 +21,7 @@ struct DiffusionDaemonCommand: AsyncParsableCommand {
     var checkConfig = false
 
     mutating func run() async throws {
+        Self.restartWithPassiveOpenMPIfNeeded()
         let cfg: DaemonConfig
         do {
             cfg = try DaemonConfig.load(path: config)
@@ -42,6 +43,16 @@ struct DiffusionDaemonCommand: AsyncParsableCommand {
         let generator = try makeGenerator(cfg, logger: logger)
         let daemon = try Daemon(configPath: config, config: cfg, generator: generator, logger: logger)
         try await daemon.run()
+    }
+
+    /// oneDNN's OpenMP threads read OMP_WAIT_POLICY when the library loads; left unset, idle threads
+    /// spin between kernels and starve everything else on a small machine (several times slower
+    /// sampling when another process shares the cores). Restart once with "passive" unless set.
+    static func restartWithPassiveOpenMPIfNeeded() {
+        guard ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] == nil else { return }
+        setenv("OMP_WAIT_POLICY", "passive", 1)
+        let argv = CommandLine.arguments.map { strdup($0) } + [nil]
+        execv("/proc/self/exe", argv)
     }
 
     /// The image generator: the diffusion engine, or the deterministic test generator when the

@@ -1,11 +1,53 @@
 import Foundation
 
-/// The ADM UNet as the samplers see it: raw output into a buffer reused per batch size, so a
-/// sampling chain allocates no tensors per step. The returned tensor is valid until the next call.
+/// Evaluation in fixed chunks, which makes an image's result independent of its batch.
+///
+/// oneDNN's convolutions give bit-identical per-image results for any batch that is a multiple
+/// of 16 and for any position in it, but not across other batch sizes. The adapters below
+/// therefore always run the networks on chunks of exactly `rows` images (the last chunk padded
+/// with zeros), so a resumed job, another batch size or classifier-free guidance's doubled batch
+/// reproduce every image to the bit. At batch 16 the UNet runs as fast as at 64.
+struct FixedChunks {
+    /// Images per network call.
+    static let rows = 16
+
+    private var inputs: [Int: Tensor] = [:]
+
+    /// Runs `body(chunkInput, rowsUsed, firstRow)` over x in chunks of `rows` images; the chunk
+    /// input is a reused [rows, ...] tensor whose unused rows are zero.
+    mutating func forEachChunk(of x: Tensor, _ body: (Tensor, Int, Int) throws -> Void) rethrows {
+        let n = x.shape.first ?? 0
+        let perImage = n > 0 ? x.count / n : 0
+        let shape = [Self.rows] + x.shape.dropFirst()
+        let chunk = inputs[perImage] ?? Tensor(shape: shape)
+        inputs[perImage] = chunk
+        chunk.reshape(shape)
+        var first = 0
+        while first < n {
+            let used = min(Self.rows, n - first)
+            chunk.data.update(from: x.data + first * perImage, count: used * perImage)
+            if used < Self.rows { (chunk.data + used * perImage).update(repeating: 0, count: (Self.rows - used) * perImage) }
+            try body(chunk, used, first)
+            first += used
+        }
+    }
+
+    /// `values[first ..< first + used]` padded to `rows` entries by repeating the first one.
+    static func padded(_ values: [Int], first: Int, used: Int) -> [Int] {
+        let slice = Array(values[first ..< first + used])
+        return slice + Array(repeating: slice[0], count: rows - used)
+    }
+}
+
+/// The ADM UNet as the samplers see it: evaluated in fixed chunks (see `FixedChunks`) into a
+/// buffer reused per batch size, so a sampling chain allocates no tensors per step and every
+/// image is a function of its own input only. The returned tensor is valid until the next call.
 public final class UNetNoisePredictor: NoisePredictor, @unchecked Sendable {
     /// The network.
     public let network: ADMUNet
     private var outputs: [Int: Tensor] = [:]
+    private var chunks = FixedChunks()
+    private var chunkOutput: Tensor?
     private let lock = NSLock()
 
     /// Wraps a UNet.
@@ -18,21 +60,34 @@ public final class UNetNoisePredictor: NoisePredictor, @unchecked Sendable {
     public func predict(_ x: Tensor, timesteps: [Int], classes: [Int]?) throws -> Tensor {
         let n = x.shape.first ?? 0
         let a = network.architecture
-        lock.lock()
+        guard timesteps.count == n, classes.map({ $0.count == n }) ?? true else {
+            throw EngineError.invalidInput("\(timesteps.count) timesteps and \(classes?.count ?? 0) classes for batch \(n)")
+        }
+        lock.lock(); defer { lock.unlock() }
         let out = outputs[n] ?? Tensor(shape: [n, a.outChannels, a.imageSize, a.imageSize])
         outputs[n] = out
-        lock.unlock()
-        try network.forward(x, timesteps: timesteps, classes: classes, into: out)
+        let chunkOut = chunkOutput ?? Tensor(shape: [FixedChunks.rows, a.outChannels, a.imageSize, a.imageSize])
+        chunkOutput = chunkOut
+        let perImage = a.outChannels * a.imageSize * a.imageSize
+        try chunks.forEachChunk(of: x) { input, used, first in
+            try network.forward(input, timesteps: FixedChunks.padded(timesteps, first: first, used: used),
+                                classes: classes.map { FixedChunks.padded($0, first: first, used: used) }, into: chunkOut)
+            (out.data + first * perImage).update(from: chunkOut.data, count: used * perImage)
+        }
         return out
     }
 }
 
-/// The noisy classifier as classifier guidance sees it: grad_x log p(y | x_t, t) into buffers
-/// reused per batch size. The returned tensor is valid until the next call.
+/// The noisy classifier as classifier guidance sees it: grad_x log p(y | x_t, t), evaluated in
+/// fixed chunks (see `FixedChunks`) into buffers reused per batch size. The returned tensor is
+/// valid until the next call.
 public final class ClassifierGuidanceGradient: ClassifierGradient, @unchecked Sendable {
     /// The classifier.
     public let network: NoisyClassifier
-    private var buffers: [Int: (logits: Tensor, gradient: Tensor)] = [:]
+    private var gradients: [Int: Tensor] = [:]
+    private var chunks = FixedChunks()
+    private var chunkLogits: Tensor?
+    private var chunkGradient: Tensor?
     private let lock = NSLock()
 
     /// Wraps a noisy classifier.
@@ -41,11 +96,23 @@ public final class ClassifierGuidanceGradient: ClassifierGradient, @unchecked Se
     /// The gradient [N, C, H, W] of sum_n log p(classes[n] | x_n, t_n).
     public func gradientOfLogProbability(_ x: Tensor, timesteps: [Int], classes: [Int]) throws -> Tensor {
         let n = x.shape.first ?? 0
-        lock.lock()
-        let b = buffers[n] ?? (Tensor(shape: [n, network.classCount]), Tensor(shape: x.shape))
-        buffers[n] = b
-        lock.unlock()
-        try network.logProbabilityGradient(x, timesteps: timesteps, classes: classes, logits: b.logits, gradient: b.gradient)
-        return b.gradient
+        guard timesteps.count == n, classes.count == n else {
+            throw EngineError.invalidInput("\(timesteps.count) timesteps and \(classes.count) classes for batch \(n)")
+        }
+        lock.lock(); defer { lock.unlock() }
+        let out = gradients[n] ?? Tensor(shape: x.shape)
+        gradients[n] = out
+        let logits = chunkLogits ?? Tensor(shape: [FixedChunks.rows, network.classCount])
+        chunkLogits = logits
+        let gradient = chunkGradient ?? Tensor(shape: [FixedChunks.rows] + x.shape.dropFirst())
+        chunkGradient = gradient
+        let perImage = n > 0 ? x.count / n : 0
+        try chunks.forEachChunk(of: x) { input, used, first in
+            try network.logProbabilityGradient(input, timesteps: FixedChunks.padded(timesteps, first: first, used: used),
+                                               classes: FixedChunks.padded(classes, first: first, used: used),
+                                               logits: logits, gradient: gradient)
+            (out.data + first * perImage).update(from: gradient.data, count: used * perImage)
+        }
+        return out
     }
 }

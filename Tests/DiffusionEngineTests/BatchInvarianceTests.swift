@@ -1,0 +1,68 @@
+import Testing
+@testable import DiffusionEngine
+
+/// A job's image must not depend on which other images share its batch: resumed jobs regenerate
+/// the missing images in batches of another size and composition, and classifier-free guidance
+/// doubles the batch. The sampler adapters evaluate the networks in fixed chunks for that.
+@Suite struct BatchInvarianceTests {
+    static let unetArchitecture = ADMArchitecture(
+        type: "adm-unet", imageSize: 28, inChannels: 1, outChannels: 2, modelChannels: 32, numResBlocks: 2,
+        attentionResolutions: [4], channelMult: [1, 2, 2], numClasses: 11, numHeads: 1, numHeadChannels: 32,
+        useScaleShiftNorm: true, resblockUpdown: true, useNewAttentionOrder: false)
+    static let classifierArchitecture = ADMArchitecture(
+        type: "adm-encoder", imageSize: 28, inChannels: 1, outChannels: 10, modelChannels: 32, numResBlocks: 1,
+        attentionResolutions: [4], channelMult: [1, 2, 2], numHeads: 1, numHeadChannels: 32,
+        useScaleShiftNorm: true, resblockUpdown: true, useNewAttentionOrder: true, pool: "attention")
+
+    /// Input of image i, a pure function of i.
+    static func input(_ i: Int) -> [Float] {
+        var s = UInt64(i + 1) &* 0x9E37_79B9_7F4A_7C15
+        return (0 ..< 784).map { _ in
+            s = s &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int64(bitPattern: s >> 11) % 2000) / 1000 - 1
+        }
+    }
+
+    static func rows(_ t: Tensor, _ n: Int) -> [[Float]] {
+        let per = t.count / n
+        return (0 ..< n).map { Array(t.array[$0 * per ..< ($0 + 1) * per]) }
+    }
+
+    /// Batches of other sizes, orders and compositions, including a doubled one and a tail.
+    static let batches: [[Int]] = [[7], [3, 4, 5, 6, 7], Array(5 ..< 20), [19, 7, 0], Array(0 ..< 20) + Array(0 ..< 20)]
+
+    /// Names the images whose rows differ from the reference (empty when all are bit-identical).
+    static func mismatches(_ reference: [[Float]], _ batch: [Int], _ got: [[Float]]) -> [Int] {
+        batch.enumerated().filter { got[$0.offset] != reference[$0.element] }.map(\.element)
+    }
+
+    @Test func unetPredictionIsBitIdenticalWhateverTheBatch() throws {
+        let predictor = UNetNoisePredictor(try ADMUNet(architecture: Self.unetArchitecture,
+                                                       weights: try RandomWeights.adm(Self.unetArchitecture)))
+        func predict(_ images: [Int]) throws -> [[Float]] {
+            let x = Tensor(shape: [images.count, 1, 28, 28], values: images.flatMap(Self.input))
+            let out = try predictor.predict(x, timesteps: images.map { 37 * $0 % 1000 }, classes: images.map { $0 % 11 })
+            return Self.rows(out, images.count)
+        }
+        let reference = try predict(Array(0 ..< 20))
+        for batch in Self.batches {
+            let differing = Self.mismatches(reference, batch, try predict(batch))
+            #expect(differing.isEmpty, "batch of \(batch.count): images \(differing) differ")
+        }
+    }
+
+    @Test func classifierGradientIsBitIdenticalWhateverTheBatch() throws {
+        let gradient = ClassifierGuidanceGradient(try NoisyClassifier(
+            architecture: Self.classifierArchitecture, weights: try RandomWeights.adm(Self.classifierArchitecture)))
+        func gradients(_ images: [Int]) throws -> [[Float]] {
+            let x = Tensor(shape: [images.count, 1, 28, 28], values: images.flatMap(Self.input))
+            let g = try gradient.gradientOfLogProbability(x, timesteps: images.map { 53 * $0 % 1000 }, classes: images.map { $0 % 10 })
+            return Self.rows(g, images.count)
+        }
+        let reference = try gradients(Array(0 ..< 20))
+        for batch in Self.batches {
+            let differing = Self.mismatches(reference, batch, try gradients(batch))
+            #expect(differing.isEmpty, "batch of \(batch.count): images \(differing) differ")
+        }
+    }
+}
