@@ -65,8 +65,8 @@ models: python-deps data-deps
 	cd training && $(PYTHON) train_features.py && cp work/features.pt work/features-10ep.pt
 	cd training && $(PYTHON) train_features.py --continue-from work/features-10ep.pt --epochs 4 --lr 4e-4 --seed 1
 	cd training && $(PYTHON) train_classifier.py
-	cd training && $(PYTHON) train_diffusion.py
-	cd training && $(PYTHON) gamma.py
+	cd training && $(PYTHON) train_diffusion.py --steps 2000
+	cd training && $(PYTHON) gamma.py --images 80
 	cd training && $(PYTHON) export_bundles.py
 	cd training && $(PYTHON) make_fixtures.py
 	cd training && $(PYTHON) sample_grid.py --steps 100 --guidance 0

@@ -7,14 +7,15 @@ import Testing
 import Glibc
 #endif
 
-/// Runs the real `diffusiond` binary on a temporary spool with the
-/// deterministic test generator.
+/// Runs the real `diffusiond` binary on a temporary spool, with the
+/// deterministic test generator or (`engine: true`) the diffusion engine on the
+/// shipped bundles in models/.
 final class DaemonHarness {
     let root: String
     var process: Process?
     let binary: String
 
-    init(delayMs: Int) throws {
+    init(delayMs: Int, engine: Bool = false, batchSize: Int = 2) throws {
         root = makeTempDir("e2e")
         let exeDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
         let candidates = [exeDir + "/diffusiond", packageRoot + "/.build/debug/diffusiond", packageRoot + "/.build/release/diffusiond"]
@@ -24,17 +25,26 @@ final class DaemonHarness {
         {"format": "diffusiond-bundle/1", "name": "fm", "kind": "unet", "classes": ["T-shirt/top", "Trouser", "Pullover"],
          "null_class": 3, "data": {"height": 28, "width": 28, "channels": 1}, "diffusion": {"steps": 1000, "variance": "learned_range"}}
         """#.write(toFile: root + "/models/fm/model.json", atomically: true, encoding: .utf8)
+        self.delayMs = delayMs
+        self.engine = engine
+        try writeConfig(batchSize: batchSize)
+    }
+
+    let engine: Bool
+
+    /// (Re)writes config.yml; the daemon reads it at start.
+    func writeConfig(batchSize: Int) throws {
         try """
         spool: spool
         output: out
         state: state
-        models: models
-        default_model: fm
-        batch_size: 2
+        models: \(engine ? packageRoot + "/models" : "models")
+        default_model: \(engine ? "fashion-mnist" : "fm")
+        batch_size: \(batchSize)
+        threads: 1
         rescan_seconds: 1
-        generator: test
+        generator: \(engine ? "engine" : "test")
         """.write(toFile: root + "/config.yml", atomically: true, encoding: .utf8)
-        self.delayMs = delayMs
     }
 
     let delayMs: Int
@@ -45,6 +55,7 @@ final class DaemonHarness {
         p.arguments = ["--config", root + "/config.yml"]
         var env = ProcessInfo.processInfo.environment
         env["DIFFUSIOND_TEST_DELAY_MS"] = String(delayMs)
+        env.removeValue(forKey: "DIFFUSIOND_TEST_GENERATOR")
         env.removeValue(forKey: "NOTIFY_SOCKET")
         p.environment = env
         let log = FileHandle(forWritingAtPath: root + "/daemon.log") ?? {
@@ -157,6 +168,45 @@ struct HarnessError: Error, CustomStringConvertible {
         #expect(try ImageFile.read(path: resumed[7].path).image == expected.raster)
         let transitions = try store.transitions(jobID: killedID).map(\.to)
         #expect(transitions == [.pending, .active, .pending, .active, .done])
+    }
+
+    /// The same with the diffusion engine on the shipped model: the resumed job runs with another
+    /// batch size, so every image of it is sampled in a batch of another composition.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: packageRoot + "/models/fashion-mnist/model.json")))
+    func engineJobKilledMidwayResumesToBitIdenticalImages() throws {
+        let h = try DaemonHarness(delayMs: 0, engine: true, batchSize: 3)
+        let job = """
+        name: NAME
+        mode: classifier-free
+        classes: [Trouser, Bag]
+        images_per_class: 5
+        sampler: {kind: ddim, steps: 12, eta: 0.5, guidance_scale: 1.5}
+        seed: 31337
+        """
+        try h.start()
+        try h.drop("whole.yml", job.replacingOccurrences(of: "NAME", with: "whole"))
+        try h.waitFor("the uninterrupted job", timeout: 300) { h.exists("spool/done/whole.yml") }
+        try h.drop("killed.yml", job.replacingOccurrences(of: "NAME", with: "killed"))
+        try h.waitFor("the first images of the second job", timeout: 300) { (try? h.store().imageCount(jobID: 2)) ?? 0 >= 1 }
+        #expect(h.signal(SIGKILL) != 0)
+        let before = try h.store().imageCount(jobID: 2)
+        #expect(before < 10)
+        try h.writeConfig(batchSize: 4)
+        try h.start()
+        try h.waitFor("the resumed job", timeout: 300) { h.exists("spool/done/killed.yml") }
+        #expect(h.signal(SIGTERM) == 0)
+        let store = try h.store()
+        #expect(try store.job(id: 2)?.attempts == 2)
+        let whole = try store.images(jobID: 1), resumed = try store.images(jobID: 2)
+        #expect(resumed.map(\.index) == Array(0 ..< 10))
+        for (a, b) in zip(whole, resumed) {
+            let x = try ImageFile.read(path: a.path).image, y = try ImageFile.read(path: b.path).image
+            #expect(x == y, "image \(a.index) differs after a resume at \(before) images with another batch size")
+            #expect(SHA256Hex.of(try FileBytes.read(path: b.path)) == b.sha256)
+        }
+        // Real samples, not a blank: the pixels vary.
+        let first = try ImageFile.read(path: resumed[0].path).image.pixels
+        #expect(Set(first).count > 20)
     }
 
     @Test func badFilesGoToFailedWhileAValidJobCompletes() throws {

@@ -14,12 +14,11 @@
 # installs the binaries of the checkout's .build.
 set -euo pipefail
 
-# Until the diffusion engine is wired into diffusiond, the installed unit gets a
-# drop-in with Environment=DIFFUSIOND_TEST_GENERATOR=1 and a stub model.json.
-# Set USE_TEST_GENERATOR=0 (here, or in the environment) once the engine is
-# wired: the test then runs a tiny real job (2 images, DDIM, 10 steps) on the
-# bundles that `make install` copies from models/.
-USE_TEST_GENERATOR=${USE_TEST_GENERATOR:-1}
+# By default the service runs a tiny real job (2 images, DDIM, 10 steps) on the
+# bundles that `make install` copies from models/. USE_TEST_GENERATOR=1 gives the
+# installed unit a drop-in with Environment=DIFFUSIOND_TEST_GENERATOR=1 and a stub
+# model.json instead (the daemon's deterministic test generator, no engine).
+USE_TEST_GENERATOR=${USE_TEST_GENERATOR:-0}
 MAX_EXPOSURE=${MAX_EXPOSURE:-2.5}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)

@@ -1,3 +1,4 @@
+import DiffusionEngine
 import Foundation
 
 /// How classes steer generation.
@@ -105,44 +106,22 @@ public struct SamplerSpec: Codable, Sendable, Equatable {
         case kind, steps, respacing, eta, variance, guidanceScale = "guidance_scale", classifier, langevin, clip
     }
 
-    /// The timesteps kept from the original process of length `T` (guided-diffusion's `space_timesteps`).
+    /// The timesteps kept from the original process of length `T`: guided-diffusion's
+    /// `space_timesteps` ("ddimN", section counts) and diffusers' spacings ("leadingN",
+    /// "trailingN", "linspaceN"), as the engine computes them.
     public static func respacedTimesteps(_ respacing: String, diffusionSteps T: Int) throws(RespacingError) -> [Int] {
-        if respacing.hasPrefix("ddim") {
-            guard let n = Int(respacing.dropFirst(4)), n >= 1 else { throw RespacingError("expected ddim<N> with N >= 1") }
-            for stride in 1 ..< max(T, 2) where (T + stride - 1) / stride == n {
-                return Array(stride_(0, T, stride))
-            }
-            if n == T { return Array(0 ..< T) }
-            throw RespacingError("cannot make exactly \(n) steps from \(T) with an integer stride")
+        do {
+            let kept = try TimestepRespacing(parsing: respacing).timesteps(trainingSteps: T)
+            guard !kept.isEmpty else { throw RespacingError("keeps no timesteps") }
+            return kept
+        } catch let error as RespacingError {
+            throw error
+        } catch let SamplingError.invalidSetting(_, reason) {
+            throw RespacingError(reason)
+        } catch {
+            throw RespacingError("\(error)")
         }
-        let parts = respacing.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-        var counts: [Int] = []
-        for p in parts {
-            guard let v = Int(p), v >= 0 else { throw RespacingError("expected ddim<N> or comma-separated step counts, got \"\(respacing)\"") }
-            counts.append(v)
-        }
-        guard !counts.isEmpty, counts.reduce(0, +) >= 1 else { throw RespacingError("needs at least one step") }
-        let sectionSize = T / counts.count
-        var extra = T % counts.count
-        var start = 0
-        var out: [Int] = []
-        for count in counts {
-            let size = sectionSize + (extra > 0 ? 1 : 0)
-            if extra > 0 { extra -= 1 }
-            guard count <= size else { throw RespacingError("cannot take \(count) steps from a section of \(size)") }
-            if count == 0 { start += size; continue }
-            let frac: Double = count <= 1 ? 1 : Double(size - 1) / Double(count - 1)
-            var cur = 0.0
-            for _ in 0 ..< count {
-                out.append(start + Int(cur.rounded(.toNearestOrEven)))
-                cur += frac
-            }
-            start += size
-        }
-        return Array(Set(out)).sorted()
     }
-
-    static func stride_(_ a: Int, _ b: Int, _ s: Int) -> StrideTo<Int> { stride(from: a, to: b, by: s) }
 }
 
 public struct RespacingError: Error, CustomStringConvertible, Sendable {
