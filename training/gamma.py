@@ -54,9 +54,9 @@ def main():
             while counts[t] < args.images:
                 if time.time() - started > args.time_limit:
                     break
-                lo = counts[t]
+                lo = int(counts[t])
                 hi = min(lo + args.batch, args.images)
-                gen.manual_seed(t * 1_000_003 + lo)
+                gen.manual_seed(int(t * 1_000_003 + lo))
                 x0 = x_all[lo:hi]
                 tt = torch.full((hi - lo,), t, dtype=torch.long)
                 noise = torch.randn(x0.shape, generator=gen)

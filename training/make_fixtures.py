@@ -202,7 +202,7 @@ def write_shipped_io():
         model = adm.unet_from_architecture(manifest["architecture"])
         model.load_state_dict(common.load_safetensors(os.path.join(folder, "model.safetensors")))
         io = unet_io(model, manifest["architecture"], 4, gen)
-        if "y" in io:  # also the null class, the unconditional path
+        if manifest["kind"] == "unet" and "y" in io:  # also the null class, the unconditional path
             io["y"][-1] = manifest["null_class"]
             with torch.no_grad():
                 io["out"] = model.double()(io["x"].double(), io["t"], io["y"]).float()

@@ -204,6 +204,9 @@ struct HarnessError: Error, CustomStringConvertible {
             #expect(x == y, "image \(a.index) differs after a resume at \(before) images with another batch size")
             #expect(SHA256Hex.of(try FileBytes.read(path: b.path)) == b.sha256)
         }
+        // Every image is reproducible from its embedded record alone.
+        let regenerated = try RegenerationReport.build(path: resumed[3].path, modelsDirectory: packageRoot + "/models", threads: 1)
+        #expect(regenerated.identical && regenerated.totalSamples == 784, "\(regenerated.render())")
         // Real samples, not a blank: the pixels vary.
         let first = try ImageFile.read(path: resumed[0].path).image.pixels
         #expect(Set(first).count > 20)

@@ -1,0 +1,60 @@
+import DiffusionEngine
+import Foundation
+import ImageCodecs
+
+/// An image resampled from its embedded record and compared with the file, sample by sample.
+public struct RegenerationReport: Codable, Sendable {
+    public var path: String
+    public var job: String
+    public var index: Int
+    public var model: String
+    /// The model content hash in the record, and that of the bundle in the models folder now.
+    public var recordedModelHash: String
+    public var currentModelHash: String
+    /// Samples (pixels x channels) that differ between the file and the regenerated image.
+    public var differingSamples: Int
+    public var totalSamples: Int
+    /// True when every sample is bit-identical.
+    public var identical: Bool
+
+    /// Reads `path`, resamples image `index` of the recorded job with the bundles in
+    /// `modelsDirectory`, and compares. A JPEG is compared after encoding the regenerated pixels
+    /// with the recorded quality (libjpeg is deterministic), a PNG directly.
+    public static func build(path: String, modelsDirectory: String, threads: Int) throws -> RegenerationReport {
+        let file = try ImageFile.read(path: path)
+        guard let json = file.record.json else { throw RegenerationError("\(path) carries no generation record") }
+        let record = try GenerationRecord.parse(json)
+        ComputeRuntime.configure(blasThreads: threads, dnnlThreads: threads)
+        let cache = ModelCache(root: URL(fileURLWithPath: modelsDirectory, isDirectory: true), budgetBytes: .max)
+        let currentHash = try cache.network(record.spec.model).0.bundle.contentHash
+        let generated = try EngineImageGenerator.sample(job: record.spec, indices: [record.index],
+                                                        context: GenerationContext(), cache: cache)[0]
+        var regenerated = generated.raster
+        if file.format == .jpeg {
+            let bytes = try ImageFile.encode(regenerated, format: .jpeg, quality: record.spec.output.quality ?? 95,
+                                             record: EmbeddedRecord(json: nil, parameters: nil))
+            regenerated = try ImageFile.decode(bytes).image
+        }
+        let a = file.image.pixels, b = regenerated.pixels
+        let differing = a.count == b.count ? zip(a, b).reduce(0) { $0 + ($1.0 == $1.1 ? 0 : 1) } : max(a.count, b.count)
+        return RegenerationReport(path: path, job: record.job.name, index: record.index, model: record.spec.model,
+                                  recordedModelHash: record.model.hash, currentModelHash: currentHash,
+                                  differingSamples: differing, totalSamples: a.count, identical: differing == 0)
+    }
+
+    /// A few lines for a terminal.
+    public func render() -> String {
+        var lines = ["regenerated \(job) image \(index) with model \(model): " +
+                     (identical ? "bit-identical (\(totalSamples) samples)" : "\(differingSamples) of \(totalSamples) samples differ")]
+        if recordedModelHash != currentModelHash {
+            lines.append("note: the model changed since the image was made (record \(recordedModelHash.prefix(12)), now \(currentModelHash.prefix(12)))")
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Why an image could not be regenerated.
+public struct RegenerationError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ d: String) { description = d }
+}
