@@ -60,9 +60,11 @@ public struct StatusReport: Codable, Sendable {
         var alive = (age ?? .infinity) < staleAfter && hb?.status != "stopping"
         if alive, let pid = hb?.pid, kill(pid_t(pid), 0) != 0, errno == ESRCH { alive = false }
         var active: Active?
-        if alive, let hb, let id = hb.activeJobID, let job = try store.job(id: id) {
-            let left = hb.imagesTotal - hb.imagesDone
-            active = Active(jobID: id, name: job.name, imagesDone: hb.imagesDone, imagesTotal: hb.imagesTotal,
+        // The heartbeat lags the database by up to a second: a job it calls active may be done.
+        if alive, let hb, let id = hb.activeJobID, let job = try store.job(id: id), job.state == .active {
+            let done = max(hb.imagesDone, (try? store.imageCount(jobID: id)) ?? 0)
+            let left = hb.imagesTotal - done
+            active = Active(jobID: id, name: job.name, imagesDone: done, imagesTotal: hb.imagesTotal,
                             imagesPerSecond: hb.imagesPerSecond,
                             etaSeconds: hb.imagesPerSecond > 0 ? Double(left) / hb.imagesPerSecond : nil,
                             cancelRequested: job.cancelRequested)
