@@ -3,7 +3,8 @@ import Testing
 
 /// A job's image must not depend on which other images share its batch: resumed jobs regenerate
 /// the missing images in batches of another size and composition, and classifier-free guidance
-/// doubles the batch. The sampler adapters evaluate the networks in fixed chunks for that.
+/// doubles the batch. The sampler adapters run the networks on batches of one fixed size for
+/// that (batches of 1 to 300 images here: padded calls and split ones).
 @Suite struct BatchInvarianceTests {
     static let unetArchitecture = ADMArchitecture(
         type: "adm-unet", imageSize: 28, inChannels: 1, outChannels: 2, modelChannels: 32, numResBlocks: 2,
@@ -29,7 +30,9 @@ import Testing
     }
 
     /// Batches of other sizes, orders and compositions, including a doubled one and a tail.
-    static let batches: [[Int]] = [[7], [3, 4, 5, 6, 7], Array(5 ..< 20), [19, 7, 0], Array(0 ..< 20) + Array(0 ..< 20)]
+    static let batches: [[Int]] = [[7], [3, 4, 5, 6, 7], Array(5 ..< 20), [19, 7, 0], Array(0 ..< 20) + Array(0 ..< 20),
+                                   Array(repeating: Array(0 ..< 20), count: 4).flatMap { $0 }.reversed(),
+                                   Array(repeating: Array(0 ..< 20), count: 15).flatMap { $0 }]
 
     /// Names the images whose rows differ from the reference (empty when all are bit-identical).
     static func mismatches(_ reference: [[Float]], _ batch: [Int], _ got: [[Float]]) -> [Int] {
