@@ -122,3 +122,14 @@ def write_bundle(folder, manifest, files):
 def seed_everything(seed):
     torch.manual_seed(seed)
     np.random.seed(seed)
+
+
+def prepare_classifier_run(threads, seed):
+    """Threads, seeds and the work folder for a classifier run; returns
+    (train x, train y, test x, test y) with x in the model range."""
+    torch.set_num_threads(threads)
+    seed_everything(seed)
+    os.makedirs(WORK, exist_ok=True)
+    xi, yi = load_split("train")
+    xt, yt = load_split("t10k")
+    return to_model_range(xi), torch.from_numpy(yi), to_model_range(xt), torch.from_numpy(yt)

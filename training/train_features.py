@@ -31,13 +31,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--continue-from", help="a features.pt to fine-tune (its history is kept)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    common.seed_everything(args.seed)
-    os.makedirs(common.WORK, exist_ok=True)
-    xi, yi = common.load_split("train")
-    xt, yt = common.load_split("t10k")
-    x, y = common.to_model_range(xi), torch.from_numpy(yi)
-    x_test, y_test = common.to_model_range(xt), torch.from_numpy(yt)
+    x, y, x_test, y_test = common.prepare_classifier_run(args.threads, args.seed)
     model = adm.FeatureCNN()
     previous_history, previous_wall = [], 0.0
     if args.continue_from:
