@@ -11,39 +11,32 @@ import Foundation
 struct FixedChunks {
     /// Images per network call: every call has exactly this many rows.
     static let rows = 64
-    /// The largest batch of one network call (the same: one shape only).
-    static let maxRows = rows
 
     private var inputs: [Int: Tensor] = [:]
 
-    /// Rows of the padded batch for `n` images (at most `maxRows`).
-    static func paddedCount(_ n: Int) -> Int { (n + rows - 1) / rows * rows }
-
-    /// Runs `body(paddedInput, rowsUsed, firstRow)` over x in calls of at most `maxRows` images; the
-    /// input is a reused tensor of a multiple of `rows` images whose unused rows are zero.
+    /// Runs `body(chunkInput, rowsUsed, firstRow)` over x in calls of `rows` images; the chunk
+    /// input is a reused [rows, ...] tensor whose unused rows are zero.
     mutating func forEachChunk(of x: Tensor, _ body: (Tensor, Int, Int) throws -> Void) rethrows {
         let n = x.shape.first ?? 0
         let perImage = n > 0 ? x.count / n : 0
+        let shape = [Self.rows] + x.shape.dropFirst()
+        let chunk = inputs[perImage] ?? Tensor(shape: shape)
+        inputs[perImage] = chunk
+        chunk.reshape(shape)
         var first = 0
         while first < n {
-            let used = min(Self.maxRows, n - first)
-            let padded = Self.paddedCount(used)
-            let shape = [padded] + x.shape.dropFirst()
-            let key = padded * perImage
-            let chunk = inputs[key] ?? Tensor(shape: shape)
-            inputs[key] = chunk
-            chunk.reshape(shape)
+            let used = min(Self.rows, n - first)
             chunk.data.update(from: x.data + first * perImage, count: used * perImage)
-            if used < padded { (chunk.data + used * perImage).update(repeating: 0, count: (padded - used) * perImage) }
+            if used < Self.rows { (chunk.data + used * perImage).update(repeating: 0, count: (Self.rows - used) * perImage) }
             try body(chunk, used, first)
             first += used
         }
     }
 
-    /// `values[first ..< first + used]` padded to `paddedCount(used)` entries by repeating the first one.
+    /// `values[first ..< first + used]` padded to `rows` entries by repeating the first one.
     static func padded(_ values: [Int], first: Int, used: Int) -> [Int] {
         let slice = Array(values[first ..< first + used])
-        return slice + Array(repeating: slice[0], count: paddedCount(used) - used)
+        return slice + Array(repeating: slice[0], count: rows - used)
     }
 }
 
@@ -55,7 +48,7 @@ public final class UNetNoisePredictor: NoisePredictor, @unchecked Sendable {
     public let network: ADMUNet
     private var outputs: [Int: Tensor] = [:]
     private var chunks = FixedChunks()
-    private var chunkOutputs: [Int: Tensor] = [:]
+    private var chunkOutput: Tensor?
     private let lock = NSLock()
 
     /// Wraps a UNet.
@@ -76,9 +69,8 @@ public final class UNetNoisePredictor: NoisePredictor, @unchecked Sendable {
         outputs[n] = out
         let perImage = a.outChannels * a.imageSize * a.imageSize
         try chunks.forEachChunk(of: x) { input, used, first in
-            let rows = input.shape[0]
-            let chunkOut = chunkOutputs[rows] ?? Tensor(shape: [rows, a.outChannels, a.imageSize, a.imageSize])
-            chunkOutputs[rows] = chunkOut
+            let chunkOut = chunkOutput ?? Tensor(shape: [FixedChunks.rows, a.outChannels, a.imageSize, a.imageSize])
+            chunkOutput = chunkOut
             try network.forward(input, timesteps: FixedChunks.padded(timesteps, first: first, used: used),
                                 classes: classes.map { FixedChunks.padded($0, first: first, used: used) }, into: chunkOut)
             (out.data + first * perImage).update(from: chunkOut.data, count: used * perImage)
@@ -95,7 +87,7 @@ public final class ClassifierGuidanceGradient: ClassifierGradient, @unchecked Se
     public let network: NoisyClassifier
     private var gradients: [Int: Tensor] = [:]
     private var chunks = FixedChunks()
-    private var chunkBuffers: [Int: (logits: Tensor, gradient: Tensor)] = [:]
+    private var chunkBuffers: (logits: Tensor, gradient: Tensor)?
     private let lock = NSLock()
 
     /// Wraps a noisy classifier.
@@ -112,9 +104,8 @@ public final class ClassifierGuidanceGradient: ClassifierGradient, @unchecked Se
         gradients[n] = out
         let perImage = n > 0 ? x.count / n : 0
         try chunks.forEachChunk(of: x) { input, used, first in
-            let rows = input.shape[0]
-            let buffers = chunkBuffers[rows] ?? (Tensor(shape: [rows, network.classCount]), Tensor(shape: input.shape))
-            chunkBuffers[rows] = buffers
+            let buffers = chunkBuffers ?? (Tensor(shape: [FixedChunks.rows, network.classCount]), Tensor(shape: input.shape))
+            chunkBuffers = buffers
             let (logits, gradient) = buffers
             try network.logProbabilityGradient(input, timesteps: FixedChunks.padded(timesteps, first: first, used: used),
                                                classes: FixedChunks.padded(classes, first: first, used: used),

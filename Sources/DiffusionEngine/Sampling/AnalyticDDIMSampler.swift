@@ -3,7 +3,7 @@
 ///
 /// No noise at the last step; the jump into the first kept timestep is bounded as for Analytic-DDPM.
 /// Classifier guidance corrects the score (eps' = eps - sqrt(1 - abar) g) and re-derives x0, clipped if asked.
-public struct AnalyticDDIMSampler: DiffusionSampler {
+public struct AnalyticDDIMSampler: RespacedChainSampler {
     /// The kept timesteps and their respaced schedule.
     public let schedule: RespacedSchedule
     /// lambda^2 = eta^2 betatilde.
@@ -35,12 +35,6 @@ public struct AnalyticDDIMSampler: DiffusionSampler {
         }
     }
 
-    /// Number of respaced steps.
-    public var stepCount: Int { schedule.count }
-    /// x_T ~ N(0, I).
-    public var initialNoiseScale: Double { 1 }
-    /// The original timestep of chain step k.
-    public func timestep(at step: Int) -> Int { schedule.timesteps[schedule.count - 1 - step] }
     /// Every step but the last adds noise.
     public func usesNoise(at step: Int) -> Bool { step < schedule.count - 1 }
 

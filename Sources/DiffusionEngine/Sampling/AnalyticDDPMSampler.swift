@@ -2,7 +2,7 @@
 ///
 /// No noise at the last step; the jump into the first kept timestep has its variance bounded by
 /// (c (2/255) sqrt(pi/2))^2. Classifier guidance shifts the mean by sigma^2 g (none at the last step).
-public struct AnalyticDDPMSampler: DiffusionSampler {
+public struct AnalyticDDPMSampler: RespacedChainSampler {
     /// The kept timesteps and their respaced schedule.
     public let schedule: RespacedSchedule
     /// The reverse variances by respaced index (0 at index 0).
@@ -29,12 +29,6 @@ public struct AnalyticDDPMSampler: DiffusionSampler {
         }
     }
 
-    /// Number of respaced steps.
-    public var stepCount: Int { schedule.count }
-    /// x_T ~ N(0, I).
-    public var initialNoiseScale: Double { 1 }
-    /// The original timestep of chain step k.
-    public func timestep(at step: Int) -> Int { schedule.timesteps[schedule.count - 1 - step] }
     /// Every step but the last adds noise.
     public func usesNoise(at step: Int) -> Bool { step < schedule.count - 1 }
 

@@ -4,7 +4,7 @@
 /// x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma z (no noise at the last step).
 /// Like guided-diffusion (and unlike diffusers' default), eps is re-derived from the clipped x0,
 /// so with clipping off it equals the network's eps.
-public struct DDIMSampler: DiffusionSampler {
+public struct DDIMSampler: RespacedChainSampler {
     /// The kept timesteps and their respaced schedule.
     public let schedule: RespacedSchedule
     /// Stochasticity: 0 is deterministic DDIM, 1 matches the DDPM posterior variance.
@@ -33,12 +33,6 @@ public struct DDIMSampler: DiffusionSampler {
         }
     }
 
-    /// Number of respaced steps.
-    public var stepCount: Int { schedule.count }
-    /// x_T ~ N(0, I).
-    public var initialNoiseScale: Double { 1 }
-    /// The original timestep of chain step k.
-    public func timestep(at step: Int) -> Int { schedule.timesteps[schedule.count - 1 - step] }
     /// Steps with sigma > 0, except the last, add noise.
     public func usesNoise(at step: Int) -> Bool { coefficients[step].addsNoise }
 

@@ -6,7 +6,7 @@ import Foundation
 /// (respaced) schedule, x = mean + Sigma g + sqrt(Sigma) z, no noise at the last step. With
 /// classifier guidance the mean shifts by Sigma g (Sigma = betatilde unclipped for fixed small,
 /// exp(log Sigma) for learned range), as in guided-diffusion.
-public struct DDPMSampler: DiffusionSampler {
+public struct DDPMSampler: RespacedChainSampler {
     /// The kept timesteps and their respaced schedule.
     public let schedule: RespacedSchedule
     /// The reverse-step variance.
@@ -36,12 +36,6 @@ public struct DDPMSampler: DiffusionSampler {
         }
     }
 
-    /// Number of respaced steps.
-    public var stepCount: Int { schedule.count }
-    /// x_T ~ N(0, I).
-    public var initialNoiseScale: Double { 1 }
-    /// The original timestep of chain step k.
-    public func timestep(at step: Int) -> Int { schedule.timesteps[schedule.count - 1 - step] }
     /// Every step but the last adds noise.
     public func usesNoise(at step: Int) -> Bool { step < schedule.count - 1 }
 

@@ -30,6 +30,22 @@ public protocol DiffusionSampler: Sendable {
     func step(_ step: Int, x: Tensor, modelOutput: Tensor, classifierGuidance: ClassifierGuidanceTerm?, noise: Tensor?)
 }
 
+/// A sampler that walks a respaced schedule from its last kept timestep down to its first,
+/// one network evaluation per kept timestep, starting from x_T ~ N(0, I).
+public protocol RespacedChainSampler: DiffusionSampler {
+    /// The kept timesteps and their respaced betas.
+    var schedule: RespacedSchedule { get }
+}
+
+extension RespacedChainSampler {
+    /// Number of respaced steps.
+    public var stepCount: Int { schedule.count }
+    /// x_T ~ N(0, I).
+    public var initialNoiseScale: Double { 1 }
+    /// The original timestep of chain step k.
+    public func timestep(at step: Int) -> Int { schedule.timesteps[schedule.count - 1 - step] }
+}
+
 /// The elementwise batch loop shared by the samplers: 16 lanes at a time, image by image.
 enum BatchLoop {
     typealias Body = (_ x: UnsafeMutablePointer<Float>, _ output: UnsafePointer<Float>,
