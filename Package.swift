@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "ModelBundles", targets: ["ModelBundles"]),
         .library(name: "ImageCodecs", targets: ["ImageCodecs"]),
         .library(name: "Provenance", targets: ["Provenance"]),
+        .library(name: "Metrics", targets: ["Metrics"]),
         .library(name: "DiffusionDaemon", targets: ["DiffusionDaemon"]),
         .executable(name: "diffusiond", targets: ["diffusiond"]),
         .executable(name: "diffusionctl", targets: ["diffusionctl"]),
@@ -26,6 +27,7 @@ let package = Package(
         // C libraries, one system-library target each.
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas"),
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
 
         // The engine: tensors, kernels, networks, schedules, samplers. No files, no daemon.
         .target(
@@ -48,6 +50,14 @@ let package = Package(
         // PNG and JPEG files that carry their generation record; atomic writes; grids.
         .target(name: "ImageCodecs", dependencies: ["CImageCodecs"]),
 
+        // Sample quality on a features bundle: features of images, FID, KID, precision/recall,
+        // class accuracy, reference statistics and the data floor.
+        .target(
+            name: "Metrics",
+            dependencies: ["DiffusionEngine", "ModelBundles", "ImageCodecs", "CBLAS", "CZlib"],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+
         // The SQLite record of jobs, images, models, metrics and the environment.
         .target(
             name: "Provenance",
@@ -62,7 +72,7 @@ let package = Package(
         .target(
             name: "DiffusionDaemon",
             dependencies: [
-                "DiffusionEngine", "ModelBundles", "ImageCodecs", "Provenance",
+                "DiffusionEngine", "ModelBundles", "ImageCodecs", "Provenance", "Metrics",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -82,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "diffusionctl",
             dependencies: [
-                "DiffusionDaemon", "Provenance", "ImageCodecs",
+                "DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -97,6 +107,7 @@ let package = Package(
         .testTarget(name: "DiffusionEngineTests", dependencies: ["DiffusionEngine", "ModelBundles"]),
         .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs"]),
         .testTarget(name: "ProvenanceTests", dependencies: ["Provenance"]),
+        .testTarget(name: "MetricsTests", dependencies: ["Metrics", "DiffusionEngine", "ModelBundles", "ImageCodecs"]),
         .testTarget(
             name: "DiffusionDaemonTests",
             dependencies: ["DiffusionDaemon", "Provenance", "ImageCodecs", "diffusiond"]

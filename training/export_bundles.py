@@ -117,8 +117,18 @@ def export_features(rev):
     # The data floor: real test images against the training reference, at equal N.
     rng = np.random.default_rng(0)
     order = rng.permutation(len(f_test))
+    # Feature samples for KID, precision/recall and the data floor at any N: 10,000 training
+    # features (a seeded subset) and every test feature in the floor's order (its first N rows are
+    # the floor's subset at N). float32, as the network computes them.
+    sample = np.random.default_rng(1).permutation(len(f_train))[:10000]
+    ref["sample.features"] = torch.from_numpy(f_train[sample].astype(np.float32))
+    ref["sample.labels"] = torch.from_numpy(train_y[sample])
+    ref["sample.indices"] = torch.from_numpy(sample.astype(np.int64))
+    ref["floor.features"] = torch.from_numpy(f_test[order].astype(np.float32))
+    ref["floor.labels"] = torch.from_numpy(test_y[order])
+    ref["floor.indices"] = torch.from_numpy(order.astype(np.int64))
     floor = {}
-    for n in (1000, 5000, 10000):
+    for n in (100, 200, 500, 1000, 2000, 5000, 10000):
         sub = f_test[order[:n]]
         floor[str(n)] = fid_from_stats(sub.mean(0), np.cov(sub, rowvar=False),
                                        f_train.mean(0), np.cov(f_train, rowvar=False))
@@ -138,7 +148,12 @@ def export_features(rev):
         "reference": {"file": "reference.safetensors", "images": int(len(f_train)), "class_counts": counts,
                       "source": "train split", "data_floor_fid": floor,
                       "data_floor_note": "FID of N test images (fixed random subset, seed 0) against the "
-                                         "60,000-image training reference"},
+                                         "60,000-image training reference",
+                      "sample": "sample.*: 10,000 training images (numpy default_rng(1) permutation, first "
+                                "10,000): features, labels, indices (KID, precision/recall)",
+                      "floor_set": "floor.*: the 10,000 test images in the data floor's order (numpy "
+                                   "default_rng(0) permutation; the first N are the floor's subset at N): "
+                                   "features, labels, indices"},
         "recipe": {"revision": rev, "data": SOURCE, "epochs": st["args"]["epochs"], "wall_seconds": round(st["wall"]),
                    "test_accuracy": accuracy, "history": st["history"], "machine": machine(),
                    "augmentation": "horizontal flip, translation up to 2 pixels", "batch_norm": "folded at export"},

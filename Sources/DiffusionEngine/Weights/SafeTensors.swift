@@ -143,25 +143,53 @@ public struct SafeTensors: Sendable {
 
     /// Serialises float32 tensors to safetensors bytes (names sorted, data in that order).
     public static func serialize(_ tensors: [String: Tensor], metadata: [String: String] = [:]) -> Data {
+        SafeTensorsValue.encode(tensors.mapValues { .f32($0.array, shape: $0.shape) }, metadata: metadata)
+    }
+}
+
+/// A tensor to write into a safetensors file: its elements in one of the supported dtypes.
+public enum SafeTensorsValue: Sendable {
+    case f32([Float], shape: [Int])
+    case f64([Double], shape: [Int])
+    case i64([Int], shape: [Int])
+
+    var dtype: String {
+        switch self { case .f32: "F32"; case .f64: "F64"; case .i64: "I64" }
+    }
+    var shape: [Int] {
+        switch self { case .f32(_, let s), .f64(_, let s), .i64(_, let s): s }
+    }
+    var byteCount: Int {
+        switch self { case .f32(let v, _): 4 * v.count; case .f64(let v, _): 8 * v.count; case .i64(let v, _): 8 * v.count }
+    }
+    func append(to out: inout Data) {
+        switch self {
+        case .f32(let v, _): for x in v { var b = x.bitPattern.littleEndian; withUnsafeBytes(of: &b) { out.append(contentsOf: $0) } }
+        case .f64(let v, _): for x in v { var b = x.bitPattern.littleEndian; withUnsafeBytes(of: &b) { out.append(contentsOf: $0) } }
+        case .i64(let v, _): for x in v { var b = Int64(x).littleEndian; withUnsafeBytes(of: &b) { out.append(contentsOf: $0) } }
+        }
+    }
+
+    /// Safetensors bytes of `tensors` (names sorted, data in that order, header padded to 8 bytes).
+    public static func encode(_ tensors: [String: SafeTensorsValue], metadata: [String: String] = [:]) -> Data {
         var header: [String: Any] = [:]
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var offset = 0
         let names = tensors.keys.sorted()
         for name in names {
             let t = tensors[name]!
-            header[name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + 4 * t.count]] as [String: Any]
-            offset += 4 * t.count
+            precondition(t.byteCount == t.shape.reduce(1, *) * (t.dtype == "F32" ? 4 : 8), "'\(name)': elements do not match shape \(t.shape)")
+            header[name] = ["dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, offset + t.byteCount]] as [String: Any]
+            offset += t.byteCount
         }
         var json = try! JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while (json.count + 8) % 8 != 0 { json.append(0x20) }
         var out = Data()
+        out.reserveCapacity(8 + json.count + offset)
         var length = UInt64(json.count).littleEndian
         withUnsafeBytes(of: &length) { out.append(contentsOf: $0) }
         out.append(json)
-        for name in names {
-            let t = tensors[name]!
-            for v in t.buffer { var bits = v.bitPattern.littleEndian; withUnsafeBytes(of: &bits) { out.append(contentsOf: $0) } }
-        }
+        for name in names { tensors[name]!.append(to: &out) }
         return out
     }
 }

@@ -1,0 +1,2 @@
+// zlib, for the gzip-compressed IDX files of image datasets.
+#include <zlib.h>
