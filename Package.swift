@@ -110,7 +110,7 @@ let package = Package(
         .testTarget(name: "MetricsTests", dependencies: ["Metrics", "DiffusionEngine", "ModelBundles", "ImageCodecs"]),
         .testTarget(
             name: "DiffusionDaemonTests",
-            dependencies: ["DiffusionDaemon", "Provenance", "ImageCodecs", "diffusiond"]
+            dependencies: ["DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics", "diffusiond", "diffusionctl"]
         ),
     ]
 )

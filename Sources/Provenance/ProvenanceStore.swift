@@ -420,6 +420,18 @@ public final class ProvenanceStore: Sendable {
         }
     }
 
+    /// Replaces every metric row of a job with `metrics`, in one transaction (a job measured again
+    /// after a crash keeps one set of rows).
+    public func replaceMetrics(jobID: Int64, with metrics: [MetricRow]) throws {
+        try writer.write { db in
+            try db.execute(sql: "DELETE FROM metrics WHERE job_id = ?", arguments: [jobID])
+            for m in metrics {
+                try db.execute(sql: "INSERT INTO metrics (job_id, name, value, n, details, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                               arguments: [jobID, m.name, m.value, m.n, m.details, m.recordedAt])
+            }
+        }
+    }
+
     public func metrics(jobID: Int64) throws -> [MetricRow] {
         try writer.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM metrics WHERE job_id = ? ORDER BY id", arguments: [jobID]).map { row in

@@ -2,6 +2,7 @@ import ArgumentParser
 import DiffusionDaemon
 import Foundation
 import ImageCodecs
+import Metrics
 import Provenance
 
 /// `diffusionctl`: argument parsing and wiring only. Reads the database
@@ -12,7 +13,8 @@ struct DiffusionCtl: ParsableCommand {
         commandName: "diffusionctl",
         abstract: "Inspect and feed diffusiond.",
         version: DaemonVersion.string,
-        subcommands: [Status.self, Jobs.self, Show.self, Submit.self, Validate.self, Cancel.self, Models.self, Verify.self])
+        subcommands: [Status.self, Jobs.self, Show.self, Submit.self, Validate.self, Cancel.self, Models.self, Verify.self,
+                      MetricsCommand.self, ReferenceStats.self])
 
     struct Common: ParsableArguments {
         @Option(name: .shortAndLong, help: ArgumentHelp(
@@ -219,6 +221,81 @@ struct DiffusionCtl: ParsableCommand {
                 try common.emit(report) { report.render() }
             }
             if !report.ok || regeneration?.identical == false { throw ExitCode(1) }
+        }
+    }
+
+    struct MetricsCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "metrics",
+            abstract: "FID, KID, precision/recall and class accuracy of a folder of images or of a job.",
+            discussion: """
+                A folder's PNG and JPEG files (not its subfolders, not contact-sheet.png) are measured; an image \
+                carrying a diffusiond record counts towards the class accuracy of the class it asked for. A job \
+                (id or name) is measured from its recorded images. Images of any size and 1-4 channels are \
+                converted to the features network's input (README, Metrics).
+                """)
+        @OptionGroup var common: Common
+        @Argument(help: "A folder of images, or a job id or name.") var target: String
+        @Option(help: "Reference statistics: a file, or a name made by `reference-stats` (default: the features bundle's own).")
+        var reference: String?
+        @Option(name: .customLong("features-model"), help: "The features bundle (default: the config's metrics.features_model).")
+        var featuresModel: String?
+        @Option(name: .customLong("min-images"), help: "The smallest N that gets an FID (default: the config's metrics.min_images).")
+        var minImages: Int?
+
+        func run() throws {
+            let cfg = try common.loadConfig()
+            let images = try QualityCommands.images(of: target) { try common.openStore() }
+            let evaluator = try QualityCommands.evaluator(config: cfg, featuresModel: featuresModel, reference: reference, minimumImages: minImages)
+            let report = try evaluator.evaluate(images: images.map(\.image), requestedClasses: images.map(\.requestedClass))
+            if common.json { print(String(decoding: try report.jsonData(), as: UTF8.self)) } else { print(report.render()) }
+        }
+    }
+
+    struct ReferenceStats: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "reference-stats",
+            abstract: "Build reference statistics from real images (folders of PNG/JPEG files or IDX files).",
+            discussion: """
+                Writes <state>/references/NAME.safetensors (or --output): the mean and covariance of the features \
+                (float64), per class when labels are known (--labels IDX files, or the images' records), a sample \
+                of up to 10,000 feature vectors, and, with --floor, held-out real images that give the data floor. \
+                Use it with `diffusionctl metrics --reference NAME`.
+                """)
+        @OptionGroup var common: Common
+        @Argument(help: "Folders of images or IDX image files (gzip or not).") var sources: [String]
+        @Option(help: "The reference's name.") var name: String
+        @Option(help: "IDX label files, one per IDX image file, in the same order.") var labels: [String] = []
+        @Option(help: "Held-out real images (folder or IDX file) for the data floor.") var floor: String?
+        @Option(name: .customLong("floor-labels"), help: "An IDX label file for --floor.") var floorLabels: String?
+        @Option(help: "Write here instead of <state>/references/NAME.safetensors.") var output: String?
+        @Option(name: .customLong("features-model"), help: "The features bundle (default: the config's metrics.features_model).")
+        var featuresModel: String?
+
+        func run() throws {
+            guard !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else { throw ValidationError("--name must be a plain file name, got '\(name)'") }
+            let cfg = try common.loadConfig()
+            let bundle = try ModelBundleLoader.features(config: cfg, name: featuresModel)
+            let extractor = try FeatureExtractor(bundle: bundle)
+            let real = try QualityCommands.realImages(sources: sources, labels: labels)
+            let features = try extractor.features(of: real.images).features
+            var floorSet: (FeatureMatrix, [Int])? = nil
+            if let floor {
+                let held = try QualityCommands.realImages(sources: [floor], labels: floorLabels.map { [$0] } ?? [])
+                floorSet = (try extractor.features(of: held.images).features, held.labels ?? [])
+            }
+            let reference = try ReferenceSet.build(name: name, features: features, labels: real.labels, floor: floorSet)
+            let path = output ?? (QualityCommands.referencesDirectory(cfg) as NSString).appendingPathComponent(name + ".safetensors")
+            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try AtomicFile.write([UInt8](try reference.safeTensorsBytes()), to: path)
+            struct Summary: Encodable { var name: String, path: String, images: Int, dimension: Int, classes: [Int], sample: Int, floorImages: Int? }
+            let summary = Summary(name: name, path: path, images: features.count, dimension: features.dimension,
+                                  classes: reference.classes.keys.sorted(), sample: reference.sample.count, floorImages: floorSet?.0.count)
+            try common.emit(summary) {
+                "reference '\(name)': \(features.count) images, \(features.dimension)-d features of \(bundle.manifest.name), " +
+                    "\(reference.classes.count) classes, sample of \(reference.sample.count)" +
+                    (floorSet.map { ", data floor from \($0.0.count) held-out images" } ?? ", no data floor (no --floor)") + "\nwritten to \(path)"
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ import Yams
 /// batch_size: 64
 /// threads: 2
 /// limits: {images_per_job: 10000, steps: 1000, job_file_bytes: 65536, attempts: 3}
-/// metrics: {enabled: true, features_model: fashion-mnist-features, min_images: 1000}
+/// metrics: {enabled: true, features_model: fashion-mnist-features, min_images: 500}
 /// log_level: info                     # trace debug info notice warning error critical
 /// rescan_seconds: 60
 /// ```
@@ -58,8 +58,8 @@ public struct DaemonConfig: Codable, Sendable, Equatable {
     public struct Metrics: Codable, Sendable, Equatable {
         public var enabled: Bool = true
         public var featuresModel: String = "fashion-mnist-features"
-        /// Jobs with fewer images get no FID (too noisy to mean anything).
-        public var minImages: Int = 1000
+        /// Jobs with fewer images get no FID (biased like c/N and too noisy); KID and accuracy still.
+        public var minImages: Int = 500
 
         public init() {}
 

@@ -1,4 +1,5 @@
 import Foundation
+import Metrics
 import ImageCodecs
 import Provenance
 #if canImport(Glibc)
@@ -161,7 +162,13 @@ public struct JobReport: Codable, Sendable {
         }
         if !metrics.isEmpty {
             out.append("metrics:")
-            for m in metrics { out.append("  \(m.name) = \(m.value) (n = \(m.n)) \(m.details == "{}" ? "" : m.details)") }
+            for m in metrics {
+                if m.name == "quality", let report = try? JSONDecoder().decode(QualityReport.self, from: Data(m.details.utf8)) {
+                    out.append(report.render().split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+                } else if m.name == "run_seconds" || m.name == "metrics_error" {
+                    out.append("  \(m.name) = \(m.value) (n = \(m.n)) \(m.details == "{}" ? "" : m.details)")
+                }
+            }
         }
         out.append("images:")
         for i in images {

@@ -31,6 +31,8 @@ public final class JobRunner: Sendable {
     let stopRequested = Locked(false)
     let environmentID = Locked<Int64?>(nil)
     let host: String
+    /// Measures finished jobs (metrics.json and metric rows).
+    let quality = JobQualityMeter()
 
     public init(store: ProvenanceStore, generator: any ImageGenerator, config: DaemonConfig, spool: Spool, logger: Logger) {
         self.store = store
@@ -239,7 +241,7 @@ public final class JobRunner: Sendable {
             }
             index += batch.count
         }
-        finishOutputs(job: job, spec: spec, directory: dir, started: started)
+        await finishOutputs(job: job, spec: spec, directory: dir, started: started)
         return finish(job: job, outcome: .done, error: nil)
     }
 
@@ -281,35 +283,45 @@ public final class JobRunner: Sendable {
         }
     }
 
-    /// Contact sheet and simple metrics once every image is recorded.
-    func finishOutputs(job: JobRow, spec: JobSpec, directory: String, started: Double) {
+    /// Contact sheet, then the job's metrics, once every image is recorded.
+    func finishOutputs(job: JobRow, spec: JobSpec, directory: String, started: Double) async {
         guard let rows = try? store.images(jobID: job.id) else { return }
         var images: [RasterImage] = []
-        var sum = 0.0, count = 0
-        var perClass: [String: (Double, Int)] = [:]
-        for row in rows.prefix(4096) {
-            guard let decoded = try? ImageFile.read(path: row.path) else { continue }
-            let mean = decoded.image.pixels.reduce(0.0) { $0 + Double($1) } / Double(max(decoded.image.pixels.count, 1))
-            sum += mean
-            count += 1
-            let key = row.className ?? "unconditional"
-            let p = perClass[key] ?? (0, 0)
-            perClass[key] = (p.0 + mean, p.1 + 1)
-            if images.count < 1024 { images.append(decoded.image) }
+        for row in rows.prefix(1024) {
+            if let decoded = try? ImageFile.read(path: row.path) { images.append(decoded.image) }
         }
         let columns = spec.imagesPerClass ?? max(1, Int(Double(images.count).squareRoot().rounded(.up)))
         let sheet = Upscale.nearest(ContactSheet.make(images, columns: min(columns, 64), padding: 2), factor: max(1, spec.output.upscale))
         if let bytes = try? PNGCodec.encode(sheet, record: EmbeddedRecord(json: nil, parameters: "contact sheet of job \(job.id) \(spec.name)")) {
             try? AtomicFile.write(bytes, to: directory + "/contact-sheet.png")
         }
-        guard config.current.metrics.enabled else { return }
+        let cfg = config.current
+        guard cfg.metrics.enabled else { return }
         let wall = Date().timeIntervalSince1970 - started
-        let details = perClass.mapValues { $0.0 / Double(max($0.1, 1)) }
-        let detailsJSON = (try? JSONSerialization.data(withJSONObject: details, options: [.sortedKeys]))
-            .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-        try? store.recordMetric(MetricRow(jobID: job.id, name: "mean_pixel", value: count > 0 ? sum / Double(count) : 0,
-                                          n: count, details: detailsJSON))
-        try? store.recordMetric(MetricRow(jobID: job.id, name: "run_seconds", value: wall, n: count))
+        activity.withLock { $0.status = "measuring job \(job.id) (\(spec.name)): metrics of \(rows.count) images" }
+        var metricRows = [MetricRow(jobID: job.id, name: "run_seconds", value: wall, n: rows.count)]
+        do {
+            let report = try await quality.measure(images: rows, config: cfg)
+            let json = try report.jsonData()
+            try AtomicFile.write([UInt8](json), to: directory + "/metrics.json")
+            metricRows += JobQualityMeter.rows(jobID: job.id, report: report, reportJSON: String(decoding: json, as: UTF8.self))
+            logger.info("job measured", metadata: [
+                "job": "\(job.id)", "n": "\(report.n)", "fid": "\(report.fid.map { String(format: "%.4f", $0.value) } ?? "omitted")",
+                "kid": "\(report.kid.map { String(format: "%.5f", $0.mean) } ?? "omitted")",
+                "class_accuracy": "\(report.classAccuracy.map { String(format: "%.3f", $0.value) } ?? "-")",
+                "seconds": "\(String(format: "%.2f", report.seconds))"])
+        } catch {
+            // Metrics never fail a job whose images are safely written: the reason is recorded instead.
+            logger.warning("job metrics unavailable", metadata: ["job": "\(job.id)", "error": "\(error)"])
+            let reason = "metrics unavailable: \(error)"
+            let body = (try? JSONSerialization.data(withJSONObject: ["n": rows.count, "error": reason], options: [.prettyPrinted, .sortedKeys])) ?? Data()
+            try? AtomicFile.write([UInt8](body), to: directory + "/metrics.json")
+            metricRows.append(MetricRow(jobID: job.id, name: "metrics_error", value: 0, n: rows.count,
+                                        details: String(decoding: (try? JSONSerialization.data(withJSONObject: ["error": reason])) ?? Data(), as: UTF8.self)))
+        }
+        do { try store.replaceMetrics(jobID: job.id, with: metricRows) } catch {
+            logger.error("cannot record job metrics", metadata: ["job": "\(job.id)", "error": "\(error)"])
+        }
     }
 
     func interrupt(job: JobRow) -> JobOutcome {
