@@ -44,7 +44,7 @@ build: deps
 
 # Serial: the end-to-end tests wait on real processes, and the watchdog tests time
 # the daemon's pings; on two cores they must not starve each other.
-test: deps python-deps
+test: deps python-deps data-deps
 	$(SWIFT) test $(SWIFTFLAGS) --no-parallel
 	$(MAKE) test-python
 	$(MAKE) test-systemd
@@ -71,6 +71,7 @@ models: python-deps data-deps
 	cd training && $(PYTHON) gamma.py --images 80
 	cd training && $(PYTHON) export_bundles.py
 	cd training && $(PYTHON) make_fixtures.py
+	cd training && $(PYTHON) make_metrics_fixtures.py
 	cd training && $(PYTHON) sample_grid.py --steps 100 --guidance 0
 	cd training && $(PYTHON) sample_grid.py --steps 100 --guidance 1
 	cd training && $(PYTHON) plot_losses.py
