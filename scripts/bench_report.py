@@ -91,18 +91,21 @@ def header(results, lines):
               "# one stage alone, e.g. after `swift build -c release -Xswiftc -target-cpu -Xswiftc skylake-avx512`:",
               ".build/release/diffusion-bench --stages daemon     # throughput | daemon | sampling | quality; --plan prints the grid",
               "```", ""]
-    lines += ["| stage | status | variant | expected | took | rerun alone |", "|---|---|---|---|---|---|"]
+    lines += ["| stage | status | variant | expected | took | load before -> after | rerun alone |", "|---|---|---|---|---|---|---|"]
     for name in STAGES:
         st = stage(results, name)
         if st is None:
-            lines.append(f"| {STAGE_TITLES[name]} | not run | | | | |")
+            lines.append(f"| {STAGE_TITLES[name]} | not run | | | | | |")
             continue
         status = st["status"] + (f": {st['reason']}" if st["status"] != "done" and st.get("reason") else "")
+        load = f"{fmt(st.get('load_average_before'), '.2f')} -> {fmt(st.get('load_average_after'), '.2f')}"
         lines.append(f"| {STAGE_TITLES[name]} | {status} | {st['variant']} | {duration(st.get('expected_seconds'))} "
-                     f"| {duration(st.get('seconds'))} | `{st['command']}` |")
+                     f"| {duration(st.get('seconds'))} | {load} | `{st['command']}` |")
     lines.append("")
     lines.append("Expected times are predicted before each stage from its plan and the engine's speed "
-                 "measured at the start of the run; the sampling stage counts only rows not yet in the sample cache.")
+                 "measured at the start of the run; the sampling stage counts only rows not yet in the sample cache. "
+                 "Load: the 1-minute load average when the stage started and ended (a quiet 2-core machine shows about 0 "
+                 "before and 2 during a stage; more means other work shared the cores).")
     lines.append("")
 
 

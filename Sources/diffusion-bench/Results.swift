@@ -19,7 +19,16 @@ struct StageRecord<Result: Encodable>: Encodable {
     var expectedSeconds: Double?
     /// The run time it took.
     var seconds: Double
+    /// The 1-minute load average (/proc/loadavg) when the stage started and ended: near 0 before
+    /// and near the thread count during a stage on a quiet machine.
+    var loadAverageBefore: Double?
+    var loadAverageAfter: Double?
     var result: Result?
+}
+
+/// The 1-minute load average.
+func loadAverage() -> Double? {
+    (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.flatMap { Double($0) }
 }
 
 /// The machine and software the numbers were taken on.

@@ -207,6 +207,7 @@ struct StageOutcome<R> {
 @MainActor
 func record<R: Encodable>(_ stage: Stage, expected: Double?, _ body: () async throws -> StageOutcome<R>) async {
     log("\n== stage \(stage.rawValue) (\(variant)) ==")
+    let loadBefore = loadAverage()
     let t0 = seconds()
     var status = "done", reason: String? = nil
     var value: R? = nil
@@ -226,7 +227,8 @@ func record<R: Encodable>(_ stage: Stage, expected: Double?, _ body: () async th
     do {
         try results.setStage(stage.rawValue, StageRecord(
             status: status, reason: reason, variant: variant, date: ResultsFile.isoDate(), command: stageCommand(stage),
-            expectedSeconds: expected, seconds: elapsed, result: value))
+            expectedSeconds: expected, seconds: elapsed, loadAverageBefore: loadBefore, loadAverageAfter: loadAverage(),
+            result: value))
     } catch {
         log("cannot write \(options.results): \(error)")
         failed.append("results")
