@@ -4,7 +4,7 @@
 #   make install     the binaries, the systemd unit, /etc/diffusiond/config.yml, the bundles, the
 #                    diffusiond user and the spool (docs/service.md); PREFIX, DESTDIR
 #   make uninstall   removes what install put in place, except the config, the spool and the state
-#   make bench   benchmarks (OPENBLAS_CORETYPE unset)
+#   make bench   benchmarks -> BENCHMARKS.md, docs/bench/ (under 60 minutes; make bench-quick: under 10)
 #   make models  retrain every bundle in models/ and rewrite the fixtures (hours on a CPU)
 
 SWIFT   ?= swift
@@ -159,9 +159,28 @@ $(BENCH_VENV)/bin/python:
 	$(PYTHON) -m venv --system-site-packages $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q onnxruntime
 
-.PHONY: bench
-# Engine throughput at batch 1/16/64/256 against PyTorch, ONNX Runtime and the measured peak.
-# diffusion-bench restarts itself without OPENBLAS_CORETYPE and with OMP_WAIT_POLICY=passive.
-bench: deps python-deps $(BENCH_VENV)/bin/python
-	$(SWIFT) build $(SWIFTFLAGS) --product diffusion-bench
-	$$($(SWIFT) build $(SWIFTFLAGS) --show-bin-path)/diffusion-bench --python $(BENCH_VENV)/bin/python | tee training/work/bench-latest.txt
+APT_BENCH = python3-matplotlib
+BENCH_RESULTS = docs/bench/results.json
+
+.PHONY: bench bench-quick bench-deps
+bench-deps:
+	$(call apt_ensure,$(APT_BENCH))
+
+# BENCHMARKS.md and docs/bench/*.png from docs/bench/results.json, which diffusion-bench writes
+# stage by stage (throughput, daemon, sampling, quality; see Sources/diffusion-bench/main.swift).
+# It restarts itself without OPENBLAS_CORETYPE and with OMP_WAIT_POLICY=passive, and starts
+# the diffusiond and diffusionctl built beside it. QUICK=1 (= make bench-quick): the quick
+# variant; BENCH_ARGS: more options, e.g. BENCH_ARGS="--stages daemon". The report and the
+# plots are rendered even when a stage fails (make still fails then).
+bench: SHELL := /bin/bash
+bench: build python-deps bench-deps $(BENCH_VENV)/bin/python
+	@mkdir -p training/work; \
+	bin=$$($(SWIFT) build $(SWIFTFLAGS) --show-bin-path); \
+	"$$bin/diffusion-bench" $(if $(QUICK),--quick) --python $(BENCH_VENV)/bin/python --results $(BENCH_RESULTS) \
+	  --invocation "make $(if $(QUICK),bench-quick,bench)$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" $(BENCH_ARGS) \
+	  2>&1 | tee training/work/bench-latest.txt; status=$${PIPESTATUS[0]}; \
+	$(PYTHON) scripts/bench_plots.py --results $(BENCH_RESULTS) --out docs/bench && \
+	$(PYTHON) scripts/bench_report.py --results $(BENCH_RESULTS) --out BENCHMARKS.md && exit $$status
+
+bench-quick:
+	$(MAKE) bench QUICK=1

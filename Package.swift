@@ -97,10 +97,11 @@ let package = Package(
             ]
         ),
 
-        // Throughput benchmark of the UNet against the machine's measured peak.
+        // The benchmarks behind BENCHMARKS.md: engine throughput, the daemon end to end, the
+        // quality sweep's samples and their metrics (make bench).
         .executableTarget(
             name: "diffusion-bench",
-            dependencies: ["DiffusionEngine", "ModelBundles"],
+            dependencies: ["DiffusionEngine", "ModelBundles", "DiffusionDaemon", "Provenance", "ImageCodecs"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
 

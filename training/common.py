@@ -42,7 +42,7 @@ def to_model_range(images_u8):
 
 
 _DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64", torch.float16: "F16"}
-_NP = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "F16": np.float16}
+_NP = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "F16": np.float16, "U8": np.uint8}
 
 
 def save_safetensors(tensors, path, metadata=None):

@@ -1,9 +1,25 @@
-// Throughput of the engine's ADM UNet against the machine's measured peak, PyTorch and ONNX Runtime.
+// diffusion-bench: the benchmarks behind BENCHMARKS.md, in stages that each write their record
+// into docs/bench/results.json (scripts/bench_report.py renders BENCHMARKS.md from it,
+// scripts/bench_plots.py the plots under docs/bench/):
 //
-//   swift build -c release -Xswiftc -target-cpu -Xswiftc znver4 --product diffusion-bench
-//   .build/release/diffusion-bench [--bundle models/fashion-mnist] [--batches 1,16,64,256]
-//       [--seconds 1] [--no-torch] [--no-onnx] [--no-peak] [--no-classifier] [--classifier-bundle DIR] [--python PATH] [--blas-threads N] [--dnnl-threads N]
-//       [--omp-wait-policy passive|active|inherit]
+//   throughput  the engine's UNet against PyTorch, ONNX Runtime and the measured peak (section 1)
+//   daemon      a 256-image job through diffusiond against the engine alone, cold start, warm
+//               latency, peak RSS (sections 2 and 5)
+//   sampling    the quality sweep's images, cached under training/work/bench-samples/ (3 and 4)
+//   quality     FID, KID, precision, recall, class accuracy of every cached row (3 and 4)
+//
+//   make bench          # every stage, the full grid (under 60 minutes on the 2-core build machine)
+//   make bench-quick    # every stage, --quick: fewer timings, a small grid, N = 60 (under 10 minutes)
+//
+//   swift build -c release -Xswiftc -target-cpu -Xswiftc skylake-avx512
+//   .build/release/diffusion-bench [--quick] [--stages throughput,daemon,sampling,quality] [--plan]
+//       [--results docs/bench/results.json] [--invocation TEXT]
+//     throughput: [--bundle models/fashion-mnist] [--batches 1,16,64,256] [--seconds 1] [--no-torch]
+//       [--no-onnx] [--no-peak] [--no-classifier] [--classifier-bundle DIR] [--python PATH]
+//     daemon:     [--bin DIR (default: this executable's folder)] [--work training/work] [--warm-repeats 3]
+//     sampling, quality: [--models models] [--model fashion-mnist] [--samples training/work/bench-samples]
+//       [--n N] [--seed S] [--only ID[,ID...]] [--refresh-samples]
+//     all:        [--blas-threads N] [--dnnl-threads N] [--omp-wait-policy passive|active|inherit]
 import DiffusionEngine
 import Foundation
 import ModelBundles
@@ -26,175 +42,233 @@ do {
     }
 }
 
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+enum Stage: String, CaseIterable {
+    case throughput, daemon, sampling, quality
+}
+
 struct Options {
+    var quick = false
+    var stages = Stage.allCases
+    var plan = false
+    var results = "docs/bench/results.json"
+    var invocation: String? = nil
+    // throughput
     var bundle = "models/fashion-mnist"
     var batches = [1, 16, 64, 256]
     var seconds = 1.0
+    var secondsGiven = false
     var torch = true, onnx = true, peak = true, classifier = true
     var classifierBundle = "models/fashion-mnist-classifier"
     var python: String? = nil
     var blasThreads: Int? = nil, dnnlThreads: Int? = nil
+    // daemon
+    var bin = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
+    var work = "training/work"
+    var warmRepeats = 3
+    // sampling and quality
+    var models = "models"
+    var model = "fashion-mnist"
+    var samples = "training/work/bench-samples"
+    var n: Int? = nil
+    var seed: UInt64 = 2026
+    var only: [String]? = nil
+    var refreshSamples = false
 }
+
+let usage = """
+    usage: diffusion-bench [--quick] [--stages throughput,daemon,sampling,quality] [--plan] [--results FILE] [--invocation TEXT]
+           [--bundle DIR] [--batches 1,16,64,256] [--seconds S] [--no-torch] [--no-onnx] [--no-peak] [--no-classifier]
+           [--classifier-bundle DIR] [--python PATH] [--bin DIR] [--work DIR] [--warm-repeats N]
+           [--models DIR] [--model NAME] [--samples DIR] [--n N] [--seed S] [--only ID,...] [--refresh-samples]
+           [--blas-threads N] [--dnnl-threads N] [--omp-wait-policy passive|active|inherit]
+    """
 
 func parseOptions() -> Options {
     var o = Options()
     var args = CommandLine.arguments.dropFirst().makeIterator()
+    func value(_ name: String) -> String {
+        guard let v = args.next() else { print("\(name) needs a value\n\(usage)"); exit(2) }
+        return v
+    }
+    func number<T: LosslessStringConvertible>(_ name: String) -> T {
+        let text = value(name)
+        guard let v = T(text) else { print("\(name): not a number: \(text)"); exit(2) }
+        return v
+    }
     while let a = args.next() {
         switch a {
-        case "--bundle": o.bundle = args.next()!
-        case "--batches": o.batches = args.next()!.split(separator: ",").map { Int($0)! }
-        case "--seconds": o.seconds = Double(args.next()!)!
+        case "--quick": o.quick = true
+        case "--stages":
+            let names = value(a).split(separator: ",").map(String.init)
+            o.stages = names.compactMap(Stage.init(rawValue:))
+            if o.stages.count != names.count { print("--stages: one of \(Stage.allCases.map(\.rawValue))"); exit(2) }
+        case "--plan": o.plan = true
+        case "--results": o.results = value(a)
+        case "--invocation": o.invocation = value(a)
+        case "--bundle": o.bundle = value(a)
+        case "--batches": o.batches = value(a).split(separator: ",").compactMap { Int($0) }
+        case "--seconds": o.seconds = number(a); o.secondsGiven = true
         case "--no-torch": o.torch = false
         case "--no-onnx": o.onnx = false
         case "--no-peak": o.peak = false
         case "--no-classifier": o.classifier = false
-        case "--classifier-bundle": o.classifierBundle = args.next()!
-        case "--python": o.python = args.next()!
-        case "--blas-threads": o.blasThreads = Int(args.next()!)!
-        case "--dnnl-threads": o.dnnlThreads = Int(args.next()!)!
-        case "--omp-wait-policy": _ = args.next()
+        case "--classifier-bundle": o.classifierBundle = value(a)
+        case "--python": o.python = value(a)
+        case "--blas-threads": o.blasThreads = number(a)
+        case "--dnnl-threads": o.dnnlThreads = number(a)
+        case "--omp-wait-policy": _ = value(a)
+        case "--bin": o.bin = value(a)
+        case "--work": o.work = value(a)
+        case "--warm-repeats": o.warmRepeats = max(1, number(a))
+        case "--models": o.models = value(a)
+        case "--model": o.model = value(a)
+        case "--samples": o.samples = value(a)
+        case "--n": o.n = number(a)
+        case "--seed": o.seed = number(a)
+        case "--only": o.only = value(a).split(separator: ",").map(String.init)
+        case "--refresh-samples": o.refreshSamples = true
         default:
-            print("usage: diffusion-bench [--bundle DIR] [--batches 1,16,64,256] [--seconds S] [--no-torch] [--no-onnx] [--no-peak] [--no-classifier] [--classifier-bundle DIR] [--python PATH] [--blas-threads N] [--dnnl-threads N] [--omp-wait-policy passive|active|inherit]")
-            exit(a == "--help" ? 0 : 2)
+            print(usage)
+            exit(a == "--help" || a == "-h" ? 0 : 2)
         }
     }
+    if let n = o.n, n < 10 || n % 10 != 0 { print("--n must be a positive multiple of 10 (classes i mod 10, balanced)"); exit(2) }
     return o
 }
 
-func seconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
-
-/// Best and median time of `body` after one warm-up call.
-func timed(minSeconds: Double, minReps: Int = 3, _ body: () throws -> Void) rethrows -> (best: Double, median: Double) {
-    try body()
-    var times: [Double] = []
-    let start = seconds()
-    while times.count < minReps || seconds() - start < minSeconds {
-        let t0 = seconds()
-        try body()
-        times.append(seconds() - t0)
-    }
-    times.sort()
-    return (times[0], times[times.count / 2])
-}
-
-let options = parseOptions()
+var options = parseOptions()
+if options.quick && !options.secondsGiven { options.seconds = 0.3 }
+let variant = options.quick ? "quick" : "full"
 ComputeRuntime.configure(blasThreads: options.blasThreads, dnnlThreads: options.dnnlThreads)
-print("engine: \(ComputeRuntime.summary); OMP_WAIT_POLICY=\(ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] ?? "unset")")
-for warning in ComputeRuntime.environmentWarnings { print("warning: \(warning)") }
+log("diffusion-bench (\(variant)): stages \(options.stages.map(\.rawValue).joined(separator: ", "))")
+log("engine: \(ComputeRuntime.summary); OMP_WAIT_POLICY=\(ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] ?? "unset")")
+for warning in ComputeRuntime.environmentWarnings { log("warning: \(warning)") }
 
-// The network: the bundle's UNet, or the Fashion-MNIST configuration with random weights.
-let defaultArchitecture = ADMArchitecture(
-    type: "adm-unet", imageSize: 28, inChannels: 1, outChannels: 2, modelChannels: 32, numResBlocks: 2,
-    attentionResolutions: [4], channelMult: [1, 2, 2], numClasses: 11, numHeads: 1, numHeadChannels: 32,
-    useScaleShiftNorm: true, resblockUpdown: true, useNewAttentionOrder: false)
-let unet: ADMUNet
-var bundleDirectory: String? = nil
-if FileManager.default.fileExists(atPath: options.bundle + "/model.json") {
-    unet = try ModelBundle(directory: URL(fileURLWithPath: options.bundle)).makeUNet()
-    bundleDirectory = options.bundle
-    print("network: bundle \(options.bundle)")
-} else {
-    unet = try ADMUNet(architecture: defaultArchitecture, weights: try RandomWeights.adm(defaultArchitecture))
-    print("network: \(options.bundle) not found; Fashion-MNIST configuration with random weights")
-}
-let arch = unet.architecture
-let flopsPerImage = unet.flopsPerImage
-print(String(format: "UNet: %dx%dx%d, mc %d, %.3f GFLOP per image (conv, linear, attention products)",
-             arch.imageSize, arch.imageSize, arch.inChannels, arch.modelChannels, flopsPerImage / 1e9))
+let plan = SweepPlan.make(options: options)
+let invocation = options.invocation ?? (["diffusion-bench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
 
-// Machine peak, measured now under the same load: the fastest of sgemm, a direct 3x3
-// convolution and the same convolution by Winograd (the engine's algorithm for 3x3
-// convolutions), whose rate counts direct-convolution FLOPs like the network's effective GFLOP/s.
-let sgemmPeak = options.peak ? PeakMeasurement.sgemmGFLOPS(size: 2048) : .nan
-let convPeak = options.peak ? PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32) : .nan
-let winogradRate = options.peak ? PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32, winograd: true) : .nan
-let peak = max(sgemmPeak, convPeak, winogradRate)
-print(String(format: "peak: OpenBLAS sgemm 2048^3 %.0f GFLOP/s; oneDNN 3x3 conv 64->64ch 32x32 b64: direct %.0f, Winograd %.0f (effective) -> peak %.0f GFLOP/s",
-             sgemmPeak, convPeak, winogradRate, peak))
-
-// The engine.
-var ours: [Int: (best: Double, median: Double)] = [:]
-for b in options.batches {
-    let x = Tensor(shape: [b, arch.inChannels, arch.imageSize, arch.imageSize])
-    for i in 0..<x.count { x.data[i] = Float(sin(Double(i) * 0.37)) }
-    let t = (0..<b).map { ($0 * 37) % 1000 }
-    let y = arch.numClasses.map { k in (0..<b).map { $0 % k } }
-    let out = Tensor(shape: [b, arch.outChannels, arch.imageSize, arch.imageSize])
-    ours[b] = try timed(minSeconds: options.seconds) { try unet.forward(x, timesteps: t, classes: y, into: out) }
-    let r = ours[b]!
-    print(String(format: "engine   batch %4d: %8.1f img/s (median %8.1f), %6.1f GFLOP/s", b, Double(b) / r.best, Double(b) / r.median,
-                 flopsPerImage * Double(b) / r.best / 1e9))
-}
-
-// PyTorch and ONNX Runtime through training/bench_torch.py, right after.
-var others: [String: [Int: Double]] = [:]
-if options.torch {
-    let python = options.python ?? (FileManager.default.isExecutableFile(atPath: "training/work/venv/bin/python") ? "training/work/venv/bin/python" : "/usr/bin/python3")
-    let archJSON = String(decoding: try JSONEncoder().encode(arch), as: UTF8.self)
-    var args = ["training/bench_torch.py", "--batches", options.batches.map(String.init).joined(separator: ","),
-                "--threads", String(ComputeRuntime.dnnlThreads), "--seconds", String(options.seconds)]
-    if let bundleDirectory { args += ["--bundle", bundleDirectory] } else { args += ["--arch", archJSON] }
-    if options.onnx { args.append("--onnx") }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: python)
-    p.arguments = args
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-    try p.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
-        guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-              let engine = obj["engine"] as? String else { continue }
-        if let err = obj["error"] { print("\(engine): \(err)"); continue }
-        guard let b = obj["batch"] as? Int, let best = obj["best_s"] as? Double, let median = obj["median_s"] as? Double else { continue }
-        others[engine, default: [:]][b] = best
-        print(String(format: "%-8@ batch %4d: %8.1f img/s (median %8.1f), %6.1f GFLOP/s  [%@ %@]", engine as NSString, b, Double(b) / best, Double(b) / median,
-                     flopsPerImage * Double(b) / best / 1e9, engine as NSString, (obj["version"] as? String ?? "?") as NSString))
+/// The command that reruns one stage with this run's settings.
+@MainActor
+func stageCommand(_ stage: Stage) -> String {
+    var parts = ["diffusion-bench"]
+    if options.quick { parts.append("--quick") }
+    parts += ["--stages", stage.rawValue]
+    if stage == .throughput {
+        parts += ["--python", options.python ?? "training/work/venv/bin/python"]
+        if options.secondsGiven { parts += ["--seconds", "\(options.seconds)"] }
     }
-    if p.terminationStatus != 0 { print("bench_torch.py exited with status \(p.terminationStatus) (python: \(python))") }
-}
-
-print("\nsummary (best times; images/s, effective GFLOP/s, % of peak, speed-up over PyTorch / ONNX Runtime):")
-for b in options.batches {
-    let r = ours[b]!
-    let gflops = flopsPerImage * Double(b) / r.best / 1e9
-    var line = String(format: "batch %4d: %8.1f img/s %6.1f GFLOP/s %5.1f%% of peak", b, Double(b) / r.best, gflops, 100 * gflops / peak)
-    if let tb = others["pytorch"]?[b] { line += String(format: "  %.2fx PyTorch", tb / r.best) }
-    if let ob = others["onnxruntime"]?[b] { line += String(format: "  %.2fx ONNX Runtime", ob / r.best) }
-    print(line)
-}
-if let r = ours[64] {
-    let gflops = flopsPerImage * 64 / r.best / 1e9
-    let vsTorch = others["pytorch"]?[64].map { $0 / r.best }
-    print(String(format: "targets at batch 64: >= 1.0x PyTorch: %@; >= 50%% of peak: %@ (%.0f%%)",
-                 vsTorch.map { String(format: "%.2fx %@", $0, $0 >= 1 ? "met" : "NOT met") } ?? "not measured",
-                 gflops >= 0.5 * peak ? "met" : "NOT met", 100 * gflops / peak))
-}
-
-// The noisy classifier's guidance gradient (forward + hand-written backward), for reference.
-if options.classifier {
-    let classifier: NoisyClassifier
-    if FileManager.default.fileExists(atPath: options.classifierBundle + "/model.json") {
-        classifier = try ModelBundle(directory: URL(fileURLWithPath: options.classifierBundle)).makeClassifier()
-        print("\nclassifier: bundle \(options.classifierBundle)")
-    } else {
-        var a = defaultArchitecture
-        a.type = "adm-encoder"; a.outChannels = 10; a.numClasses = nil; a.pool = "attention"
-        classifier = try NoisyClassifier(architecture: a, weights: try RandomWeights.adm(a))
-        print("\nclassifier: \(options.classifierBundle) not found; Fashion-MNIST encoder configuration (attention pool) with random weights")
+    if stage == .sampling || stage == .quality {
+        if let n = options.n { parts += ["--n", "\(n)"] }
+        if options.seed != 2026 { parts += ["--seed", "\(options.seed)"] }
     }
-    let a = classifier.architecture
-    for b in options.batches where b >= 16 {
-        let x = Tensor(shape: [b, a.inChannels, a.imageSize, a.imageSize])
-        for i in 0..<x.count { x.data[i] = Float(cos(Double(i) * 0.11)) }
-        let t = (0..<b).map { ($0 * 53) % 1000 }, y = (0..<b).map { $0 % classifier.classCount }
-        let logits = Tensor(shape: [b, classifier.classCount]), grad = Tensor(shape: x.shape)
-        let fwd = try timed(minSeconds: options.seconds) { _ = try classifier.logits(x, timesteps: t) }
-        let both = try timed(minSeconds: options.seconds) {
-            try classifier.logProbabilityGradient(x, timesteps: t, classes: y, logits: logits, gradient: grad)
+    return parts.joined(separator: " ")
+}
+
+// The plan: every stage with its predicted time (assumed engine speed until measured).
+do {
+    let assumed = SamplingCalibration.assumed
+    log("plan (expected times at \(Int(assumed.unetRowsPerSecond)) UNet rows/s, \(Int(assumed.classifierRowsPerSecond)) classifier gradient rows/s):")
+    for stage in options.stages {
+        switch stage {
+        case .throughput: log("  throughput: ~\(formatSeconds(expectedThroughputSeconds(options)))")
+        case .daemon: log("  daemon: ~\(formatSeconds(expectedDaemonSeconds(options, calibration: assumed)))")
+        case .sampling:
+            log("  sampling: \(plan.rows.count) rows of N = \(plan.n), seed \(plan.seed): ~\(formatSeconds(expectedSamplingSeconds(plan: plan, calibration: assumed, options: options))) for the rows not cached")
+            if options.plan {
+                for row in plan.rows {
+                    log(String(format: "    %@ %5d network + %4d classifier evaluations per image, ~%@", row.id.padding(toLength: 26, withPad: " ", startingAt: 0) as NSString,
+                               row.networkEvaluationsPerImage, row.classifierEvaluationsPerImage,
+                               formatSeconds(assumed.seconds(row, n: plan.n))))
+                }
+            }
+        case .quality: log("  quality: ~\(formatSeconds(expectedQualitySeconds(plan: plan))) (an estimate until the Metrics module is measured)")
         }
-        print(String(format: "classifier batch %4d: logits %8.1f img/s, logits + input gradient %8.1f img/s", b, Double(b) / fwd.best, Double(b) / both.best))
     }
+    if options.plan { exit(0) }
+}
+
+var results = ResultsFile(path: options.results)
+results.setHeader(machine: MachineInfo.current(), git: GitInfo.current(), invocation: invocation)
+var failed: [String] = []
+
+/// What a stage body returns: its result, or why it was skipped or (partly) failed.
+struct StageOutcome<R> {
+    var value: R?
+    var skipped: String? = nil
+    var failure: String? = nil
+}
+
+/// Runs one stage and records it (a thrown error is recorded as the stage's failure).
+@MainActor
+func record<R: Encodable>(_ stage: Stage, expected: Double?, _ body: () async throws -> StageOutcome<R>) async {
+    log("\n== stage \(stage.rawValue) (\(variant)) ==")
+    let loadBefore = loadAverage()
+    let t0 = seconds()
+    var status = "done", reason: String? = nil
+    var value: R? = nil
+    do {
+        let outcome = try await body()
+        value = outcome.value
+        if let skipped = outcome.skipped { status = "skipped"; reason = skipped; log("stage \(stage.rawValue) skipped: \(skipped)") }
+        if let failure = outcome.failure { status = "failed"; reason = failure; failed.append(stage.rawValue) }
+    } catch {
+        status = "failed"
+        reason = "\(error)"
+        failed.append(stage.rawValue)
+        log("stage \(stage.rawValue) FAILED: \(error)")
+    }
+    let elapsed = seconds() - t0
+    log("stage \(stage.rawValue): \(status) in \(formatSeconds(elapsed))" + (expected.map { " (expected \(formatSeconds($0)))" } ?? ""))
+    do {
+        try results.setStage(stage.rawValue, StageRecord(
+            status: status, reason: reason, variant: variant, date: ResultsFile.isoDate(), command: stageCommand(stage),
+            expectedSeconds: expected, seconds: elapsed, loadAverageBefore: loadBefore, loadAverageAfter: loadAverage(),
+            result: value))
+    } catch {
+        log("cannot write \(options.results): \(error)")
+        failed.append("results")
+    }
+}
+
+// The engine's sampling speed, measured once for the daemon and sampling stages' predictions.
+var calibration = SamplingCalibration.assumed
+if options.stages.contains(.daemon) || options.stages.contains(.sampling) {
+    do {
+        calibration = try SamplingCalibration.measure(options: options)
+        log(String(format: "calibration: %.0f UNet rows/s in a sampling chain, %.0f classifier gradient rows/s (batch 64)",
+                   calibration.unetRowsPerSecond, calibration.classifierRowsPerSecond))
+    } catch {
+        log("calibration failed (\(error)); predictions use the assumed speeds")
+    }
+}
+
+for stage in options.stages {
+    switch stage {
+    case .throughput:
+        await record(stage, expected: expectedThroughputSeconds(options)) { StageOutcome(value: try runThroughputStage(options)) }
+    case .daemon:
+        await record(stage, expected: expectedDaemonSeconds(options, calibration: calibration)) { StageOutcome(value: try runDaemonStage(options)) }
+    case .sampling:
+        await record(stage, expected: expectedSamplingSeconds(plan: plan, calibration: calibration, options: options)) {
+            let r = try await runSamplingStage(plan: plan, calibration: calibration, options: options)
+            let errors = r.rows.filter { $0.error != nil }.map(\.id)
+            return StageOutcome(value: r, failure: errors.isEmpty ? nil : "rows failed: \(errors.joined(separator: ", "))")
+        }
+    case .quality:
+        await record(stage, expected: expectedQualitySeconds(plan: plan)) {
+            let (r, skipped) = try runQualityStage(plan: plan, options: options)
+            return StageOutcome(value: r, skipped: skipped)
+        }
+    }
+}
+
+log("\nresults: \(options.results)")
+if !failed.isEmpty {
+    log("failed: \(failed.joined(separator: ", "))")
+    exit(1)
 }

@@ -10,6 +10,8 @@ final class LoadedNetwork: @unchecked Sendable {
     let predictor: UNetNoisePredictor?
     /// The noisy classifier, for "classifier" bundles.
     let classifier: ClassifierGuidanceGradient?
+    /// The feature network behind FID, for "features" bundles (cached for metrics; it samples nothing).
+    let features: FeatureCNN?
     /// Analytic-DPM's Gamma tables, when the bundle has them.
     let gamma: (unconditional: [Double], conditional: [Double]?)?
     /// Bytes of weights held (the estimate the cache budget counts).
@@ -17,11 +19,12 @@ final class LoadedNetwork: @unchecked Sendable {
     /// Seconds the load took (read, SHA-256 check, network construction).
     let loadSeconds: Double
 
-    init(bundle: ModelBundle, predictor: UNetNoisePredictor?, classifier: ClassifierGuidanceGradient?,
+    init(bundle: ModelBundle, predictor: UNetNoisePredictor?, classifier: ClassifierGuidanceGradient?, features: FeatureCNN? = nil,
          gamma: (unconditional: [Double], conditional: [Double]?)?, bytes: Int, loadSeconds: Double) {
         self.bundle = bundle
         self.predictor = predictor
         self.classifier = classifier
+        self.features = features
         self.gamma = gamma
         self.bytes = bytes
         self.loadSeconds = loadSeconds
@@ -33,6 +36,7 @@ final class LoadedNetwork: @unchecked Sendable {
         let bundle = try ModelBundle(directory: directory)
         var predictor: UNetNoisePredictor?
         var classifier: ClassifierGuidanceGradient?
+        var features: FeatureCNN?
         var gamma: (unconditional: [Double], conditional: [Double]?)?
         switch bundle.manifest.kind {
         case "unet":
@@ -40,15 +44,17 @@ final class LoadedNetwork: @unchecked Sendable {
             gamma = try bundle.gammaTables()
         case "classifier":
             classifier = ClassifierGuidanceGradient(try bundle.makeClassifier())
+        case "features":
+            features = try bundle.makeFeatureNetwork()
         default:
-            throw GenerationError.unusableModel(bundle.manifest.name, "a '\(bundle.manifest.kind)' bundle cannot sample")
+            throw GenerationError.unusableModel(bundle.manifest.name, "a '\(bundle.manifest.kind)' bundle cannot be loaded")
         }
         let weightBytes = bundle.manifest.files.keys.reduce(0) { sum, file in
             sum + ((try? FileManager.default.attributesOfItem(atPath: directory.appendingPathComponent(file).path)[.size] as? Int) ?? 0)
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
         // The evaluation plans (activations, reordered weights) roughly double what the weights take.
-        return LoadedNetwork(bundle: bundle, predictor: predictor, classifier: classifier, gamma: gamma,
+        return LoadedNetwork(bundle: bundle, predictor: predictor, classifier: classifier, features: features, gamma: gamma,
                              bytes: 2 * weightBytes, loadSeconds: seconds)
     }
 }

@@ -204,20 +204,44 @@ public final class JobRunner: Sendable {
         }
         defer { poller.cancel() }
         let stop = stopRequested
-        let context = GenerationContext(progress: { _ in }, shouldStop: { canceled.current || stop.current },
+        // Set when the job ends while a batch is still being sampled ahead, which then stops at its next step.
+        let abandoned = Locked(false)
+        let context = GenerationContext(progress: { _ in }, shouldStop: { canceled.current || stop.current || abandoned.current },
                                         threads: cfg.threads)
+        let generator = self.generator
+        func nextBatch(from start: Int) -> [Int] {
+            Array(missing[start ..< min(start + max(1, config.current.batchSize), missing.count)])
+        }
+        func sample(_ batch: [Int]) -> Task<[GeneratedImage], any Error> {
+            Task { try await generator.generate(job: spec, indices: batch, context: context) }
+        }
+        func abandon(_ ahead: (batch: [Int], task: Task<[GeneratedImage], any Error>)?) async {
+            guard let ahead else { return }
+            abandoned.set(true)
+            _ = try? await ahead.task.value
+        }
 
+        // The next batch is sampled (on the generator's compute thread) while this batch's files are
+        // written and recorded, so the fsyncs of the writes do not hold up sampling. Each image's
+        // file and row are written exactly as before; a cancel or a stop still ends the job between
+        // batches (the batch sampled ahead is then dropped, never written).
+        var ahead: (batch: [Int], task: Task<[GeneratedImage], any Error>)? = nil
         var index = 0
         while index < missing.count {
-            let batchSize = max(1, config.current.batchSize)
-            let batch = Array(missing[index ..< min(index + batchSize, missing.count)])
             if canceled.current || (try? store.isCancelRequested(jobID: job.id)) == true {
+                await abandon(ahead)
                 return finish(job: job, outcome: .canceled, error: nil)
             }
-            if isStopping { return interrupt(job: job) }
+            if isStopping {
+                await abandon(ahead)
+                return interrupt(job: job)
+            }
+            let current = ahead ?? { let b = nextBatch(from: index); return (b, sample(b)) }()
+            ahead = nil
+            let batch = current.batch
             let images: [GeneratedImage]
             do {
-                images = try await generator.generate(job: spec, indices: batch, context: context)
+                images = try await current.task.value
             } catch is CancellationError {
                 if canceled.current { return finish(job: job, outcome: .canceled, error: nil) }
                 return interrupt(job: job)
@@ -228,10 +252,16 @@ public final class JobRunner: Sendable {
             guard images.map(\.index) == batch else {
                 return finish(job: job, outcome: .failed, error: "generator returned indices \(images.map(\.index)) for \(batch)")
             }
+            let following = index + batch.count
+            if following < missing.count && !canceled.current && !isStopping {
+                let b = nextBatch(from: following)
+                ahead = (b, sample(b))
+            }
             for image in images {
                 do {
                     try write(image: image, job: job, spec: spec, modelHash: modelHash, directory: dir)
                 } catch {
+                    await abandon(ahead)
                     return finish(job: job, outcome: .failed, error: "cannot write image \(image.index): \(error)")
                 }
                 activity.withLock {
@@ -239,7 +269,7 @@ public final class JobRunner: Sendable {
                     $0.imagesThisRun += 1
                 }
             }
-            index += batch.count
+            index = following
         }
         await finishOutputs(job: job, spec: spec, directory: dir, started: started)
         return finish(job: job, outcome: .done, error: nil)

@@ -1,0 +1,449 @@
+// Stage "daemon" (BENCHMARKS.md sections 2 and 5): the real diffusiond binary on a private
+// config (spool, output and state under training/work/bench-daemon/, the checkout's models):
+//   run 1 (preload: [fashion-mnist], the installed service's default): process start -> READY=1
+//         (read from a NOTIFY_SOCKET we own, as systemd would), the model load the database
+//         records, a 256-image job (diffusionctl submit -> done) and its peak RSS, then small
+//         warm jobs;
+//   run 2 (preload: all three bundles): READY=1 and the RSS with every bundle cached, and after
+//         a small classifier-guided job.
+// The engine alone runs the 256-image job's work in this process (same sampling configuration,
+// seed and batches of 64) before run 1 and after run 2; the daemon's overhead is measured
+// against their mean, and its images are compared with the engine's bit for bit.
+import DiffusionDaemon
+import DiffusionEngine
+import Foundation
+import ImageCodecs
+import ModelBundles
+import Provenance
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct JobTiming: Codable {
+    var name: String
+    var jobId: Int64
+    var state: String
+    var images: Int
+    /// `diffusionctl submit` started -> the job's finished_at (end to end, what a user waits).
+    var submitToDoneSeconds: Double
+    /// submit -> the daemon's job row (spool inotify + validation).
+    var submitToIngestSeconds: Double
+    /// job row -> claimed (the runner's wake-up).
+    var ingestToStartSeconds: Double
+    /// claimed -> done (sampling, image files, database rows, contact sheet, job metrics).
+    var runSeconds: Double
+}
+
+struct ModelLoadTiming: Codable {
+    var name: String
+    var loadSeconds: Double
+    var bytes: Int
+}
+
+struct ColdStart: Codable {
+    var preload: [String]
+    /// Process start -> READY=1 on the notify socket.
+    var readySeconds: Double
+    /// The loads recorded in the database (read, SHA-256 check, network construction).
+    var modelLoads: [ModelLoadTiming]
+    /// readySeconds minus the loads: the daemon's own start (exec, config, database, recovery).
+    var startWithoutLoadsSeconds: Double
+}
+
+struct EndToEndResult: Codable {
+    var job: String
+    var settings: String
+    var images: Int
+    var seed: UInt64
+    var batchSize: Int
+    var samplingConfiguration: JSONValue?
+    var daemon: JobTiming
+    /// The engine alone on the same work, before run 1 and after run 2.
+    var engineSeconds: [Double]
+    var engineMeanSeconds: Double
+    /// (submit -> done) / engine - 1, in percent: the headline overhead.
+    var overheadPercent: Double
+    /// (claimed -> done) / engine - 1, in percent: without spool pick-up.
+    var runOverheadPercent: Double
+    /// Whether every daemon image equals the engine's pixels.
+    var identicalPixels: Bool?
+    /// Whether the daemon's recorded sampling configuration equals the engine's.
+    var identicalConfiguration: Bool?
+}
+
+struct WarmJobResult: Codable {
+    var job: String
+    var settings: String
+    var runs: [JobTiming]
+    var medianSubmitToDoneSeconds: Double
+    /// The engine alone on the same work (one padded batch of 64 rows).
+    var engineSeconds: Double
+}
+
+struct MemoryResult: Codable {
+    /// VmRSS after READY=1 in run 1 (fashion-mnist cached).
+    var rssAfterReadyMib: Double
+    /// VmHWM at the end of the 256-image job: the peak RSS of the process so far, i.e. during the job.
+    var peakRssDuringJobMib: Double
+    /// The largest VmRSS sampled every 0.1 s during the job.
+    var maxSampledRssDuringJobMib: Double
+    /// Run 2, all three bundles preloaded: VmRSS and VmHWM after READY=1 ...
+    var allBundlesRssAfterReadyMib: Double
+    var allBundlesPeakAfterReadyMib: Double
+    /// ... and after a 10-image classifier-guided job (UNet and classifier both evaluated).
+    var allBundlesRssAfterGuidedJobMib: Double?
+    var allBundlesPeakAfterGuidedJobMib: Double?
+    /// The cached models the daemon reported (heartbeat) in run 2.
+    var allBundlesCached: [String]
+}
+
+struct DaemonResult: Codable {
+    var config: String
+    var endToEnd: EndToEndResult
+    var coldStart: ColdStart
+    var coldStartAllBundles: ColdStart
+    var warm: WarmJobResult
+    var memory: MemoryResult
+    var notes: [String]
+}
+
+/// A Unix datagram socket that receives sd_notify messages.
+final class NotifySocket {
+    let path: String
+    private let fd: Int32
+
+    init(path: String) throws {
+        self.path = path
+        unlink(path)
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw BenchError("socket: errno \(errno)") }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw BenchError("socket path too long: \(path)") }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else { close(fd); throw BenchError("bind \(path): errno \(errno)") }
+    }
+
+    deinit {
+        close(fd)
+        unlink(path)
+    }
+
+    /// The next message, or nil after `timeout` seconds.
+    func receive(timeout: Double) -> String? {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, Int32(max(0, timeout * 1000))) > 0 else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = recv(fd, &buffer, buffer.count, 0)
+        return n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : nil
+    }
+}
+
+/// diffusiond started on a private config, with our notify socket.
+final class DaemonUnderTest {
+    let root: String
+    let configPath: String
+    let bin: String
+    let process = Process()
+    let notify: NotifySocket
+    let started: Double
+    var store: ProvenanceStore?
+
+    var pid: Int32 { process.processIdentifier }
+
+    init(bin: String, root: String, models: String, preload: [String]) throws {
+        self.bin = bin
+        self.root = root
+        let fm = FileManager.default
+        try? fm.removeItem(atPath: root)
+        try fm.createDirectory(atPath: root, withIntermediateDirectories: true)
+        configPath = root + "/config.yml"
+        let config = """
+            # diffusion-bench: a private daemon on the checkout's models
+            spool: spool
+            output: output
+            state: state
+            models: \(models)
+            default_model: fashion-mnist
+            preload: [\(preload.joined(separator: ", "))]
+            cache_memory_mb: 2048
+            batch_size: 64
+            threads: 2
+            log_level: info
+
+            """
+        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+        notify = try NotifySocket(path: "/tmp/diffusion-bench-\(getpid())-\((root as NSString).lastPathComponent).notify")
+        var env = ProcessInfo.processInfo.environment
+        env["NOTIFY_SOCKET"] = notify.path
+        env["OMP_WAIT_POLICY"] = "passive"
+        env["OPENBLAS_CORETYPE"] = nil
+        env["DIFFUSIOND_TEST_GENERATOR"] = nil
+        env["DIFFUSIOND_CONFIG"] = nil
+        process.executableURL = URL(fileURLWithPath: bin + "/diffusiond")
+        process.arguments = ["--config", configPath]
+        process.environment = env
+        _ = fm.createFile(atPath: root + "/daemon.log", contents: nil)
+        let logHandle = FileHandle(forWritingAtPath: root + "/daemon.log")
+        process.standardOutput = logHandle
+        process.standardError = logHandle
+        started = seconds()
+        try process.run()
+    }
+
+    var configText: String { (try? String(contentsOfFile: configPath, encoding: .utf8)) ?? "" }
+
+    /// Seconds from process start to READY=1.
+    func waitReady(timeout: Double = 300) throws -> Double {
+        while seconds() - started < timeout {
+            guard process.isRunning else { throw BenchError("diffusiond exited (status \(process.terminationStatus)) before READY=1; log: \(root)/daemon.log") }
+            if let message = notify.receive(timeout: 0.5), message.split(separator: "\n").contains("READY=1") {
+                let ready = seconds() - started
+                store = try ProvenanceStore.openClient(path: root + "/state/diffusiond.sqlite")
+                return ready
+            }
+        }
+        throw BenchError("no READY=1 from diffusiond within \(Int(timeout)) s; log: \(root)/daemon.log")
+    }
+
+    var memory: ProcessMemory? { ProcessMemory.read(pid: pid) }
+
+    func modelLoads() throws -> [ModelLoadTiming] {
+        try (store?.modelLoads() ?? []).reversed().map { ModelLoadTiming(name: $0.name, loadSeconds: $0.loadSeconds, bytes: $0.bytes) }
+    }
+
+    /// Submits `yaml` with diffusionctl and waits for the job to finish; `whileWaiting` runs every 0.1 s.
+    func run(job yaml: String, name: String, timeout: Double = 1800, whileWaiting: () -> Void = {}) throws -> JobTiming {
+        let file = root + "/\(name).yml"
+        try yaml.write(toFile: file, atomically: true, encoding: .utf8)
+        let submitted = wallClock()
+        let r = try runProgram(bin + "/diffusionctl", ["submit", "--config", configPath, file], stderrPath: root + "/diffusionctl.log")
+        guard r.status == 0 else { throw BenchError("diffusionctl submit \(file) failed (status \(r.status)); see \(root)/diffusionctl.log") }
+        let t0 = seconds()
+        while seconds() - t0 < timeout {
+            whileWaiting()
+            guard process.isRunning else { throw BenchError("diffusiond exited during job \(name); log: \(root)/daemon.log") }
+            if let job = try store?.jobs(limit: 50).first(where: { $0.name == name }), job.state.isFinal {
+                guard job.state == .done else { throw BenchError("job \(name) \(job.state.rawValue): \(job.error ?? "")") }
+                let finished = job.finishedAt ?? wallClock(), started = job.startedAt ?? job.createdAt
+                return JobTiming(name: name, jobId: job.id, state: job.state.rawValue, images: job.totalImages,
+                                 submitToDoneSeconds: finished - submitted, submitToIngestSeconds: job.createdAt - submitted,
+                                 ingestToStartSeconds: started - job.createdAt, runSeconds: finished - started)
+            }
+            usleep(100_000)
+        }
+        throw BenchError("job \(name) not done after \(Int(timeout)) s")
+    }
+
+    /// The cached models of the latest heartbeat.
+    func cachedModels() -> [String] { (try? store?.heartbeat())??.cachedModels ?? [] }
+
+    /// SIGTERM and wait.
+    func stop() {
+        guard process.isRunning else { return }
+        kill(pid, SIGTERM)
+        let t0 = seconds()
+        while process.isRunning && seconds() - t0 < 90 { usleep(50_000) }
+        if process.isRunning { kill(pid, SIGKILL); process.waitUntilExit() }
+    }
+}
+
+/// The engine alone: `images` images of a DDIM job, sampled in batches of `batch` as the daemon does.
+struct EngineRun {
+    let predictor: UNetNoisePredictor
+    let configuration: SamplingConfiguration
+    let shape: ImageShape
+
+    init(models: String, model: String, respacing: String, seed: UInt64) throws {
+        let bundle = try ModelBundle(directory: URL(fileURLWithPath: "\(models)/\(model)"))
+        predictor = UNetNoisePredictor(try bundle.makeUNet())
+        var c = SamplingConfiguration()
+        if let d = bundle.manifest.diffusion { c.diffusion = d }
+        c.sampler = .ddim
+        c.respacing = try TimestepRespacing(parsing: respacing)
+        c.eta = 0
+        c.clipDenoised = true
+        c.nullClass = bundle.manifest.nullClass
+        c.seed = seed
+        configuration = c
+        let a = predictor.network.architecture
+        shape = ImageShape(channels: a.inChannels, height: a.imageSize, width: a.imageSize)
+    }
+
+    /// Seconds, the pixels of every image (index order) and the resolved configuration.
+    func run(images: Int, batch: Int) throws -> (seconds: Double, pixels: [[UInt8]], resolved: SamplingConfiguration) {
+        var pixels: [[UInt8]] = []
+        var resolved = configuration
+        let t0 = seconds()
+        var first = 0
+        while first < images {
+            let indices = Array(first ..< min(first + batch, images))
+            let pipeline = try SamplingPipeline(configuration: configuration, predictor: predictor, imageShape: shape)
+            resolved = pipeline.configuration
+            let x = try pipeline.generate(imageIndices: indices, classes: indices.map { $0 % 10 })
+            let bytes = x.pixelBytes()
+            let per = shape.elementCount
+            for n in 0..<indices.count { pixels.append(Array(bytes[n * per ..< (n + 1) * per])) }
+            first += indices.count
+        }
+        return (seconds() - t0, pixels, resolved)
+    }
+}
+
+let e2eSeed: UInt64 = 6
+
+func e2eJobYAML(name: String, images: Int, steps: Int) -> String {
+    """
+    name: \(name)
+    model: fashion-mnist
+    mode: class-conditional
+    images: \(images)
+    sampler:
+      kind: ddim
+      steps: \(steps)
+      eta: 0.0
+    seed: \(e2eSeed)
+
+    """
+}
+
+func runDaemonStage(_ options: Options) throws -> DaemonResult {
+    let bin = options.bin
+    for tool in ["diffusiond", "diffusionctl"] where !FileManager.default.isExecutableFile(atPath: "\(bin)/\(tool)") {
+        throw BenchError("\(bin)/\(tool) is missing: build every product first (swift build -c release ...)")
+    }
+    let models = URL(fileURLWithPath: options.models).standardizedFileURL.path
+    let root = URL(fileURLWithPath: options.work).standardizedFileURL.path + "/bench-daemon"
+    let images = 256, steps = 50, batch = 64
+    let warmImages = 10, warmSteps = 25
+    var notes: [String] = []
+    let mib = { (kib: Int) in Double(kib) / 1024 }
+
+    let engine = try EngineRun(models: models, model: "fashion-mnist", respacing: "ddim\(steps)", seed: e2eSeed)
+    log("engine alone: \(images) images, DDIM \(steps) steps, batches of \(batch) ...")
+    let before = try engine.run(images: images, batch: batch)
+    log(String(format: "engine alone: %.2f s (%.1f img/s)", before.seconds, Double(images) / before.seconds))
+    let warmEngine = try EngineRun(models: models, model: "fashion-mnist", respacing: "ddim\(warmSteps)", seed: e2eSeed)
+    let warmEngineRun = try warmEngine.run(images: warmImages, batch: batch)
+
+    // Run 1: preload fashion-mnist; the 256-image job; warm jobs.
+    log("run 1: diffusiond with preload [fashion-mnist]")
+    let d1 = try DaemonUnderTest(bin: bin, root: root + "/run1", models: models, preload: ["fashion-mnist"])
+    defer { d1.stop() }
+    let ready1 = try d1.waitReady()
+    let loads1 = try d1.modelLoads()
+    let rssReady = d1.memory?.rssKiB ?? 0
+    log(String(format: "READY=1 after %.2f s (model loads: %@)", ready1,
+               loads1.map { String(format: "%@ %.2f s", $0.name, $0.loadSeconds) }.joined(separator: ", ")))
+    var maxRss = 0
+    let e2e = try d1.run(job: e2eJobYAML(name: "bench-e2e-\(images)", images: images, steps: steps), name: "bench-e2e-\(images)") {
+        if let m = d1.memory { maxRss = max(maxRss, m.rssKiB) }
+    }
+    let peakDuringJob = d1.memory?.peakKiB ?? 0
+    log(String(format: "daemon: %d images submit -> done %.2f s (ingest %.2f s, claim %.2f s, run %.2f s); peak RSS %.1f MiB",
+               images, e2e.submitToDoneSeconds, e2e.submitToIngestSeconds, e2e.ingestToStartSeconds, e2e.runSeconds, mib(peakDuringJob)))
+
+    // The daemon's images and record against the engine's.
+    var identicalPixels: Bool? = nil, identicalConfiguration: Bool? = nil
+    var recorded: JSONValue? = nil
+    if let rows = try d1.store?.images(jobID: e2e.jobId), rows.count == images {
+        identicalPixels = try rows.allSatisfy { row in
+            try ImageFile.read(path: row.path).image.pixels == before.pixels[row.index]
+        }
+        if let first = rows.first, case .object(let record)? = JSONValue.parse(first.record),
+           case .object(let fields)? = record["fields"], case .string(let text)? = fields["sampling_configuration"] {
+            recorded = JSONValue.parse(text)
+            let decoded = try? JSONDecoder().decode(SamplingConfiguration.self, from: Data(text.utf8))
+            identicalConfiguration = decoded == before.resolved
+        }
+    }
+    if identicalPixels != true { notes.append("the daemon's images differ from the engine's (or could not be read)") }
+    if identicalConfiguration != true { notes.append("the daemon's recorded sampling configuration differs from the engine's") }
+
+    var warmRuns: [JobTiming] = []
+    for i in 1...options.warmRepeats {
+        let name = "bench-warm-\(i)"
+        warmRuns.append(try d1.run(job: e2eJobYAML(name: name, images: warmImages, steps: warmSteps), name: name))
+        log(String(format: "warm job %d: submit -> done %.2f s (run %.2f s)", i, warmRuns.last!.submitToDoneSeconds, warmRuns.last!.runSeconds))
+    }
+    d1.stop()
+
+    // Run 2: every bundle preloaded.
+    let all = ["fashion-mnist", "fashion-mnist-classifier", "fashion-mnist-features"]
+    log("run 2: diffusiond with preload \(all)")
+    let d2 = try DaemonUnderTest(bin: bin, root: root + "/run2", models: models, preload: all)
+    defer { d2.stop() }
+    let ready2 = try d2.waitReady()
+    let loads2 = try d2.modelLoads()
+    let memReady2 = d2.memory
+    usleep(1_500_000)  // one heartbeat, which records the cached models
+    let cached = d2.cachedModels()
+    log(String(format: "READY=1 after %.2f s; RSS %.1f MiB with %@ cached", ready2, mib(memReady2?.rssKiB ?? 0), cached.joined(separator: ", ")))
+    if Set(cached) != Set(all) { notes.append("run 2 cached \(cached) rather than all of \(all): see \(root)/run2/daemon.log") }
+    let guidedYAML = """
+        name: bench-guided
+        model: fashion-mnist
+        mode: classifier-guided
+        images: \(warmImages)
+        sampler:
+          kind: ddpm
+          steps: \(warmSteps)
+          guidance_scale: 1.0
+          classifier: fashion-mnist-classifier
+        seed: \(e2eSeed)
+
+        """
+    var memGuided: ProcessMemory? = nil
+    do {
+        _ = try d2.run(job: guidedYAML, name: "bench-guided")
+        memGuided = d2.memory
+    } catch {
+        notes.append("run 2 guided job: \(error)")
+    }
+    d2.stop()
+
+    let after = try engine.run(images: images, batch: batch)
+    log(String(format: "engine alone again: %.2f s", after.seconds))
+    let engineMean = (before.seconds + after.seconds) / 2
+    let result = DaemonResult(
+        config: d1.configText,
+        endToEnd: EndToEndResult(
+            job: e2eJobYAML(name: "bench-e2e-\(images)", images: images, steps: steps),
+            settings: "mode class-conditional; kind ddim, steps \(steps) (respacing ddim\(steps)), eta 0; classes i mod 10; png",
+            images: images, seed: e2eSeed, batchSize: batch, samplingConfiguration: recorded, daemon: e2e,
+            engineSeconds: [before.seconds, after.seconds], engineMeanSeconds: engineMean,
+            overheadPercent: 100 * (e2e.submitToDoneSeconds / engineMean - 1),
+            runOverheadPercent: 100 * (e2e.runSeconds / engineMean - 1),
+            identicalPixels: identicalPixels, identicalConfiguration: identicalConfiguration),
+        coldStart: ColdStart(preload: ["fashion-mnist"], readySeconds: ready1, modelLoads: loads1,
+                             startWithoutLoadsSeconds: ready1 - loads1.reduce(0) { $0 + $1.loadSeconds }),
+        coldStartAllBundles: ColdStart(preload: all, readySeconds: ready2, modelLoads: loads2,
+                                       startWithoutLoadsSeconds: ready2 - loads2.reduce(0) { $0 + $1.loadSeconds }),
+        warm: WarmJobResult(
+            job: e2eJobYAML(name: "bench-warm-N", images: warmImages, steps: warmSteps),
+            settings: "mode class-conditional; \(warmImages) images (one per class); kind ddim, steps \(warmSteps), eta 0",
+            runs: warmRuns, medianSubmitToDoneSeconds: warmRuns.map(\.submitToDoneSeconds).sorted()[warmRuns.count / 2],
+            engineSeconds: warmEngineRun.seconds),
+        memory: MemoryResult(
+            rssAfterReadyMib: mib(rssReady), peakRssDuringJobMib: mib(peakDuringJob), maxSampledRssDuringJobMib: mib(maxRss),
+            allBundlesRssAfterReadyMib: mib(memReady2?.rssKiB ?? 0), allBundlesPeakAfterReadyMib: mib(memReady2?.peakKiB ?? 0),
+            allBundlesRssAfterGuidedJobMib: memGuided.map { mib($0.rssKiB) }, allBundlesPeakAfterGuidedJobMib: memGuided.map { mib($0.peakKiB) },
+            allBundlesCached: cached),
+        notes: notes)
+    log(String(format: "daemon overhead: %.1f %% end to end (submit -> done), %.1f %% claimed -> done, against the engine's %.2f s",
+               result.endToEnd.overheadPercent, result.endToEnd.runOverheadPercent, engineMean))
+    return result
+}
+
+/// Two engine runs of the 256-image job, the daemon's run of it, warm jobs and two starts.
+func expectedDaemonSeconds(_ options: Options, calibration: SamplingCalibration) -> Double {
+    let rate = calibration.unetRowsPerSecond
+    let e2e = 256.0 * 50 / rate
+    let warm = 64.0 * 25 / rate
+    let guided = 64.0 * 25 / rate + 64.0 * 25 / calibration.classifierRowsPerSecond
+    return 3 * e2e * 1.03 + Double(options.warmRepeats + 1) * (warm + 0.6) + guided + 2 * 4 + 5
+}
