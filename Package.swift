@@ -101,7 +101,7 @@ let package = Package(
         // quality sweep's samples and their metrics (make bench).
         .executableTarget(
             name: "diffusion-bench",
-            dependencies: ["DiffusionEngine", "ModelBundles", "DiffusionDaemon", "Provenance", "ImageCodecs"],
+            dependencies: ["DiffusionEngine", "ModelBundles", "DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
 

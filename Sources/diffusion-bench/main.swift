@@ -186,7 +186,7 @@ do {
                                formatSeconds(assumed.seconds(row, n: plan.n))))
                 }
             }
-        case .quality: log("  quality: ~\(formatSeconds(expectedQualitySeconds(plan: plan))) (an estimate until the Metrics module is measured)")
+        case .quality: log("  quality: ~\(formatSeconds(expectedQualitySeconds(plan: plan)))")
         }
     }
     if options.plan { exit(0) }
