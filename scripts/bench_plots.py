@@ -82,13 +82,13 @@ def daemon(results, out, written):
     d = e["daemon"]
     labels = ["engine alone", "daemon: claimed -> done", "daemon: submit -> done"]
     values = [e["engine_mean_seconds"], d["run_seconds"], d["submit_to_done_seconds"]]
-    fig, ax = plt.subplots(figsize=(7, 2.6))
+    fig, ax = plt.subplots(figsize=(8, 2.6))
     bars = ax.barh(labels[::-1], values[::-1], color=["#4c72b0", "#dd8452", "#c44e52"][::-1])
     for bar, v in zip(bars, values[::-1]):
         ax.annotate(f" {v:.2f} s", (v, bar.get_y() + bar.get_height() / 2), va="center", fontsize=8)
     ax.set_xlabel("seconds")
     ax.set_xlim(0, max(values) * 1.15)
-    ax.set_title(f"{e['images']}-image job, DDIM 50 steps: daemon overhead {e['overhead_percent']:.1f} % end to end")
+    ax.set_title(f"{e['images']} images, DDIM 50 steps: daemon overhead {e['overhead_percent']:.1f} % (submit -> done)", fontsize=10)
     save(fig, out, "daemon.png", written)
 
 

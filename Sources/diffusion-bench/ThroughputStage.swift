@@ -205,6 +205,6 @@ func expectedThroughputSeconds(_ options: Options) -> Double {
     let timings = Double(options.batches.count) * engines + classifierTimings
     let images = Double(options.batches.reduce(0, +))
     let warmUps = images / 363 * (options.torch ? 4 : 1.5)
-    let fixed = (options.peak ? 4.0 : 0) + (options.torch ? 15.0 : 0)
+    let fixed = (options.peak ? 4.0 : 0) + (options.torch ? 25.0 : 0)
     return timings * (options.seconds + 0.3) + warmUps + fixed
 }
