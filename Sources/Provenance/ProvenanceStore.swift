@@ -115,6 +115,11 @@ public final class ProvenanceStore: Sendable {
 
     static var now: Double { Date().timeIntervalSince1970 }
 
+    /// True when `error` is SQLite's "database or disk is full".
+    public static func isOutOfSpace(_ error: any Error) -> Bool {
+        (error as? DatabaseError)?.resultCode == .SQLITE_FULL
+    }
+
     // MARK: - Jobs
 
     /// Inserts a job with its first transition; returns the row.

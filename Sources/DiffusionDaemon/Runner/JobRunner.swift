@@ -31,8 +31,12 @@ public final class JobRunner: Sendable {
     let stopRequested = Locked(false)
     let environmentID = Locked<Int64?>(nil)
     let host: String
+    /// How long a job waits before retrying a write that failed for lack of space.
+    public let spaceRetryInterval: Duration
 
-    public init(store: ProvenanceStore, generator: any ImageGenerator, config: DaemonConfig, spool: Spool, logger: Logger) {
+    public init(store: ProvenanceStore, generator: any ImageGenerator, config: DaemonConfig, spool: Spool, logger: Logger,
+                spaceRetryInterval: Duration = .seconds(5)) {
+        self.spaceRetryInterval = spaceRetryInterval
         self.store = store
         self.generator = generator
         self.config = Locked(config)
@@ -227,10 +231,25 @@ public final class JobRunner: Sendable {
                 return finish(job: job, outcome: .failed, error: "generator returned indices \(images.map(\.index)) for \(batch)")
             }
             for image in images {
-                do {
-                    try write(image: image, job: job, spec: spec, modelHash: modelHash, directory: dir)
-                } catch {
-                    return finish(job: job, outcome: .failed, error: "cannot write image \(image.index): \(error)")
+                var waitingSince: Date?
+                while true {
+                    do {
+                        try write(image: image, job: job, spec: spec, modelHash: modelHash, directory: dir)
+                        break
+                    } catch let error where Self.isOutOfSpace(error) {
+                        // A full disk is usually temporary: keep the image, wait, retry.
+                        if let outcome = await waitForSpace(job: job, spec: spec, imageIndex: image.index, error: error,
+                                                            since: &waitingSince, canceled: canceled) {
+                            return outcome
+                        }
+                    } catch {
+                        return finish(job: job, outcome: .failed, error: "cannot write image \(image.index): \(error)")
+                    }
+                }
+                if let waitingSince {
+                    logger.notice("disk space available again; job resumed", metadata: [
+                        "job": "\(job.id)", "waited_seconds": "\(Int(Date().timeIntervalSince(waitingSince)))"])
+                    activity.withLock { $0.status = "running job \(job.id) (\(spec.name))" }
                 }
                 activity.withLock {
                     $0.imagesDone += 1
@@ -241,6 +260,41 @@ public final class JobRunner: Sendable {
         }
         finishOutputs(job: job, spec: spec, directory: dir, started: started)
         return finish(job: job, outcome: .done, error: nil)
+    }
+
+    /// True for a write that failed because a file system is full (ENOSPC, EDQUOT, SQLITE_FULL).
+    static func isOutOfSpace(_ error: any Error) -> Bool {
+        if case let ImageCodecError.io(_, _, code)? = error as? ImageCodecError { return code == ENOSPC || code == EDQUOT }
+        return ProvenanceStore.isOutOfSpace(error)
+    }
+
+    /// After a write failed for lack of space: nothing partial is visible (the
+    /// image went to a hidden temporary that is removed; its row is written
+    /// only after the file). Says why in the log and in the status, waits
+    /// `spaceRetryInterval`, then lets the caller retry the same image. Returns
+    /// an outcome instead when the job is canceled or the daemon stops meanwhile.
+    func waitForSpace(job: JobRow, spec: JobSpec, imageIndex: Int, error: any Error, since: inout Date?,
+                      canceled: Locked<Bool>) async -> JobOutcome? {
+        let path = outputDirectory(job: job, spec: spec) + "/" + Self.imageFileName(spec: spec, index: imageIndex)
+        let retry = Int(spaceRetryInterval.components.seconds)
+        let reason = "no space left on device writing \(path) (\(error)); waiting for space, retrying every \(retry) s"
+        if since == nil {
+            since = Date()
+            logger.error("disk full: the job waits for space", metadata: ["job": "\(job.id)", "image": "\(imageIndex)",
+                                                                         "reason": "\(reason)"])
+        } else if Int(Date().timeIntervalSince(since!)) % 60 < retry {
+            logger.warning("still waiting for disk space", metadata: ["job": "\(job.id)", "reason": "\(reason)"])
+        }
+        activity.withLock { $0.status = "job \(job.id) (\(spec.name)) waiting: \(reason)" }
+        let deadline = ContinuousClock.now + spaceRetryInterval
+        while ContinuousClock.now < deadline {
+            if canceled.current || (try? store.isCancelRequested(jobID: job.id)) == true {
+                return finish(job: job, outcome: .canceled, error: nil)
+            }
+            if isStopping { return interrupt(job: job) }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        return nil
     }
 
     func write(image: GeneratedImage, job: JobRow, spec: JobSpec, modelHash: String, directory: String) throws {
