@@ -109,29 +109,36 @@ public final class JobRunner: Sendable {
     }
 
     /// Makes the output folder agree with the image rows after a crash:
-    /// temporaries are removed; rows whose file is missing (or has another
-    /// size) are deleted; image files without a row (renamed into place just
-    /// before a crash, row never written) are deleted. The images concerned are
-    /// then generated again, identically.
+    /// temporaries are removed (also in view/); rows whose file is missing (or
+    /// has another size), or whose viewing copy is missing, are deleted; image
+    /// files and viewing copies without a row (renamed into place just before a
+    /// crash, row never written) are deleted. The images concerned are then
+    /// generated again, identically.
     public func reconcileOutputs(jobID: Int64, spec: JobSpec, directory: String) throws -> (removedFiles: [String], removedRows: [Int]) {
+        let viewDir = directory + "/view"
         AtomicFile.removeTemporaries(in: directory)
+        AtomicFile.removeTemporaries(in: viewDir)
         let rows = try store.images(jobID: jobID)
         var staleRows: [Int] = []
         var byName: [String: ImageRow] = [:]
         for row in rows {
             var st = stat()
-            if stat(row.path, &st) != 0 || Int(st.st_size) != row.byteSize {
+            let name = (row.path as NSString).lastPathComponent
+            if stat(row.path, &st) != 0 || Int(st.st_size) != row.byteSize
+                || (spec.output.upscale > 1 && stat(viewDir + "/" + name, &st) != 0) {
                 staleRows.append(row.index)
             } else {
-                byName[(row.path as NSString).lastPathComponent] = row
+                byName[name] = row
             }
         }
         try store.deleteImages(jobID: jobID, indices: staleRows)
         var removed: [String] = []
         let ext = ImageFormat(rawValue: spec.output.format)?.fileExtension ?? "png"
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        for name in names where name.hasPrefix(spec.name + "-") && name.hasSuffix("." + ext) && byName[name] == nil {
-            if unlink(directory + "/" + name) == 0 { removed.append(name) }
+        for dir in [directory, viewDir] {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+            for name in names where name.hasPrefix(spec.name + "-") && name.hasSuffix("." + ext) && byName[name] == nil {
+                if unlink(dir + "/" + name) == 0 { removed.append(dir == directory ? name : "view/" + name) }
+            }
         }
         if !removed.isEmpty || !staleRows.isEmpty {
             try? AtomicFile.syncDirectory(directory)
@@ -265,6 +272,8 @@ public final class JobRunner: Sendable {
     /// True for a write that failed because a file system is full (ENOSPC, EDQUOT, SQLITE_FULL).
     static func isOutOfSpace(_ error: any Error) -> Bool {
         if case let ImageCodecError.io(_, _, code)? = error as? ImageCodecError { return code == ENOSPC || code == EDQUOT }
+        if let e = error as? POSIXError { return e.code == .ENOSPC || e.code == .EDQUOT }
+        if let e = error as? CocoaError, e.code == .fileWriteOutOfSpace { return true }
         return ProvenanceStore.isOutOfSpace(error)
     }
 
@@ -319,20 +328,21 @@ public final class JobRunner: Sendable {
                                          record: EmbeddedRecord(json: json, parameters: record.parametersText))
         let path = directory + "/" + Self.imageFileName(spec: spec, index: image.index)
         try AtomicFile.write(bytes, to: path)
-        // The row is written only once the file is in place (and its directory synced).
+        // The viewing copy is part of the image: written before the row, so that a
+        // crash or a full disk never leaves a recorded image without it.
+        if spec.output.upscale > 1 {
+            let view = Upscale.nearest(image.raster, factor: spec.output.upscale)
+            let viewDir = directory + "/view"
+            try FileManager.default.createDirectory(atPath: viewDir, withIntermediateDirectories: true)
+            let viewBytes = try ImageFile.encode(view, format: format, quality: spec.output.quality ?? 95,
+                                                 record: EmbeddedRecord(json: json, parameters: record.parametersText))
+            try AtomicFile.write(viewBytes, to: viewDir + "/" + Self.imageFileName(spec: spec, index: image.index))
+        }
+        // The row is written only once the files are in place (and their directories synced).
         try store.recordImage(ImageRow(jobID: job.id, index: image.index, seed: image.seed, classIndex: cls?.index,
                                        className: cls?.name, path: path, format: format.rawValue, width: image.width,
                                        height: image.height, byteSize: bytes.count, sha256: SHA256Hex.of(bytes),
                                        record: json))
-        if spec.output.upscale > 1 {
-            let view = Upscale.nearest(image.raster, factor: spec.output.upscale)
-            let viewDir = directory + "/view"
-            try? FileManager.default.createDirectory(atPath: viewDir, withIntermediateDirectories: true)
-            if let viewBytes = try? ImageFile.encode(view, format: format, quality: spec.output.quality ?? 95,
-                                                     record: EmbeddedRecord(json: json, parameters: record.parametersText)) {
-                try? AtomicFile.write(viewBytes, to: viewDir + "/" + Self.imageFileName(spec: spec, index: image.index))
-            }
-        }
     }
 
     /// Contact sheet and simple metrics once every image is recorded.

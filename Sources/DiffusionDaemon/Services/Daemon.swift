@@ -1,4 +1,5 @@
 import Foundation
+import ImageCodecs
 import Logging
 import Provenance
 import ServiceLifecycle
@@ -59,6 +60,8 @@ public final class Daemon: Sendable {
             if let job = try store.job(id: id) { _ = try? spool.fail(spoolName: job.spoolName, error: job.error ?? "poison job") }
         }
         ingestor.reconcileActive()
+        // .error files are written to a temporary first; a crash can leave one behind.
+        AtomicFile.removeTemporaries(in: spool.failed)
         try runner.recordEnvironment()
     }
 
