@@ -183,6 +183,20 @@ import Glibc
         #expect(try store.modelLoads().map(\.name) == ["fashion-mnist"])
     }
 
+    /// A long queue must not slow `diffusionctl status` down: it lists the first 20 and counts the rest.
+    @Test func statusListsTheHeadOfALongQueue() throws {
+        let store = try ProvenanceStore.inMemory()
+        for i in 0 ..< 500 {
+            try store.insertJob(NewJob(name: "q\(i)", spoolName: "s\(i)", sourceName: "q\(i).yml", content: [], spec: "{}",
+                                       state: .pending, priority: i == 300 ? 5 : 0, totalImages: 1))
+        }
+        let report = try StatusReport.build(store: store)
+        #expect(report.queueLength == 500 && report.queue.count == 20)
+        #expect(report.queue.first?.name == "q300" && report.queue[1].name == "q0")
+        #expect(report.render().contains("queue: 500 job(s) (the first 20 below)"))
+        #expect(try store.claimNext(maxAttempts: 3, environmentID: nil).map { if case let .claimed(j) = $0 { j.name } else { "" } } == "q300")
+    }
+
     @discardableResult
     static func run(_ tool: String, _ args: [String]) -> Int32 {
         let p = Process()
