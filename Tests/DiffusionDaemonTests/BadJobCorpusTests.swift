@@ -64,6 +64,27 @@ struct BadJobCase: CustomStringConvertible {
         #expect(Date().timeIntervalSince(start) < 2, "\(c.file) took \(Date().timeIntervalSince(start)) s")
     }
 
+    /// The fuzzer's seed corpus (Tests/Fuzz/corpus): every file validates the same way twice,
+    /// and the examples among the seeds are accepted.
+    @Test func theFuzzSeedsReplay() throws {
+        let folder = packageRoot + "/Tests/Fuzz/corpus"
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder).sorted()
+        #expect(names.count >= 40)
+        for name in names {
+            let bytes = try FileBytes.read(path: folder + "/" + name)
+            let a = Result { () throws(ValidationFailure) in try validator.validate(bytes, fileName: name, drawSeed: { 1 }) }
+            let b = Result { () throws(ValidationFailure) in try validator.validate(bytes, fileName: name, drawSeed: { 1 }) }
+            switch (a, b) {
+            case let (.success(x), .success(y)): #expect(x == y, "\(name)")
+            case let (.failure(x), .failure(y)): #expect(x.description == y.description && !x.errors.isEmpty, "\(name)")
+            default: Issue.record("\(name): two validations disagree")
+            }
+            if name.hasPrefix("example-") || name.hasPrefix("valid-") {
+                if case let .failure(e) = a { Issue.record("\(name) rejected: \(e)") }
+            }
+        }
+    }
+
     /// The whole corpus, plus the special files only a test can make, dropped
     /// into the spool of a running daemon at once: each lands in failed/ beside
     /// an .error that names the problem, the daemon stays up, valid jobs

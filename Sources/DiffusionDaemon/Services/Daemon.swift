@@ -68,6 +68,7 @@ public final class Daemon: Sendable {
     /// Loads the models named in `preload`, recording each load.
     public func preload() async {
         for name in config.current.preload {
+            logger.info("loading model", metadata: ["model": "\(name)"])
             do {
                 if let loaded = try await runner.generator.preload(model: name) {
                     try store.recordModelLoad(ModelLoadRow(name: loaded.name, contentHash: loaded.contentHash,
