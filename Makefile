@@ -6,6 +6,8 @@
 #   make uninstall   removes what install put in place, except the config, the spool and the state
 #   make bench   benchmarks -> BENCHMARKS.md, docs/bench/ (under 60 minutes; make bench-quick: under 10)
 #   make models  retrain every bundle in models/ and rewrite the fixtures (hours on a CPU)
+#   make reliability  crash campaign, load test and a 10-minute fuzzing run (about 40 minutes);
+#                    their figures go to docs/reliability/ (README, "Reliability")
 
 SWIFT   ?= swift
 PYTHON  ?= /usr/bin/python3
@@ -184,3 +186,33 @@ bench: build python-deps bench-deps $(BENCH_VENV)/bin/python
 
 bench-quick:
 	$(MAKE) bench QUICK=1
+
+# --- reliability (README "Reliability"): the long runs; their latest figures are committed ---
+# make test covers the fast parts: the bad-input corpus, kill-and-restart, two daemons,
+# a full disk, a corrupt model, and the unit (test-systemd).
+RELIABILITY_DIR ?= docs/reliability
+FUZZ_SECONDS    ?= 600
+LOAD_JOBS       ?= 2000
+BIN_PATH = $$($(SWIFT) build $(SWIFTFLAGS) --show-bin-path)
+
+.PHONY: reliability crash-campaign load-test fuzz
+reliability: build
+	$(MAKE) crash-campaign
+	$(MAKE) load-test
+	$(MAKE) fuzz
+
+# 20 real-engine jobs, at least 30 SIGKILLs aimed at every phase, then every check (scripts/crash-campaign.py).
+crash-campaign: build
+	$(PYTHON) scripts/crash-campaign.py --bin "$(BIN_PATH)" --report $(RELIABILITY_DIR)/crash-campaign.txt
+
+# LOAD_JOBS jobs dropped at once: real-engine jobs of one image and one step, then the
+# queue machinery alone (test generator); memory and `diffusionctl status` latency throughout.
+load-test: build
+	$(PYTHON) scripts/load-test.py --bin "$(BIN_PATH)" --jobs $(LOAD_JOBS) --generator engine \
+	  --report $(RELIABILITY_DIR)/load-engine.txt
+	$(PYTHON) scripts/load-test.py --bin "$(BIN_PATH)" --jobs $(LOAD_JOBS) --generator test \
+	  --report $(RELIABILITY_DIR)/load-queue.txt
+
+# libFuzzer + AddressSanitizer on the job parser and validator for FUZZ_SECONDS (scripts/fuzz.sh).
+fuzz: deps
+	SWIFT="$(SWIFT)" scripts/fuzz.sh $(FUZZ_SECONDS) $(RELIABILITY_DIR)/fuzz.txt

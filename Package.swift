@@ -105,6 +105,10 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
 
+        // The job-file parser and validator under libFuzzer (make fuzz builds it with
+        // --sanitize fuzzer -DFUZZING); a plain build is a replayer of job files.
+        .executableTarget(name: "diffusiond-fuzz", dependencies: ["DiffusionDaemon"]),
+
         .testTarget(name: "DiffusionEngineTests", dependencies: ["DiffusionEngine", "ModelBundles"]),
         .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs"]),
         .testTarget(name: "ProvenanceTests", dependencies: ["Provenance"]),

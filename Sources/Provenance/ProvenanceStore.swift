@@ -115,6 +115,11 @@ public final class ProvenanceStore: Sendable {
 
     static var now: Double { Date().timeIntervalSince1970 }
 
+    /// True when `error` is SQLite's "database or disk is full".
+    public static func isOutOfSpace(_ error: any Error) -> Bool {
+        (error as? DatabaseError)?.resultCode == .SQLITE_FULL
+    }
+
     // MARK: - Jobs
 
     /// Inserts a job with its first transition; returns the row.
@@ -176,17 +181,24 @@ public final class ProvenanceStore: Sendable {
         }
     }
 
-    /// The pending jobs in the order they will run: priority (higher first), then arrival.
-    public func queue() throws -> [JobRow] {
+    /// The pending jobs in the order they will run: priority (higher first), then arrival;
+    /// the first `limit` of them when given.
+    public func queue(limit: Int? = nil) throws -> [JobRow] {
         try writer.read { db in
-            try Row.fetchAll(db, sql: "SELECT \(JobRow.columns) FROM jobs WHERE state = 'pending' ORDER BY priority DESC, id ASC")
+            try Row.fetchAll(db, sql: "SELECT \(JobRow.columns) FROM jobs WHERE state = 'pending' ORDER BY priority DESC, id ASC LIMIT ?",
+                             arguments: [limit ?? -1])
                 .map(JobRow.init(row:))
         }
     }
 
+    /// How many jobs are pending.
+    public func queueLength() throws -> Int {
+        try writer.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE state = 'pending'") ?? 0 }
+    }
+
     /// Starts the next job in queue order (see `claim`), skipping none.
     public func claimNext(maxAttempts: Int, environmentID: Int64?) throws -> ClaimOutcome? {
-        guard let next = try queue().first else { return nil }
+        guard let next = try queue(limit: 1).first else { return nil }
         return try claim(jobID: next.id, maxAttempts: maxAttempts, environmentID: environmentID)
     }
 

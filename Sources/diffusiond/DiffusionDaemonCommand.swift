@@ -41,7 +41,13 @@ struct DiffusionDaemonCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "diffusiond")
         let generator = try makeGenerator(cfg, logger: logger)
-        let daemon = try Daemon(configPath: config, config: cfg, generator: generator, logger: logger)
+        let daemon: Daemon
+        do {
+            daemon = try Daemon(configPath: config, config: cfg, generator: generator, logger: logger)
+        } catch let error as DaemonLockError {
+            logger.critical("\(error.description)")
+            throw ExitCode(75) // EX_TEMPFAIL: the other daemon may stop
+        }
         try await daemon.run()
     }
 

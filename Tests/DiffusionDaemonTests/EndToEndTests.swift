@@ -15,7 +15,9 @@ final class DaemonHarness {
     var process: Process?
     let binary: String
 
-    init(delayMs: Int, engine: Bool = false, batchSize: Int = 2) throws {
+    /// `fashionStubs`: models/ holds model.json stubs of the shipped fashion-mnist bundles (the
+    /// catalog the validator tests use) instead of the small "fm" one; `extraConfig` is appended to config.yml.
+    init(delayMs: Int, engine: Bool = false, batchSize: Int = 2, fashionStubs: Bool = false, extraConfig: String = "") throws {
         root = makeTempDir("e2e")
         let exeDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
         let candidates = [exeDir + "/diffusiond", packageRoot + "/.build/debug/diffusiond", packageRoot + "/.build/release/diffusiond"]
@@ -25,12 +27,28 @@ final class DaemonHarness {
         {"format": "diffusiond-bundle/1", "name": "fm", "kind": "unet", "classes": ["T-shirt/top", "Trouser", "Pullover"],
          "null_class": 3, "data": {"height": 28, "width": 28, "channels": 1}, "diffusion": {"steps": 1000, "variance": "learned_range"}}
         """#.write(toFile: root + "/models/fm/model.json", atomically: true, encoding: .utf8)
+        if fashionStubs {
+            for (name, kind) in [("fashion-mnist", "unet"), ("fashion-mnist-classifier", "classifier")] {
+                try FileManager.default.createDirectory(atPath: root + "/models/" + name, withIntermediateDirectories: true)
+                let classes = fashionClasses.map { "\"\($0)\"" }.joined(separator: ", ")
+                try """
+                {"format": "diffusiond-bundle/1", "name": "\(name)", "kind": "\(kind)", "classes": [\(classes)],
+                 \(kind == "unet" ? "\"null_class\": 10, \"diffusion\": {\"steps\": 1000, \"variance\": \"learned_range\"}," : "")
+                 "data": {"height": 28, "width": 28, "channels": 1}}
+                """.write(toFile: root + "/models/\(name)/model.json", atomically: true, encoding: .utf8)
+            }
+        }
         self.delayMs = delayMs
         self.engine = engine
+        self.defaultModel = engine || fashionStubs ? "fashion-mnist" : "fm"
+        self.extraConfig = extraConfig
         try writeConfig(batchSize: batchSize)
     }
 
     let engine: Bool
+    let defaultModel: String
+    let extraConfig: String
+    var pid: Int32? { process?.processIdentifier }
 
     /// (Re)writes config.yml; the daemon reads it at start.
     func writeConfig(batchSize: Int) throws {
@@ -39,36 +57,43 @@ final class DaemonHarness {
         output: out
         state: state
         models: \(engine ? packageRoot + "/models" : "models")
-        default_model: \(engine ? "fashion-mnist" : "fm")
+        default_model: \(defaultModel)
         batch_size: \(batchSize)
         threads: 1
         rescan_seconds: 1
         generator: \(engine ? "engine" : "test")
+        \(extraConfig)
         """.write(toFile: root + "/config.yml", atomically: true, encoding: .utf8)
     }
 
     let delayMs: Int
 
     func start() throws {
+        process = try launch(config: root + "/config.yml")
+        try waitFor("the database", timeout: 30) { FileManager.default.fileExists(atPath: self.root + "/state/diffusiond.sqlite") }
+        try waitFor("the spool", timeout: 10) { FileManager.default.fileExists(atPath: self.root + "/spool/incoming") }
+        // The file exists before its migrations are applied.
+        try waitFor("the database schema", timeout: 30) { (try? self.store()) != nil }
+    }
+
+    /// Starts a diffusiond on `config` (its stderr appended to daemon.log) without waiting for it.
+    func launch(config: String) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = ["--config", root + "/config.yml"]
+        p.arguments = ["--config", config]
         var env = ProcessInfo.processInfo.environment
         env["DIFFUSIOND_TEST_DELAY_MS"] = String(delayMs)
         env.removeValue(forKey: "DIFFUSIOND_TEST_GENERATOR")
         env.removeValue(forKey: "NOTIFY_SOCKET")
         p.environment = env
-        let log = FileHandle(forWritingAtPath: root + "/daemon.log") ?? {
-            _ = FileManager.default.createFile(atPath: root + "/daemon.log", contents: nil)
-            return FileHandle(forWritingAtPath: root + "/daemon.log")!
-        }()
-        log.seekToEndOfFile()
+        // O_APPEND: several daemons (and restarts) share one log without overwriting each other.
+        let fd = open(root + "/daemon.log", O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw HarnessError("cannot open daemon.log") }
+        let log = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         p.standardError = log
         p.standardOutput = log
         try p.run()
-        process = p
-        try waitFor("the database", timeout: 30) { FileManager.default.fileExists(atPath: self.root + "/state/diffusiond.sqlite") }
-        try waitFor("the spool", timeout: 10) { FileManager.default.fileExists(atPath: self.root + "/spool/incoming") }
+        return p
     }
 
     func signal(_ sig: Int32) -> Int32 {
@@ -80,10 +105,17 @@ final class DaemonHarness {
     }
 
     func drop(_ name: String, _ text: String) throws {
-        // The way a careful writer does it: a dotfile, then a rename.
-        try text.write(toFile: root + "/spool/incoming/.\(name).part", atomically: false, encoding: .utf8)
-        rename(root + "/spool/incoming/.\(name).part", root + "/spool/incoming/\(name)")
+        try drop(name, bytes: Array(text.utf8))
     }
+
+    /// The way a careful writer does it: a dotfile, then a rename.
+    func drop(_ name: String, bytes: [UInt8]) throws {
+        let temp = root + "/spool/incoming/.\(name).part"
+        guard FileManager.default.createFile(atPath: temp, contents: Data(bytes)) else { throw HarnessError("cannot write \(temp)") }
+        guard rename(temp, root + "/spool/incoming/\(name)") == 0 else { throw HarnessError("cannot rename \(temp)") }
+    }
+
+    func log() -> String { (try? String(contentsOfFile: root + "/daemon.log", encoding: .utf8)) ?? "" }
 
     func waitFor(_ what: String, timeout: Double, _ condition: () throws -> Bool) throws {
         let deadline = Date().addingTimeInterval(timeout)

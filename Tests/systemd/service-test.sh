@@ -4,7 +4,8 @@
 # it runs `make install`, starts diffusiond.service, submits jobs into
 # /var/spool/diffusiond/incoming (as root, and as a member of the diffusiond
 # group with diffusionctl), waits until they are done, checks
-# `diffusionctl status` (text and --json), the service user, the watchdog,
+# `diffusionctl status` (text and --json), the service user, the directory
+# modes, that a second diffusiond refuses to start, the watchdog,
 # `systemctl reload` and a clean `systemctl stop`; and it checks the unit
 # with `systemd-analyze verify` and `systemd-analyze security --offline=true`
 # (an exposure above MAX_EXPOSURE fails).
@@ -114,6 +115,21 @@ pid=$(systemctl show -p MainPID --value diffusiond)
 [ "$(ps -o user= -p "$pid" | tr -d ' ')" = diffusiond ] || fail "runs as $(ps -o user= -p "$pid")"
 [ "$(ps -o group= -p "$pid" | tr -d ' ')" = diffusiond ] || fail "runs as group $(ps -o group= -p "$pid")"
 [ "$(systemctl show -p StatusText --value diffusiond)" != "" ] || fail "no STATUS= from the daemon"
+
+step "directories and the one-daemon lock"
+[ "$(stat -c '%U:%G %a' /var/lib/diffusiond)" = "diffusiond:diffusiond 750" ] || fail "/var/lib/diffusiond is $(stat -c '%U:%G %a' /var/lib/diffusiond)"
+[ "$(stat -c '%U %a' /var/lib/diffusiond/state)" = "diffusiond 700" ] || fail "state/ is $(stat -c '%U %a' /var/lib/diffusiond/state)"
+[ "$(stat -c '%U %a' /var/lib/diffusiond/output)" = "diffusiond 750" ] || fail "output/ is $(stat -c '%U %a' /var/lib/diffusiond/output)"
+db_mode=$(stat -c '%a' /var/lib/diffusiond/state/diffusiond.sqlite)
+[ "$db_mode" = 640 ] || [ "$db_mode" = 600 ] || fail "the database is $db_mode"
+# A second daemon on the same directories (here: by hand, as the service user) refuses to start.
+set +e
+second=$(timeout 60 runuser -u diffusiond -- /usr/local/bin/diffusiond --config /etc/diffusiond/config.yml 2>&1)
+rc=$?
+set -e
+[ "$rc" = 75 ] || fail "a second diffusiond exited with $rc: $second"
+grep -q "another diffusiond (pid $pid) is already running" <<<"$second" || fail "the second diffusiond said: $second"
+[ "$(systemctl show -p MainPID --value diffusiond)" = "$pid" ] || fail "the service changed pid"
 
 step "submit jobs"
 job() {

@@ -86,10 +86,16 @@ public enum StrictYAML {
         guard let node else { throw ValidationFailure([FieldError("", "the file is empty")]) }
         var budget = limits.maxNodes
         guard countNodes(node, budget: &budget, depth: 0) else {
-            throw ValidationFailure([FieldError("", "document too large or too deeply nested after expanding aliases (more than \(limits.maxNodes) nodes)")])
+            if budget >= 0 {
+                throw ValidationFailure([FieldError("", "nested too deeply (more than \(maxDepth) levels)")])
+            }
+            throw ValidationFailure([FieldError("", "document too large after expanding aliases (more than \(limits.maxNodes) nodes)")])
         }
         return node
     }
+
+    /// Collections inside collections, at most (libyaml itself stops at 1000).
+    public static let maxDepth = 64
 
     /// Counts `*` characters that could start an alias: at the start of a line
     /// or after whitespace or a flow indicator. Over-counts (inside quotes and
@@ -113,7 +119,7 @@ public enum StrictYAML {
 
     static func countNodes(_ node: Node, budget: inout Int, depth: Int) -> Bool {
         budget -= 1
-        if budget < 0 || depth > 64 { return false }
+        if budget < 0 || depth > maxDepth { return false }
         switch node {
         case .scalar, .alias: return true
         case let .sequence(seq):
@@ -159,6 +165,7 @@ public enum StrictYAML {
     static func describe(_ error: YamlError) -> String {
         switch error {
         case let .scanner(context, problem, _, _), let .parser(context, problem, _, _), let .composer(context, problem, _, _):
+            if problem.hasPrefix("Maximum nesting level reached") { return "nested too deeply (more than 1000 levels)" }
             if let context { return "\(context.text) \(problem)" }
             return problem
         case let .duplicatedKeysInMapping(duplicates, _):
@@ -229,10 +236,13 @@ public struct NodeReader {
         }
         let text = s.string.hasPrefix("+") ? String(s.string.dropFirst()) : s.string
         guard let v = Int(text) else {
-            if let d = Double(text), d.isFinite, d.rounded() == d, abs(d) < 9e18 {
-                let v = Int(d)
-                if !range.contains(v) { fail(path, "must be between \(range.lowerBound) and \(range.upperBound), got \(s.string)", node); return nil }
-                return v
+            if let d = Double(text), d.isFinite, d.rounded() == d {
+                // Whole numbers written as 1e3, or beyond 64 bits.
+                guard abs(d) < 9e18, range.contains(Int(d)) else {
+                    fail(path, "must be between \(range.lowerBound) and \(range.upperBound), got \(describeScalar(s.string))", node)
+                    return nil
+                }
+                return Int(d)
             }
             fail(path, "expected an integer, got \(describeScalar(s.string))", node)
             return nil

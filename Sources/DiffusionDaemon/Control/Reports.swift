@@ -42,7 +42,9 @@ public struct StatusReport: Codable, Sendable {
 
     public var daemon: DaemonState
     public var active: Active?
+    /// The first jobs of the queue, in the order they will run (`queueLength` in all).
     public var queue: [JobSummary]
+    public var queueLength: Int
     public var recent: [JobSummary]
     public var cachedModels: [String]
 
@@ -55,7 +57,9 @@ public struct StatusReport: Codable, Sendable {
                    createdAt: job.createdAt, finishedAt: job.finishedAt, error: job.error)
     }
 
-    public static func build(store: ProvenanceStore, now: Double = Date().timeIntervalSince1970, recent: Int = 10) throws -> StatusReport {
+    /// `queueShown`: how many queued jobs to list (a long queue must not slow the answer down).
+    public static func build(store: ProvenanceStore, now: Double = Date().timeIntervalSince1970, recent: Int = 10,
+                             queueShown: Int = 20) throws -> StatusReport {
         let hb = try store.heartbeat()
         let age = hb.map { now - $0.updatedAt }
         var alive = (age ?? .infinity) < staleAfter && hb?.status != "stopping"
@@ -74,11 +78,12 @@ public struct StatusReport: Codable, Sendable {
             active = Active(jobID: job.id, name: job.name, imagesDone: (try? store.imageCount(jobID: job.id)) ?? 0,
                             imagesTotal: job.totalImages, imagesPerSecond: 0, etaSeconds: nil, cancelRequested: job.cancelRequested)
         }
-        let queue = try store.queue().map { summary($0, store: store) }
+        let queue = try store.queue(limit: queueShown).map { summary($0, store: store) }
+        let queueLength = try store.queueLength()
         let recentJobs = try store.jobs(states: [.done, .failed, .canceled], limit: recent).map { summary($0, store: store) }
         return StatusReport(daemon: DaemonState(alive: alive, pid: hb?.pid, heartbeatAgeSeconds: age, status: hb?.status,
                                                 startedAt: hb?.startedAt),
-                            active: active, queue: queue, recent: recentJobs, cachedModels: alive ? (hb?.cachedModels ?? []) : [])
+                            active: active, queue: queue, queueLength: queueLength, recent: recentJobs, cachedModels: alive ? (hb?.cachedModels ?? []) : [])
     }
 
     /// The human-readable form.
@@ -103,7 +108,7 @@ public struct StatusReport: Codable, Sendable {
         } else {
             out.append("active: none")
         }
-        out.append("queue: \(queue.isEmpty ? "empty" : "\(queue.count) job(s)")")
+        out.append("queue: \(queueLength == 0 ? "empty" : "\(queueLength) job(s)")" + (queueLength > queue.count ? " (the first \(queue.count) below)" : ""))
         for j in queue { out.append("  \(j.id)  \(j.name)  priority \(j.priority)  \(j.imagesDone)/\(j.images) images  attempts \(j.attempts)") }
         if !recent.isEmpty {
             out.append("recent:")

@@ -33,8 +33,12 @@ public final class JobRunner: Sendable {
     let host: String
     /// Measures finished jobs (metrics.json and metric rows).
     let quality = JobQualityMeter()
+    /// How long a job waits before retrying a write that failed for lack of space.
+    public let spaceRetryInterval: Duration
 
-    public init(store: ProvenanceStore, generator: any ImageGenerator, config: DaemonConfig, spool: Spool, logger: Logger) {
+    public init(store: ProvenanceStore, generator: any ImageGenerator, config: DaemonConfig, spool: Spool, logger: Logger,
+                spaceRetryInterval: Duration = .seconds(5)) {
+        self.spaceRetryInterval = spaceRetryInterval
         self.store = store
         self.generator = generator
         self.config = Locked(config)
@@ -107,29 +111,36 @@ public final class JobRunner: Sendable {
     }
 
     /// Makes the output folder agree with the image rows after a crash:
-    /// temporaries are removed; rows whose file is missing (or has another
-    /// size) are deleted; image files without a row (renamed into place just
-    /// before a crash, row never written) are deleted. The images concerned are
-    /// then generated again, identically.
+    /// temporaries are removed (also in view/); rows whose file is missing (or
+    /// has another size), or whose viewing copy is missing, are deleted; image
+    /// files and viewing copies without a row (renamed into place just before a
+    /// crash, row never written) are deleted. The images concerned are then
+    /// generated again, identically.
     public func reconcileOutputs(jobID: Int64, spec: JobSpec, directory: String) throws -> (removedFiles: [String], removedRows: [Int]) {
+        let viewDir = directory + "/view"
         AtomicFile.removeTemporaries(in: directory)
+        AtomicFile.removeTemporaries(in: viewDir)
         let rows = try store.images(jobID: jobID)
         var staleRows: [Int] = []
         var byName: [String: ImageRow] = [:]
         for row in rows {
             var st = stat()
-            if stat(row.path, &st) != 0 || Int(st.st_size) != row.byteSize {
+            let name = (row.path as NSString).lastPathComponent
+            if stat(row.path, &st) != 0 || Int(st.st_size) != row.byteSize
+                || (spec.output.upscale > 1 && stat(viewDir + "/" + name, &st) != 0) {
                 staleRows.append(row.index)
             } else {
-                byName[(row.path as NSString).lastPathComponent] = row
+                byName[name] = row
             }
         }
         try store.deleteImages(jobID: jobID, indices: staleRows)
         var removed: [String] = []
         let ext = ImageFormat(rawValue: spec.output.format)?.fileExtension ?? "png"
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        for name in names where name.hasPrefix(spec.name + "-") && name.hasSuffix("." + ext) && byName[name] == nil {
-            if unlink(directory + "/" + name) == 0 { removed.append(name) }
+        for dir in [directory, viewDir] {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+            for name in names where name.hasPrefix(spec.name + "-") && name.hasSuffix("." + ext) && byName[name] == nil {
+                if unlink(dir + "/" + name) == 0 { removed.append(dir == directory ? name : "view/" + name) }
+            }
         }
         if !removed.isEmpty || !staleRows.isEmpty {
             try? AtomicFile.syncDirectory(directory)
@@ -258,11 +269,27 @@ public final class JobRunner: Sendable {
                 ahead = (b, sample(b))
             }
             for image in images {
-                do {
-                    try write(image: image, job: job, spec: spec, modelHash: modelHash, directory: dir)
-                } catch {
-                    await abandon(ahead)
-                    return finish(job: job, outcome: .failed, error: "cannot write image \(image.index): \(error)")
+                var waitingSince: Date?
+                while true {
+                    do {
+                        try write(image: image, job: job, spec: spec, modelHash: modelHash, directory: dir)
+                        break
+                    } catch let error where Self.isOutOfSpace(error) {
+                        // A full disk is usually temporary: keep the image, wait, retry.
+                        if let outcome = await waitForSpace(job: job, spec: spec, imageIndex: image.index, error: error,
+                                                            since: &waitingSince, canceled: canceled) {
+                            await abandon(ahead)
+                            return outcome
+                        }
+                    } catch {
+                        await abandon(ahead)
+                        return finish(job: job, outcome: .failed, error: "cannot write image \(image.index): \(error)")
+                    }
+                }
+                if let waitingSince {
+                    logger.notice("disk space available again; job resumed", metadata: [
+                        "job": "\(job.id)", "waited_seconds": "\(Int(Date().timeIntervalSince(waitingSince)))"])
+                    activity.withLock { $0.status = "running job \(job.id) (\(spec.name))" }
                 }
                 activity.withLock {
                     $0.imagesDone += 1
@@ -273,6 +300,43 @@ public final class JobRunner: Sendable {
         }
         await finishOutputs(job: job, spec: spec, directory: dir, started: started)
         return finish(job: job, outcome: .done, error: nil)
+    }
+
+    /// True for a write that failed because a file system is full (ENOSPC, EDQUOT, SQLITE_FULL).
+    static func isOutOfSpace(_ error: any Error) -> Bool {
+        if case let ImageCodecError.io(_, _, code)? = error as? ImageCodecError { return code == ENOSPC || code == EDQUOT }
+        if let e = error as? POSIXError { return e.code == .ENOSPC || e.code == .EDQUOT }
+        if let e = error as? CocoaError, e.code == .fileWriteOutOfSpace { return true }
+        return ProvenanceStore.isOutOfSpace(error)
+    }
+
+    /// After a write failed for lack of space: nothing partial is visible (the
+    /// image went to a hidden temporary that is removed; its row is written
+    /// only after the file). Says why in the log and in the status, waits
+    /// `spaceRetryInterval`, then lets the caller retry the same image. Returns
+    /// an outcome instead when the job is canceled or the daemon stops meanwhile.
+    func waitForSpace(job: JobRow, spec: JobSpec, imageIndex: Int, error: any Error, since: inout Date?,
+                      canceled: Locked<Bool>) async -> JobOutcome? {
+        let path = outputDirectory(job: job, spec: spec) + "/" + Self.imageFileName(spec: spec, index: imageIndex)
+        let retry = Int(spaceRetryInterval.components.seconds)
+        let reason = "no space left on device writing \(path) (\(error)); waiting for space, retrying every \(retry) s"
+        if since == nil {
+            since = Date()
+            logger.error("disk full: the job waits for space", metadata: ["job": "\(job.id)", "image": "\(imageIndex)",
+                                                                         "reason": "\(reason)"])
+        } else if Int(Date().timeIntervalSince(since!)) % 60 < retry {
+            logger.warning("still waiting for disk space", metadata: ["job": "\(job.id)", "reason": "\(reason)"])
+        }
+        activity.withLock { $0.status = "job \(job.id) (\(spec.name)) waiting: \(reason)" }
+        let deadline = ContinuousClock.now + spaceRetryInterval
+        while ContinuousClock.now < deadline {
+            if canceled.current || (try? store.isCancelRequested(jobID: job.id)) == true {
+                return finish(job: job, outcome: .canceled, error: nil)
+            }
+            if isStopping { return interrupt(job: job) }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        return nil
     }
 
     func write(image: GeneratedImage, job: JobRow, spec: JobSpec, modelHash: String, directory: String) throws {
@@ -297,20 +361,21 @@ public final class JobRunner: Sendable {
                                          record: EmbeddedRecord(json: json, parameters: record.parametersText))
         let path = directory + "/" + Self.imageFileName(spec: spec, index: image.index)
         try AtomicFile.write(bytes, to: path)
-        // The row is written only once the file is in place (and its directory synced).
+        // The viewing copy is part of the image: written before the row, so that a
+        // crash or a full disk never leaves a recorded image without it.
+        if spec.output.upscale > 1 {
+            let view = Upscale.nearest(image.raster, factor: spec.output.upscale)
+            let viewDir = directory + "/view"
+            try FileManager.default.createDirectory(atPath: viewDir, withIntermediateDirectories: true)
+            let viewBytes = try ImageFile.encode(view, format: format, quality: spec.output.quality ?? 95,
+                                                 record: EmbeddedRecord(json: json, parameters: record.parametersText))
+            try AtomicFile.write(viewBytes, to: viewDir + "/" + Self.imageFileName(spec: spec, index: image.index))
+        }
+        // The row is written only once the files are in place (and their directories synced).
         try store.recordImage(ImageRow(jobID: job.id, index: image.index, seed: image.seed, classIndex: cls?.index,
                                        className: cls?.name, path: path, format: format.rawValue, width: image.width,
                                        height: image.height, byteSize: bytes.count, sha256: SHA256Hex.of(bytes),
                                        record: json))
-        if spec.output.upscale > 1 {
-            let view = Upscale.nearest(image.raster, factor: spec.output.upscale)
-            let viewDir = directory + "/view"
-            try? FileManager.default.createDirectory(atPath: viewDir, withIntermediateDirectories: true)
-            if let viewBytes = try? ImageFile.encode(view, format: format, quality: spec.output.quality ?? 95,
-                                                     record: EmbeddedRecord(json: json, parameters: record.parametersText)) {
-                try? AtomicFile.write(viewBytes, to: viewDir + "/" + Self.imageFileName(spec: spec, index: image.index))
-            }
-        }
     }
 
     /// Contact sheet, then the job's metrics, once every image is recorded.

@@ -1,4 +1,5 @@
 import Foundation
+import ImageCodecs
 import Logging
 import Provenance
 import ServiceLifecycle
@@ -21,6 +22,8 @@ public final class Daemon: Sendable {
     let notifier: SystemdNotifier
     let logger: Logger
     let wake = Wakeup()
+    /// The exclusive hold on the spool, output and state directories (released at exit).
+    let lock: DaemonLock
 
     public init(configPath: String?, config: DaemonConfig, generator: any ImageGenerator,
                 catalog: (any ModelCatalog)? = nil, logger: Logger,
@@ -33,8 +36,14 @@ public final class Daemon: Sendable {
         self.catalog = catalog
         spool = Spool(root: config.spool)
         try spool.ensureDirectories()
-        try FileManager.default.createDirectory(atPath: config.state, withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: config.output, withIntermediateDirectories: true)
+        // The database holds every user's job files: owner only. The output is
+        // for the group to read (UMask= narrows both further under systemd).
+        try FileManager.default.createDirectory(atPath: config.state, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(atPath: config.output, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o750])
+        // One daemon per spool, output and state directory: a second one stops here.
+        lock = try DaemonLock(directories: [config.state, config.spool, config.output])
         store = try ProvenanceStore.openDaemon(path: config.databasePath)
         runner = JobRunner(store: store, generator: generator, config: config, spool: spool, logger: logger)
         ingestor = SpoolIngestor(spool: spool, store: store, validator: JobValidator(config: config, catalog: catalog), logger: logger)
@@ -51,12 +60,15 @@ public final class Daemon: Sendable {
             if let job = try store.job(id: id) { _ = try? spool.fail(spoolName: job.spoolName, error: job.error ?? "poison job") }
         }
         ingestor.reconcileActive()
+        // .error files are written to a temporary first; a crash can leave one behind.
+        AtomicFile.removeTemporaries(in: spool.failed)
         try runner.recordEnvironment()
     }
 
     /// Loads the models named in `preload`, recording each load.
     public func preload() async {
         for name in config.current.preload {
+            logger.info("loading model", metadata: ["model": "\(name)"])
             do {
                 if let loaded = try await runner.generator.preload(model: name) {
                     try store.recordModelLoad(ModelLoadRow(name: loaded.name, contentHash: loaded.contentHash,
