@@ -73,6 +73,18 @@ def header(results, lines):
         lines.append("> **These are the numbers of the quick variant** (`make bench-quick`: shorter timings, "
                      "a reduced quality grid with N = 60 per row). The full run (`make bench`) replaces them.")
         lines.append("")
+    cores = m.get("cores") or 2
+    busy = []
+    for name in STAGES:
+        st = stage(results, name)
+        loads = [x for x in ((st or {}).get("load_average_before"), (st or {}).get("load_average_after")) if isinstance(x, (int, float))]
+        if st and st["status"] != "skipped" and loads and max(loads) > cores + 1:
+            busy.append(f"{name} (load {max(loads):.1f})")
+    if busy:
+        lines.append(f"> **Warning: other work shared the {cores} cores during " + ", ".join(busy) + ".** Their timings, "
+                     "and ratios between timings taken at different moments (the daemon's overhead, the speed-ups), are "
+                     "not representative; rerun them on a quiet machine.")
+        lines.append("")
     commit = git.get("commit") or "unknown"
     dirty = " (with uncommitted changes)" if git.get("dirty") else ""
     lines.append(f"- **Date:** {dates[0][:10] if dates else 'unknown'}"
