@@ -44,6 +44,7 @@ def main():
     ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--nice", type=int, default=10, help="the daemon's nice value (the unit's Nice=; 0 for none)")
     ap.add_argument("--interval", type=float, default=0.25)
+    ap.add_argument("--idle-seconds", type=float, default=15, help="status samples with the daemon idle first (a control)")
     ap.add_argument("--max-status-ms", type=float, default=200)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--work", default=None)
@@ -83,6 +84,13 @@ generator: %s
                     % (i, i % 10, args.images, args.steps, i))
 
     load_at_start = os.getloadavg()[0]
+    started_utc = datetime.datetime.utcnow()
+    run(args, d, work, load_at_start, started_utc)
+
+
+def run(args, d, work, load_at_start, started_utc):
+    bin_dir = os.path.abspath(args.bin)
+    staging = os.path.join(work, "staging")
     d.start()
     d.wait_ready()
     pid = d.proc.pid
@@ -107,12 +115,14 @@ generator: %s
                 queue = report.get("queue_length", len(report.get("queue", [])))
             except ValueError:
                 ok = False
-            samples.append((t, vm.get("VmRSS", 0), vm.get("VmHWM", 0), ms, ok, queue))
+            samples.append((t, vm.get("VmRSS", 0), vm.get("VmHWM", 0), ms, ok, queue, os.getloadavg()[0]))
             stop.wait(args.interval)
 
     th = threading.Thread(target=sampler, daemon=True)
     th.start()
-    time.sleep(2)  # a few idle samples first
+    # A control: status while the daemon is idle, under whatever else loads the machine.
+    time.sleep(args.idle_seconds)
+    idle_count = len(samples)
     burst = time.monotonic()
     incoming = os.path.join(work, "spool", "incoming")
     for name in sorted(os.listdir(staging)):
@@ -155,13 +165,15 @@ generator: %s
     temps = temporaries(os.path.join(work, "out"), os.path.join(work, "spool"))
     if temps:
         failures.append("temporary files left: %s" % temps[:5])
-    lat = [s[3] for s in samples]
+    idle, loaded = samples[:idle_count], samples[idle_count:]
+    lat = [s[3] for s in loaded]
+    idle_lat = [s[3] for s in idle]
     bad = [s for s in samples if not s[4]]
-    slow = [s for s in samples if s[3] > args.max_status_ms]
+    slow = [s for s in loaded if s[3] > args.max_status_ms]
     if bad:
         failures.append("%d status calls failed" % len(bad))
     if slow:
-        failures.append("%d of %d status calls took more than %.0f ms (max %.0f ms)" % (len(slow), len(samples), args.max_status_ms, max(lat)))
+        failures.append("%d of %d status calls took more than %.0f ms (max %.0f ms)" % (len(slow), len(loaded), args.max_status_ms, max(lat)))
     rss = [s[1] for s in samples if s[1]]
     hwm = max([s[2] for s in samples if s[2]] + [end_vm.get("VmHWM", 0)])
     mib = lambda kib: kib / 1024.0  # noqa: E731
@@ -170,7 +182,7 @@ generator: %s
     lines.append("diffusiond load test (scripts/load-test.py --jobs %d --generator %s --images %d --steps %d)"
                  % (args.jobs, args.generator, args.images, args.steps))
     lines.append("date: %s UTC; host: %s; %d CPUs (load average %.1f at the start); batch_size 64, threads 2, daemon at nice %d"
-                 % (datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), os.uname().nodename, os.cpu_count(),
+                 % (started_utc.strftime("%Y-%m-%d %H:%M"), os.uname().nodename, os.cpu_count(),
                     load_at_start, args.nice))
     what = ("the diffusion engine, fashion-mnist, DDIM" if args.generator == "engine" else "the deterministic test generator (no model)")
     lines.append("jobs: %d files renamed into spool/incoming in %.2f s; each %d image(s), %d step(s), %s"
@@ -179,18 +191,24 @@ generator: %s
                  % (queued_s, done_s, args.jobs / done_s))
     lines.append("daemon memory: VmRSS %.1f MiB when ready and idle, max %.1f MiB while loaded, %.1f MiB at the end; VmHWM (peak) %.1f MiB"
                  % (mib(baseline.get("VmRSS", 0)), mib(max(rss or [0])), mib(end_vm.get("VmRSS", 0)), mib(hwm)))
-    lines.append("diffusionctl status --json (fork to exit), every %.2f s: %d calls, p50 %.0f ms, p95 %.0f ms, p99 %.0f ms, max %.0f ms; "
-                 "over %.0f ms: %d; failed: %d" % (args.interval, len(lat), percentile(lat, 50), percentile(lat, 95),
-                                                   percentile(lat, 99), max(lat or [0]), args.max_status_ms, len(slow), len(bad)))
+    lines.append("diffusionctl status --json (fork to exit), every %.2f s while the jobs drain: %d calls, p50 %.0f ms, p95 %.0f ms, "
+                 "p99 %.0f ms, max %.0f ms; over %.0f ms: %d; failed: %d" % (
+                     args.interval, len(lat), percentile(lat, 50), percentile(lat, 95), percentile(lat, 99), max(lat or [0]),
+                     args.max_status_ms, len(slow), len(bad)))
+    lines.append("  control, the same with the daemon idle (%.0f s before the drop): %d calls, p50 %.0f ms, p95 %.0f ms, max %.0f ms"
+                 % (args.idle_seconds, len(idle_lat), percentile(idle_lat, 50), percentile(idle_lat, 95), max(idle_lat or [0])))
+    loads = [s[6] for s in loaded]
+    lines.append("machine load average (1 min) while the jobs drain: mean %.1f, max %.1f (the daemon's own share is about 2); "
+                 "at the start %.1f" % (sum(loads) / max(len(loads), 1), max(loads or [0]), load_at_start))
     lines.append("images recorded: %d; PRAGMA integrity_check: %s" % (images, integrity))
     lines.append("")
     lines.append("RESULT: %s" % ("PASSED" if not failures else "FAILED"))
     for f in failures:
         lines.append("  " + f)
     lines.append("")
-    lines.append("samples (every 20th): t(s)  VmRSS(MiB)  status(ms)  queue")
+    lines.append("samples (every 20th): t(s)  VmRSS(MiB)  status(ms)  queue  load average")
     for s in samples[::20]:
-        lines.append("  %7.1f  %8.1f  %8.0f  %s" % (s[0], mib(s[1]), s[3], s[5]))
+        lines.append("  %7.1f  %8.1f  %8.0f  %5s  %5.1f" % (s[0], mib(s[1]), s[3], s[5], s[6]))
     text = "\n".join(lines) + "\n"
     print(text)
     if args.report:

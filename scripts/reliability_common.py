@@ -2,6 +2,7 @@
 a daemon on a throwaway root, its database read-only, image pixel digests.
 Standard library only."""
 
+import atexit
 import hashlib
 import os
 import signal
@@ -12,10 +13,22 @@ import time
 import zlib
 
 
+_daemons = []
+
+
+@atexit.register
+def _kill_leftovers():
+    """A script that stops on an error leaves no daemon running."""
+    for d in _daemons:
+        if d.alive():
+            d.kill()
+
+
 class Daemon:
     """A diffusiond on `root` (config.yml, spool/, out/, state/, daemon.log)."""
 
     def __init__(self, bin_dir, root, config_text, nice=0):
+        _daemons.append(self)
         self.nice = nice
         self.bin = bin_dir
         self.root = root
