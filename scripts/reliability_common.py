@@ -59,6 +59,15 @@ class Daemon:
                                      stdout=log, stderr=log, env=env, start_new_session=True,
                                      preexec_fn=(lambda: os.nice(nice)) if nice else None)
         log.close()
+        if nice:
+            # With autogroup scheduling (kernel.sched_autogroup_enabled=1) a process
+            # in a session of its own competes as a group, whatever its nice value:
+            # give the group the same nice, as systemd's Nice= does for the service.
+            try:
+                with open("/proc/%d/autogroup" % self.proc.pid, "w") as f:
+                    f.write(str(nice))
+            except OSError:
+                pass
         self.starts += 1
         self.start_offset = offset
         self.started_at = time.monotonic()
