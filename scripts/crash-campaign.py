@@ -35,7 +35,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reliability_common import Daemon, pixel_digest, sha256_file, temporaries, wait_for  # noqa: E402
+from reliability_common import Daemon, finish_report, pixel_digest, sha256_file, temporaries, wait_for  # noqa: E402
 
 PHASES = ["model load", "sampling", "image write", "db commit", "after images"]
 TARGETS = ["model load", "sampling", "image write", "db commit", "after images", "ingest", "random"]
@@ -411,15 +411,8 @@ def main():
     lines.append("RESULT: %s" % ("PASSED" if not failures else "FAILED"))
     for f in failures[:50]:
         lines.append("  " + f)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.report:
-        os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
-        with open(args.report, "w") as f:
-            f.write(text)
-    if not failures and not args.work:
-        shutil.rmtree(work, ignore_errors=True)
-    elif failures:
+    finish_report(lines, args.report, work, args.work, failures)
+    if failures:
         print("work folder kept: %s" % work)
     sys.exit(0 if not failures else 1)
 

@@ -25,7 +25,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reliability_common import Daemon, percentile, temporaries, vm_status, wait_for  # noqa: E402
+from reliability_common import Daemon, finish_report, percentile, temporaries, vm_status, wait_for  # noqa: E402
 
 STUB_MODEL = """{"format": "diffusiond-bundle/1", "name": "fashion-mnist", "kind": "unet",
  "classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
@@ -209,14 +209,7 @@ def run(args, d, work, load_at_start, started_utc):
     lines.append("samples (every 20th): t(s)  VmRSS(MiB)  status(ms)  queue  load average")
     for s in samples[::20]:
         lines.append("  %7.1f  %8.1f  %8.0f  %5s  %5.1f" % (s[0], mib(s[1]), s[3], s[5], s[6]))
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.report:
-        os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
-        with open(args.report, "w") as f:
-            f.write(text)
-    if not failures and not args.work:
-        shutil.rmtree(work, ignore_errors=True)
+    finish_report(lines, args.report, work, args.work, failures)
     sys.exit(0 if not failures else 1)
 
 

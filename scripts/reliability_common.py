@@ -5,6 +5,7 @@ Standard library only."""
 import atexit
 import hashlib
 import os
+import shutil
 import signal
 import sqlite3
 import struct
@@ -207,3 +208,16 @@ def percentile(values, p):
     k = (len(s) - 1) * p / 100.0
     lo, hi = int(k), min(int(k) + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def finish_report(lines, report_path, work, keep_work, failures):
+    """Prints the report, writes it to report_path (if any), and removes the work folder when
+    everything passed and it was not asked to be kept."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if report_path:
+        os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
+        with open(report_path, "w") as f:
+            f.write(text)
+    if not failures and not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
