@@ -92,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "diffusionctl",
             dependencies: [
-                "DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics",
+                "DiffusionDaemon", "DiffusionEngine", "ModelBundles", "Provenance", "ImageCodecs", "Metrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -112,11 +112,13 @@ class GaussianDiffusion:
         nonzero = (t != 0).float().reshape(-1, *([1] * (xt.dim() - 1)))
         return mean + nonzero * sigma * noise
 
-    def training_losses(self, model, x0, t, y, noise=None):
-        """Per-example hybrid loss: MSE(eps) + (T/1000) * VLB term (stop-grad mean)."""
+    def training_losses(self, model, x0, t, y, noise=None, mse_weight=None):
+        """Per-example hybrid loss: w_t MSE(eps) + (T/1000) * VLB term (stop-grad mean); w_t = 1 unless
+        mse_weight gives it (Min-SNR weighting). The network may run under autocast: its output is
+        taken back to float32 before the losses."""
         noise = torch.randn_like(x0) if noise is None else noise
         xt = self.q_sample(x0, t, noise)
-        out = model(xt, t, y)
+        out = model(xt, t, y).float()
         C = x0.shape[1]
         eps, v = out[:, :C], out[:, C:]
         mse = ((eps - noise) ** 2).mean(dim=(1, 2, 3))
@@ -126,7 +128,8 @@ class GaussianDiffusion:
         kl = normal_kl(true_mean, true_log_var, mean, log_var).mean(dim=(1, 2, 3)) / math.log(2.0)
         nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var).mean(dim=(1, 2, 3)) / math.log(2.0)
         vb = torch.where(t == 0, nll, kl)
-        return mse + vb * (self.T / 1000.0), mse, vb
+        weighted = mse if mse_weight is None else mse * mse_weight
+        return weighted + vb * (self.T / 1000.0), mse, vb
 
 
 class LossSecondMomentSampler:

@@ -53,32 +53,40 @@ def features_of(layers, tensors, images_u8, batch=1000):
     return np.concatenate(out)
 
 
-def export_unet(rev):
-    st = torch.load(os.path.join(common.WORK, "diffusion.pt"))
-    files = {"model.safetensors": st["ema"]}
-    manifest = {
+def unet_manifest(rev, step, wall, args):
+    """model.json of the UNet bundle (without files and Gamma table) for a run at `step`."""
+    return {
         "format": "diffusiond-bundle/1", "name": "fashion-mnist", "kind": "unet",
         "architecture": configs.UNET, "diffusion": configs.DIFFUSION, "classes": common.CLASSES,
         "null_class": configs.NULL_CLASS, "data": DATA,
-        "recipe": {"revision": rev, "data": SOURCE, "steps": st["step"], "wall_seconds": round(st["wall"]),
-                   "batch": st["args"]["batch"], "learning_rate": st["args"]["lr"], "ema": st["args"]["ema"],
-                   "label_drop_probability": configs.P_UNCOND, "loss": "L_simple + 0.001 L_vlb (hybrid)",
-                   "importance_sampling": bool(st["args"]["importance"]), "machine": machine()},
+        "recipe": {"revision": rev, "data": SOURCE, "steps": step, "wall_seconds": round(wall),
+                   "images_seen": int(args.get("images_seen", step * args["batch"])),
+                   "batch": args["batch"], "learning_rate": args["lr"], "ema": args["ema"],
+                   "label_drop_probability": configs.P_UNCOND,
+                   "loss": "L_simple + 0.001 L_vlb (hybrid)" + (
+                       f", Min-SNR-{args['min_snr']:g} weighting of L_simple" if args.get("min_snr") else ""),
+                   "precision": "bfloat16 autocast" if args.get("bf16") else "float32",
+                   "importance_sampling": bool(args["importance"]), "machine": machine(),
+                   "history": args.get("history", [])},
     }
-    gpath = os.path.join(common.WORK, "gamma.pt")
-    if os.path.exists(gpath):
-        g = torch.load(gpath)
-        if g["model_step"] == st["step"] and (g["counts"] == g["images"]).all():
-            files["gamma.safetensors"] = {
-                "gamma": torch.from_numpy(g["sums"]["uncond"] / g["counts"]),
-                "gamma_conditional": torch.from_numpy(g["sums"]["cond"] / g["counts"])}
-            manifest["analytic_dpm"] = {
-                "file": "gamma.safetensors", "images_per_timestep": int(g["images"]),
-                "noise_draws_per_image": 1, "wall_seconds": round(g["wall"]),
-                "tables": {"gamma": "null class (unconditional)", "gamma_conditional": "true class of each image"}}
-        else:
-            print("gamma.pt is incomplete or for another checkpoint: bundle written without a Gamma table")
-    common.write_bundle(os.path.join(MODELS, "fashion-mnist"), manifest, files)
+
+
+def export_unet_snapshot(ema_state, step, wall, args, folder):
+    """Writes the EMA weights as a bundle without a Gamma table (an intermediate snapshot)."""
+    manifest = unet_manifest(common.git_revision(), step, wall, vars(args) if hasattr(args, "__dict__") else args)
+    common.write_bundle(folder, manifest, {"model.safetensors": {k: v.float() for k, v in ema_state.items()}})
+    print(f"snapshot {folder}", flush=True)
+
+
+def export_unet(rev):
+    """The UNet bundle from training/work/diffusion.pt (EMA weights). The Gamma tables are computed
+    afterwards by the engine (`make gamma`: diffusionctl gamma-table), which adds gamma.safetensors
+    and model.json's analytic_dpm record."""
+    st = torch.load(os.path.join(common.WORK, "diffusion.pt"), weights_only=False)
+    args = dict(st["args"], images_seen=st.get("images_seen", st["step"] * st["args"]["batch"]))
+    manifest = unet_manifest(rev, st["step"], st["wall"], args)
+    common.write_bundle(os.path.join(MODELS, "fashion-mnist"), manifest,
+                        {"model.safetensors": {k: v.float() for k, v in st["ema"].items()}})
 
 
 def export_classifier(rev):

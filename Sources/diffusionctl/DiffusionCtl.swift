@@ -14,7 +14,7 @@ struct DiffusionCtl: ParsableCommand {
         abstract: "Inspect and feed diffusiond.",
         version: DaemonVersion.string,
         subcommands: [Status.self, Jobs.self, Show.self, Submit.self, Validate.self, Cancel.self, Models.self, Verify.self,
-                      MetricsCommand.self, ReferenceStats.self])
+                      MetricsCommand.self, ReferenceStats.self, GammaTable.self])
 
     struct Common: ParsableArguments {
         @Option(name: .shortAndLong, help: ArgumentHelp(
