@@ -181,7 +181,7 @@ final class DaemonUnderTest {
         var env = ProcessInfo.processInfo.environment
         env["NOTIFY_SOCKET"] = notify.path
         env["OMP_WAIT_POLICY"] = "passive"
-        env["OPENBLAS_CORETYPE"] = nil
+        env["DIFFUSIOND_KERNELS_SELECTED"] = nil  // the daemon chooses its kernels itself (KernelSelection)
         env["DIFFUSIOND_TEST_GENERATOR"] = nil
         env["DIFFUSIOND_CONFIG"] = nil
         process.executableURL = URL(fileURLWithPath: bin + "/diffusiond")

@@ -25,17 +25,21 @@ import Foundation
 import ModelBundles
 
 // OpenBLAS reads OPENBLAS_CORETYPE and libgomp reads OMP_WAIT_POLICY when they load: restart
-// with the first removed (the environment may force Haswell kernels, which halve sgemm speed)
-// and the second set as asked (default passive: idle OpenMP threads sleep instead of spinning,
-// which matters when other processes share the cores; "inherit" keeps the environment's).
+// with OpenBLAS's kernels set to this CPU's best family when its own choice (or the environment's,
+// which may force Haswell) is below it (KernelSelection), and OMP_WAIT_POLICY set as asked (default
+// passive: idle OpenMP threads sleep instead of spinning, which matters when other processes share
+// the cores; "inherit" keeps the environment's).
 do {
     let args = CommandLine.arguments
     let policy = args.firstIndex(of: "--omp-wait-policy").flatMap { $0 + 1 < args.count ? args[$0 + 1] : nil } ?? "passive"
     let env = ProcessInfo.processInfo.environment
-    var restart = false
-    if env["OPENBLAS_CORETYPE"] != nil { unsetenv("OPENBLAS_CORETYPE"); restart = true }
-    if policy != "inherit" && env["OMP_WAIT_POLICY"] != policy { setenv("OMP_WAIT_POLICY", policy, 1); restart = true }
-    if restart {
+    var changes = KernelSelection.environmentChanges(loadedCore: ComputeRuntime.blasCoreName, features: .current,
+                                                     environment: env)
+    changes["OMP_WAIT_POLICY"] = nil
+    if policy != "inherit" && env["OMP_WAIT_POLICY"] != policy { changes["OMP_WAIT_POLICY"] = policy }
+    if !changes.isEmpty && env["DIFFUSIOND_KERNELS_SELECTED"] == nil {
+        setenv("DIFFUSIOND_KERNELS_SELECTED", env["OPENBLAS_CORETYPE"] ?? "", 1)
+        for (key, value) in changes { setenv(key, value, 1) }
         let argv = args.map { strdup($0) } + [nil]
         execv("/proc/self/exe", argv)
         fatalError("could not restart with the benchmark environment")

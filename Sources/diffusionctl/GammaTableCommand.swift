@@ -34,6 +34,7 @@ extension DiffusionCtl {
         }
 
         func run() throws {
+            KernelSelection.relaunchWithBestKernelsIfNeeded()
             let cfg = try common.loadConfig()
             let folder = FileManager.default.fileExists(atPath: model + "/model.json") ? model : cfg.models + "/" + model
             let bundle = try ModelBundle(directory: URL(fileURLWithPath: folder))

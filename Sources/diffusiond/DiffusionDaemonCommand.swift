@@ -20,8 +20,18 @@ struct DiffusionDaemonCommand: AsyncParsableCommand {
     @Flag(help: "Validate the config and exit.")
     var checkConfig = false
 
+    @Flag(help: "Print the compute kernels chosen for this CPU (JSON) and exit.")
+    var showKernels = false
+
     mutating func run() async throws {
-        Self.restartWithPassiveOpenMPIfNeeded()
+        KernelSelection.relaunchWithBestKernelsIfNeeded()
+        if showKernels {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            print(String(decoding: try encoder.encode(KernelSelection.current), as: UTF8.self))
+            return
+        }
         let cfg: DaemonConfig
         do {
             cfg = try DaemonConfig.load(path: config)
@@ -51,16 +61,6 @@ struct DiffusionDaemonCommand: AsyncParsableCommand {
         try await daemon.run()
     }
 
-    /// oneDNN's OpenMP threads read OMP_WAIT_POLICY when the library loads; left unset, idle threads
-    /// spin between kernels and starve everything else on a small machine (several times slower
-    /// sampling when another process shares the cores). Restart once with "passive" unless set.
-    static func restartWithPassiveOpenMPIfNeeded() {
-        guard ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] == nil else { return }
-        setenv("OMP_WAIT_POLICY", "passive", 1)
-        let argv = CommandLine.arguments.map { strdup($0) } + [nil]
-        execv("/proc/self/exe", argv)
-    }
-
     /// The image generator: the diffusion engine, or the deterministic test generator when the
     /// config says `generator: test` or DIFFUSIOND_TEST_GENERATOR=1 (tests only).
     func makeGenerator(_ cfg: DaemonConfig, logger: Logger) throws -> any ImageGenerator {
@@ -76,6 +76,7 @@ struct DiffusionDaemonCommand: AsyncParsableCommand {
         logger.info("diffusion engine ready", metadata: [
             "blas_core": "\(e.details["blas_core"] ?? "?")", "openblas": "\(e.kernelVersions["openblas"] ?? "?")",
             "onednn": "\(e.kernelVersions["onednn"] ?? "?")", "threads": "\(cfg.threads)"])
+        logger.info("compute kernels: \(KernelSelection.current.summary)")
         for warning in ComputeRuntime.environmentWarnings {
             logger.warning("\(warning)")
         }

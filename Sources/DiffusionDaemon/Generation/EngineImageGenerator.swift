@@ -32,7 +32,9 @@ public final class EngineImageGenerator: ImageGenerator {
             kernelVersions: ["onednn": ComputeRuntime.dnnlVersion, "openblas": ComputeRuntime.blasConfig],
             precision: "float32",
             details: ["blas_core": ComputeRuntime.blasCoreName, "blas_threads": "\(ComputeRuntime.blasThreads)",
-                      "onednn_threads": "\(ComputeRuntime.dnnlThreads)"])
+                      "onednn_threads": "\(ComputeRuntime.dnnlThreads)",
+                      "blas_core_best": KernelSelection.current.bestOpenBLASCore ?? "none",
+                      "cpu_flags": KernelSelection.current.features.joined(separator: " ")])
     }
 
     public func preload(model: String) async throws -> LoadedModel? {

@@ -58,8 +58,9 @@ public enum ComputeRuntime {
     public static var environmentWarnings: [String] {
         let env = ProcessInfo.processInfo.environment
         var warnings: [String] = []
-        if let core = env["OPENBLAS_CORETYPE"] {
-            warnings.append("OPENBLAS_CORETYPE=\(core) forces OpenBLAS's \(blasCoreName) kernels; unset it to let OpenBLAS pick this CPU's own (Haswell kernels run sgemm at about half speed on AVX-512 CPUs)")
+        if let best = KernelSelection.bestOpenBLASCore(for: .current),
+           KernelSelection.tier(ofOpenBLASCore: blasCoreName) < KernelSelection.tier(ofOpenBLASCore: best) {
+            warnings.append("OpenBLAS runs its \(blasCoreName) kernels although this CPU supports \(best) (OPENBLAS_CORETYPE=\(env["OPENBLAS_CORETYPE"] ?? "unset")); matrix products run at a fraction of their speed")
         }
         if env["OMP_WAIT_POLICY"] == nil && dnnlThreads > 1 {
             warnings.append("OMP_WAIT_POLICY is unset: idle OpenMP threads spin between kernels, which slows evaluation several-fold when other processes share the cores; set OMP_WAIT_POLICY=passive on shared machines")
