@@ -49,3 +49,44 @@ public enum ContactSheet {
         return RasterImage(width: w, height: h, channels: c, pixels: out)
     }
 }
+
+extension ContactSheet {
+    /// The grid of `make(_:columns:padding:background:)` with text around it, in the built-in
+    /// `BitmapFont`: `header` lines above the grid and `rowLabels[r]` to the left of grid row r,
+    /// vertically centred on it, in `ink` on `background`, each font pixel `textScale` pixels wide.
+    /// The grid itself is the unlabelled sheet, pixel for pixel, placed below the header and right
+    /// of the widest label (the sheet widens for a longer header).
+    public static func make(_ images: [RasterImage], columns: Int, padding: Int = 2, background: UInt8 = 255,
+                            header: [String], rowLabels: [String], textScale: Int = 1, ink: UInt8 = 0) -> RasterImage {
+        precondition(textScale >= 1, "invalid text scale")
+        let grid = make(images, columns: columns, padding: padding, background: background)
+        let labels = rowLabels.filter { !$0.isEmpty }
+        if header.isEmpty && labels.isEmpty { return grid }
+        let lineHeight = BitmapFont.lineHeight * textScale
+        let glyphHeight = BitmapFont.glyphHeight * textScale
+        let gap = max(padding, 2 * textScale)
+        let headerHeight = header.isEmpty ? 0 : gap + header.count * lineHeight
+        let labelWidth = labels.isEmpty ? 0 : gap + labels.map { BitmapFont.width(of: $0, scale: textScale) }.max()!
+        let headerWidth = header.map { gap + BitmapFont.width(of: $0, scale: textScale) + gap }.max() ?? 0
+        let w = max(labelWidth + grid.width, headerWidth), h = headerHeight + grid.height, c = grid.channels
+        var sheet = RasterImage(width: w, height: h, channels: c, fill: background)
+        for y in 0 ..< grid.height {
+            let dst = ((headerHeight + y) * w + labelWidth) * c
+            sheet.pixels.replaceSubrange(dst ..< dst + grid.width * c,
+                                         with: grid.pixels[y * grid.width * c ..< (y + 1) * grid.width * c])
+        }
+        let color = [UInt8](repeating: ink, count: c)
+        for (i, line) in header.enumerated() {
+            BitmapFont.draw(line, into: &sheet, x: gap, y: gap + i * lineHeight, scale: textScale, color: color)
+        }
+        guard !images.isEmpty, !labels.isEmpty else { return sheet }
+        let cellHeight = images.map(\.height).max()!
+        let rows = (images.count + min(columns, images.count) - 1) / min(columns, images.count)
+        for (r, label) in rowLabels.prefix(rows).enumerated() where !label.isEmpty {
+            let top = headerHeight + padding + r * (cellHeight + padding)
+            BitmapFont.draw(label, into: &sheet, x: gap, y: top + max(0, (cellHeight - glyphHeight) / 2),
+                            scale: textScale, color: color)
+        }
+        return sheet
+    }
+}

@@ -239,6 +239,10 @@ struct HarnessError: Error, CustomStringConvertible {
         // Every image is reproducible from its embedded record alone.
         let regenerated = try RegenerationReport.build(path: resumed[3].path, modelsDirectory: packageRoot + "/models", threads: 1)
         #expect(regenerated.identical && regenerated.totalSamples == 784, "\(regenerated.render())")
+        // The record lists the timesteps the network saw, in sampling order: ddim12 at T = 1000 is
+        // stride 84 (the smallest with 12 steps), 924 down to 0.
+        let record = try GenerationRecord.parse(resumed[0].record)
+        #expect(record.fields["timesteps"] == "924,840,756,672,588,504,420,336,252,168,84,0")
         // Real samples, not a blank: the pixels vary.
         let first = try ImageFile.read(path: resumed[0].path).image.pixels
         #expect(Set(first).count > 20)

@@ -45,10 +45,49 @@ import Testing
         #expect(try steps("linspace10").reversed() == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0])
         #expect(try steps("linspace7").reversed() == [999, 832, 666, 500, 333, 166, 0])
         #expect(try steps("trailing7").reversed() == [999, 856, 713, 570, 428, 285, 142])
-        // numpy's float arange yields 62 entries (one negative) here; exactly 61 are kept.
+        // numpy's float arange yields 62 entries here, the last -1; the 61 timesteps before it are kept.
         let t61 = try steps("trailing61")
         #expect(t61.count == 61 && t61.first! >= 0)
+        #expect(TimestepRespacing.diffusersTrailing(trainingSteps: 1000, count: 61).count == 62)
+        #expect(TimestepRespacing.diffusersTrailing(trainingSteps: 1000, count: 61).last == -1)
+        // An exact .5 tie that numpy's arange lands just below: diffusers gives 186, 436, 686, 936.
+        let t48 = try steps("trailing48")
+        #expect(t48.contains(186) && t48.contains(436) && t48.contains(686) && t48.contains(936))
+        #expect(!t48.contains(187) && !t48.contains(937))
         #expect(throws: SamplingError.self) { try steps("leading1001") }
+    }
+
+    /// Tests/Fixtures/respacing/diffusers-trailing-T1000.tsv, written with numpy by
+    /// training/make_respacing_fixture.py: diffusers' trailing list for every N in 1...1000 and
+    /// a hash of the float64 bits of the arange behind it.
+    @Test func trailingMatchesNumpyForEveryStepCount() throws {
+        let url = FixtureReader.fixtures.appendingPathComponent("respacing/diffusers-trailing-T1000.tsv")
+        let lines = try String(contentsOf: url, encoding: .utf8).split(separator: "\n").filter { !$0.hasPrefix("#") }
+        #expect(lines.count == 1000)
+        var withExtra = 0, checked = 0
+        for line in lines {
+            let f = line.split(separator: "\t", omittingEmptySubsequences: false)
+            let n = Int(f[0])!, entries = Int(f[1])!
+            let reference = f[3].split(separator: ",").map { Int($0)! }
+            let arange = TimestepRespacing.numpyArange(from: 1000, to: 0, step: -(1000.0 / Double(n)))
+            var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+            for v in arange {
+                var bits = v.bitPattern.littleEndian
+                withUnsafeBytes(of: &bits) { for b in $0 { hash = (hash ^ UInt64(b)) &* 0x100_0000_01B3 } }
+            }
+            #expect(String(format: "%016lx", hash) == String(f[2]), "arange bits differ at N = \(n)")
+            let ours = TimestepRespacing.diffusersTrailing(trainingSteps: 1000, count: n)
+            #expect(ours == reference, "N = \(n)")
+            #expect(reference.count == entries)
+            // What the sampler visits: diffusers' list without its final -1, ascending.
+            let kept = try steps("trailing\(n)")
+            #expect(kept == reference.filter { $0 >= 0 }.reversed(), "N = \(n)")
+            #expect(kept.count == n)
+            if entries == n + 1 { withExtra += 1; #expect(reference.last == -1) } else { #expect(entries == n) }
+            checked += 1
+        }
+        #expect(checked == 1000)
+        #expect(withExtra == 62)
     }
 
     @Test func parsingAndCoding() throws {

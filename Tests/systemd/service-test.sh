@@ -1,6 +1,6 @@
 #!/bin/bash
 # The systemd path end to end: inside a private, throwaway systemd
-# (../shared/tools/systemd-sandbox beside the checkout, or $SYSTEMD_SANDBOX)
+# (Tests/systemd/sandbox.sh, or another tool with its interface in $SYSTEMD_SANDBOX)
 # it runs `make install`, starts diffusiond.service, submits jobs into
 # /var/spool/diffusiond/incoming (as root, and as a member of the diffusiond
 # group with diffusionctl), waits until they are done, checks
@@ -29,7 +29,7 @@ if [ "${1:-}" != --inside ]; then
   [ "$(id -u)" = 0 ] || skip "needs root (it boots a private systemd)"
   [ -x /lib/systemd/systemd ] || skip "/lib/systemd/systemd is missing"
   command -v unshare >/dev/null && command -v nsenter >/dev/null || skip "unshare/nsenter (util-linux) are missing"
-  sandbox=${SYSTEMD_SANDBOX:-$root/../shared/tools/systemd-sandbox}
+  sandbox=${SYSTEMD_SANDBOX:-$root/Tests/systemd/sandbox.sh}
   [ -x "$sandbox" ] || { echo "test-systemd: FAILED: no sandbox tool at $sandbox (set SYSTEMD_SANDBOX)" >&2; exit 1; }
   cd "$root"
   timeout_s=600

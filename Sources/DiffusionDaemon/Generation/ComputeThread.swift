@@ -8,7 +8,10 @@ final class ComputeThread: @unchecked Sendable {
     private var thread: Thread?
 
     init(name: String) {
-        let t = Thread { [unowned self] in self.loop() }
+        // A strong reference: the thread serves the object for the life of the process. With an
+        // unowned one, a daemon that exits right after start (another daemon holds the lock) could
+        // free the object before the thread first ran, and the thread crashed reading it.
+        let t = Thread { self.loop() }
         t.name = name
         t.stackSize = 8 << 20
         thread = t

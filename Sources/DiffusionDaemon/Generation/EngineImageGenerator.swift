@@ -89,6 +89,8 @@ public final class EngineImageGenerator: ImageGenerator {
         let perImage = job.channels * job.height * job.width
         let configurationJSON = plan.configurationJSON(pipeline.configuration)
         let evaluations = job.mode == .classifierFree ? 2 * total : total
+        // The original timestep the network saw at each step, in sampling order (as diffusers lists them).
+        let visited = (0 ..< total).map { String(pipeline.sampler.timestep(at: $0)) }.joined(separator: ",")
         return indices.enumerated().map { n, index in
             let interleaved = Self.interleave(Array(pixels[n * perImage ..< (n + 1) * perImage]),
                                               channels: job.channels, plane: job.height * job.width)
@@ -97,6 +99,7 @@ public final class EngineImageGenerator: ImageGenerator {
                 seed: job.seed, classIndex: job.classFor(index: index)?.index,
                 recordFields: ["sampling_configuration": configurationJSON,
                                "network_evaluations": "\(evaluations)",
+                               "timesteps": visited,
                                "seed_derivation": "Philox4x32-10 keyed by the job seed; counter (element/4, image index, draw); draw 0 is x_T, draw k+1 the noise of chain step k"])
         }
     }

@@ -381,12 +381,7 @@ public final class JobRunner: Sendable {
     /// Contact sheet, then the job's metrics, once every image is recorded.
     func finishOutputs(job: JobRow, spec: JobSpec, directory: String, started: Double) async {
         guard let rows = try? store.images(jobID: job.id) else { return }
-        var images: [RasterImage] = []
-        for row in rows.prefix(1024) {
-            if let decoded = try? ImageFile.read(path: row.path) { images.append(decoded.image) }
-        }
-        let columns = spec.imagesPerClass ?? max(1, Int(Double(images.count).squareRoot().rounded(.up)))
-        let sheet = Upscale.nearest(ContactSheet.make(images, columns: min(columns, 64), padding: 2), factor: max(1, spec.output.upscale))
+        let sheet = JobContactSheet.render(rows: rows, jobID: job.id, spec: spec)
         if let bytes = try? PNGCodec.encode(sheet, record: EmbeddedRecord(json: nil, parameters: "contact sheet of job \(job.id) \(spec.name)")) {
             try? AtomicFile.write(bytes, to: directory + "/contact-sheet.png")
         }

@@ -15,7 +15,8 @@ public enum TimestepRespacing: Sendable, Hashable, Codable, CustomStringConverti
     case sections([Int])
     /// diffusers "leading": k * (T / N) (integer division) for k in 0..<N.
     case leading(Int)
-    /// diffusers "trailing": round(T - k * T / N) - 1 for k in 0..<N.
+    /// diffusers "trailing": `np.round(np.arange(T, 0, -T/N)) - 1`, bit for bit (see `diffusersTrailing`),
+    /// without the final -1 that numpy's arange adds for some N (it is not a timestep).
     case trailing(Int)
     /// diffusers "linspace": round(linspace(0, T - 1, N)).
     case linspace(Int)
@@ -109,9 +110,10 @@ public enum TimestepRespacing: Sendable, Hashable, Codable, CustomStringConverti
             kept = (0..<n).map { $0 * (t / n) }
         case .trailing(let n):
             try checkCount(n)
-            // Exactly N values; numpy's arange(T, 0, -T/N) yields one extra (negative) entry for some N.
-            let ratio = Double(t) / Double(n)
-            kept = (0..<n).map { Int((Double(t) - Double($0) * ratio).rounded(.toNearestOrEven)) - 1 }
+            // diffusers' list, less the -1 it ends with for some N (62 of the N in 1...1000 at T = 1000):
+            // diffusers would run a step "at t = -1", indexing alphas_cumprod[-1] (the last timestep's);
+            // here those N sample exactly the N timesteps diffusers visits before it.
+            kept = Self.diffusersTrailing(trainingSteps: t, count: n).filter { $0 >= 0 }
         case .linspace(let n):
             try checkCount(n)
             kept = BetaSchedule.evenlySpaced(from: 0, to: Double(t - 1), count: n).map { Int($0.rounded(.toNearestOrEven)) }
@@ -119,6 +121,34 @@ public enum TimestepRespacing: Sendable, Hashable, Codable, CustomStringConverti
         let sorted = Array(Set(kept)).sorted()
         guard let first = sorted.first, first >= 0, sorted.last! < t else { throw fail("timesteps fall outside 0..<\(t)") }
         return sorted
+    }
+}
+
+extension TimestepRespacing {
+    /// `np.arange(T, 0, -T/N)` in float64, value for value as numpy computes it: the length is
+    /// `ceil((0 - T) / step)`, entry 1 is `T + step`, and every later entry i is `T + i * delta` with
+    /// `delta = (T + step) - T` (numpy's fill, which differs from `step` in its last bits).
+    static func numpyArange(from start: Double, to stop: Double, step: Double) -> [Double] {
+        let length = ((stop - start) / step).rounded(.up)
+        guard length.isFinite, length >= 1 else { return [] }
+        let count = Int(length)
+        let next = start + step
+        let delta = next - start
+        var values = [start]
+        if count > 1 { values.append(next) }
+        if count > 2 {
+            for i in 2 ..< count { values.append(start + Double(i) * delta) }
+        }
+        return values
+    }
+
+    /// diffusers' `trailing` spacing exactly as `DDIMScheduler.set_timesteps` / `DDPMScheduler.set_timesteps`
+    /// return it, in its order (descending): `np.round(np.arange(T, 0, -T/N)).astype(np.int64) - 1`,
+    /// numpy's round being half to even. For some N this has N + 1 entries, the last one -1.
+    public static func diffusersTrailing(trainingSteps t: Int, count n: Int) -> [Int] {
+        guard t >= 1, n >= 1 else { return [] }
+        let stepRatio = Double(t) / Double(n)
+        return numpyArange(from: Double(t), to: 0, step: -stepRatio).map { Int($0.rounded(.toNearestOrEven)) - 1 }
     }
 }
 
