@@ -47,8 +47,10 @@ build: deps
 
 # Serial: the end-to-end tests wait on real processes, and the watchdog tests time
 # the daemon's pings; on two cores they must not starve each other.
+# The in-process tests run OpenBLAS's kernels of this CPU's tier, as the daemon does (KernelSelection).
+BLAS_CORE ?= $(shell scripts/openblas-core.sh)
 test: deps python-deps data-deps
-	$(SWIFT) test $(SWIFTFLAGS) --no-parallel
+	$(if $(BLAS_CORE),OPENBLAS_CORETYPE=$(BLAS_CORE)) $(SWIFT) test $(SWIFTFLAGS) --no-parallel
 	$(MAKE) test-python
 	$(MAKE) test-systemd
 
@@ -198,7 +200,7 @@ bench-deps:
 
 # BENCHMARKS.md and docs/bench/*.png from docs/bench/results.json, which diffusion-bench writes
 # stage by stage (throughput, daemon, sampling, quality; see Sources/diffusion-bench/main.swift).
-# It restarts itself without OPENBLAS_CORETYPE and with OMP_WAIT_POLICY=passive, and starts
+# It restarts itself with OpenBLAS's kernels of this CPU's tier (KernelSelection) and OMP_WAIT_POLICY=passive, and starts
 # the diffusiond and diffusionctl built beside it. QUICK=1 (= make bench-quick): the quick
 # variant; BENCH_ARGS: more options, e.g. BENCH_ARGS="--stages daemon". The report and the
 # plots are rendered even when a stage fails (make still fails then).
