@@ -21,6 +21,10 @@ public enum SamplerKind: String, Codable, Sendable, Hashable, CaseIterable {
     /// NPR-DDIM: DDIM-type steps with the per-pixel NPR-DPM covariance (needs the NPR head).
     case nprDDIM = "npr_ddim"
 
+    /// Predictor-corrector sampling (score SDE): Langevin corrector steps with signal-to-noise ratio `snr`
+    /// (per-image norms) and a VP ancestral predictor at each kept timestep.
+    case predictorCorrector = "pc"
+
     /// The covariance head an Extended-Analytic-DPM kind needs; nil for the others.
     public var covarianceHead: CovarianceHeadKind? {
         switch self {
@@ -76,6 +80,11 @@ public struct SamplingConfiguration: Codable, Sendable, Hashable {
     public var analyticLastStepClipFactor: Double? = nil
     /// The job seed of the noise; default 0.
     public var seed: UInt64 = 0
+    /// The pc corrector's signal-to-noise ratio; nil means 0.16 (score SDE's default) for pc. Only for pc.
+    /// Encoded only when set (pc records carry the value used), so earlier records keep their bytes.
+    public var snr: Double? = nil
+    /// Corrector steps per predictor step of pc; nil means 1. Only for pc; encoded only when set.
+    public var correctorSteps: Int? = nil
 
     /// A configuration with every default.
     public init() {}
@@ -87,6 +96,8 @@ public struct SamplingConfiguration: Codable, Sendable, Hashable {
         case guidanceScale = "guidance_scale"
         case nullClass = "null_class"
         case analyticLastStepClipFactor = "analytic_last_step_clip_factor"
+        case snr
+        case correctorSteps = "corrector_steps"
     }
 
     /// Decodes a record; missing keys take the defaults.
@@ -104,6 +115,8 @@ public struct SamplingConfiguration: Codable, Sendable, Hashable {
         langevin = try c.decodeIfPresent(LangevinParameters.self, forKey: .langevin) ?? langevin
         analyticLastStepClipFactor = try c.decodeIfPresent(Double.self, forKey: .analyticLastStepClipFactor)
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        snr = try c.decodeIfPresent(Double.self, forKey: .snr)
+        correctorSteps = try c.decodeIfPresent(Int.self, forKey: .correctorSteps)
     }
 
     /// Encodes every field, nil optionals as null, so the record is complete.
@@ -121,5 +134,7 @@ public struct SamplingConfiguration: Codable, Sendable, Hashable {
         try c.encode(langevin, forKey: .langevin)
         try c.encode(analyticLastStepClipFactor, forKey: .analyticLastStepClipFactor)
         try c.encode(seed, forKey: .seed)
+        try c.encodeIfPresent(snr, forKey: .snr)
+        try c.encodeIfPresent(correctorSteps, forKey: .correctorSteps)
     }
 }

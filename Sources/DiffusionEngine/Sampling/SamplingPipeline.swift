@@ -98,6 +98,9 @@ public final class SamplingPipeline {
         if !isAnalytic, config.analyticLastStepClipFactor != nil {
             throw invalid("analytic_last_step_clip_factor", "applies to the analytic, sn and npr samplers only")
         }
+        if kind != .predictorCorrector && (config.snr != nil || config.correctorSteps != nil) {
+            throw invalid(config.snr != nil ? "snr" : "corrector_steps", "applies to the pc sampler only, not \(kind.rawValue)")
+        }
         switch config.guidance {
         case .none: break
         case .classifier:
@@ -160,6 +163,14 @@ public final class SamplingPipeline {
             built = CovarianceHeadSampler(schedule: try RespacedSchedule(base: base, respacing: config.respacing),
                                           head: kind.covarianceHead!, type: ddpmType ? .ddpm : .ddim, eta: config.eta,
                                           prediction: d.prediction, clipDenoised: config.clipDenoised, lastStepClipFactor: factor)
+        case .predictorCorrector:
+            let snr = config.snr ?? 0.16, correctorSteps = config.correctorSteps ?? 1
+            guard snr >= 0, snr.isFinite else { throw invalid("snr", "must be finite and non-negative, got \(snr)") }
+            guard correctorSteps >= 0 else { throw invalid("corrector_steps", "must be non-negative, got \(correctorSteps)") }
+            config.snr = snr
+            config.correctorSteps = correctorSteps
+            built = PredictorCorrectorSampler(schedule: try RespacedSchedule(base: base, respacing: config.respacing),
+                                              snr: snr, correctorSteps: correctorSteps, prediction: d.prediction)
         case .dpmSolverPlusPlus:
             built = DPMSolverPlusPlusSampler(schedule: try RespacedSchedule(base: base, respacing: config.respacing),
                                              prediction: d.prediction, clipDenoised: config.clipDenoised)
