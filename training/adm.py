@@ -294,6 +294,30 @@ class UNetModel(nn.Module):
             h = module(h, emb)
         return self.out(h)
 
+    def forward_with_features(self, x, timesteps, y=None):
+        """(output, final feature map h before `out`): what a covariance head reads."""
+        h = {}
+        handle = self.out.register_forward_pre_hook(lambda module, inputs: h.setdefault("h", inputs[0]))
+        try:
+            out = self(x, timesteps, y)
+        finally:
+            handle.remove()
+        return out, h["h"]
+
+
+class CovarianceHead(nn.Module):
+    """Extended-Analytic-DPM's "simple" head on the UNet's final feature map: GroupNorm -> SiLU ->
+    zero-initialised 3x3 conv to the image channels; state-dict keys out2.0.* and out2.2.*.
+    Its output is raw: E[eps^2 | x_n] for SN-DPM, E[(eps - eps_theta)^2 | x_n] for NPR-DPM."""
+
+    def __init__(self, feature_channels, image_channels):
+        super().__init__()
+        self.out2 = nn.Sequential(normalization(feature_channels), nn.SiLU(),
+                                  zero_module(nn.Conv2d(feature_channels, image_channels, 3, padding=1)))
+
+    def forward(self, h):
+        return self.out2(h)
+
 
 class EncoderUNetModel(nn.Module):
     """guided-diffusion's EncoderUNetModel (the noisy classifier), pools 'adaptive' and 'attention'."""

@@ -119,6 +119,21 @@ public struct ModelBundle: Sendable {
         try ADMUNet(architecture: try admArchitecture(kind: "unet"), weights: try weights())
     }
 
+    /// The Extended-Analytic-DPM heads the bundle ships (`sn-head.safetensors`, `npr-head.safetensors`,
+    /// each listed with its SHA-256 in model.json like every bundle file).
+    public var covarianceHeads: [CovarianceHeadKind] {
+        CovarianceHeadKind.allCases.filter { manifest.files[$0.fileName] != nil }
+    }
+
+    /// Builds the UNet with an SN-DPM or NPR-DPM head (see `ADMUNet.init(_:covarianceHead:weights:)`);
+    /// its keys and shapes are checked against the architecture. Throws when the bundle lacks the head.
+    public func makeUNet(covarianceHead kind: CovarianceHeadKind) throws -> ADMUNet {
+        guard manifest.files[kind.fileName] != nil else {
+            throw BundleError.invalidManifest("bundle \(manifest.name) has no \(kind.rawValue) head (\(kind.fileName) is not listed in model.json)")
+        }
+        return try ADMUNet(try makeUNet(), covarianceHead: kind, weights: try safeTensors(kind.fileName).tensors())
+    }
+
     /// Analytic-DPM's Gamma tables (gamma.safetensors), indexed by original timestep: "gamma" for the
     /// null class (unconditional), "gamma_conditional" for the true class; nil when the bundle has none.
     public func gammaTables() throws -> (unconditional: [Double], conditional: [Double]?)? {

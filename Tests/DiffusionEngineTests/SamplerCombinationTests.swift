@@ -14,14 +14,24 @@ import Testing
         case .langevin: c.langevin = LangevinParameters(levels: 4, stepsPerLevel: 3)
         default: c.respacing = .ddim(10)
         }
-        if kind == .ddim || kind == .analyticDDIM { c.eta = 0.5 }
+        if kind.usesEta { c.eta = 0.5 }
         let schedule = NoiseSchedule(.cosine, steps: 1000)
         let net = GaussianDataPredictor(schedule: schedule, mean: 0.1, standardDeviation: 0.3, classMeans: [1: 0.5, 5: 0],
                                         varianceOutput: 0.2)
         let classifier = GaussianLikelihoodClassifier(schedule: schedule, priorMean: 0.1, priorStandardDeviation: 0.3,
                                                       observation: 0.5, likelihoodStandardDeviation: 0.2)
-        let p = try SamplingPipeline(configuration: c, predictor: net, classifier: classifier, gammaTable: net.gammaTable,
-                                     imageShape: ImageShape(channels: 1, height: 3, width: 11))
+        // The SN / NPR samplers read the exact covariance head appended to the output (after the variance channels).
+        let predictor: any NoisePredictor = kind.covarianceHead.map { GaussianHeadPredictor(net, head: $0) } ?? net
+        func pipeline() throws -> SamplingPipeline {
+            try SamplingPipeline(configuration: c, predictor: predictor, classifier: classifier, gammaTable: net.gammaTable,
+                                 imageShape: ImageShape(channels: 1, height: 3, width: 11))
+        }
+        if kind.covarianceHead == .sn && guidance == .classifierFree {
+            // Refused by name: SN's h - eps^2 needs the unguided eps.
+            #expect(throws: SamplingError.self) { try pipeline() }
+            return
+        }
+        let p = try pipeline()
         let x = try p.generate(imageIndices: [0, 1], classes: [1, 1])
         #expect(x.buffer.allSatisfy { $0.isFinite && abs($0) <= 1 })
         #expect(net.calls.count == p.stepCount)

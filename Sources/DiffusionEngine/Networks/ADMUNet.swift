@@ -10,6 +10,8 @@ public final class ADMUNet: @unchecked Sendable {
     let trunk: ADMTrunk
     let outNorm: GroupNormParameters
     let outConv: ConvParameters
+    /// The Extended-Analytic-DPM covariance head (`out2`), when built with one.
+    let head: (kind: CovarianceHeadKind, norm: GroupNormParameters, conv: ConvParameters)?
     private var plans: [Int: UNetPlan] = [:]
     private let lock = NSLock()
 
@@ -19,7 +21,31 @@ public final class ADMUNet: @unchecked Sendable {
         guard a.type == "adm-unet" else { throw EngineError.invalidArchitecture("expected type adm-unet, got \(a.type)") }
         architecture = a
         (trunk, outNorm, outConv) = try ADMUNet.readWeights(a, WeightReader(weights))
+        head = nil
     }
+
+    /// The same network (its weights shared) with an SN-DPM or NPR-DPM covariance head reading the
+    /// final feature map beside `out`: GroupNorm -> SiLU -> 3x3 conv to the image channels, keys
+    /// `out2.0.{weight,bias}` and `out2.2.{weight,bias}` (the authors' "simple" head). The output then
+    /// has `outputChannels` = out + in channels, the head's raw values last, from the same forward pass.
+    /// Throws on missing, unexpected or misshapen keys.
+    public init(_ base: ADMUNet, covarianceHead kind: CovarianceHeadKind, weights: [String: Tensor]) throws {
+        architecture = base.architecture
+        trunk = base.trunk
+        outNorm = base.outNorm
+        outConv = base.outConv
+        let r = WeightReader(weights)
+        let norm = try GroupNormParameters(r, "out2.0", channels: base.trunk.finalChannels)
+        let conv = try ConvParameters(r, "out2.2", in: base.trunk.finalChannels, out: base.architecture.inChannels, kernel: 3, padding: 1)
+        try r.finish()
+        head = (kind, norm, conv)
+    }
+
+    /// The covariance head's kind, nil without one.
+    public var covarianceHead: CovarianceHeadKind? { head?.kind }
+
+    /// Channels of the output: `architecture.outChannels`, plus the image channels with a covariance head.
+    public var outputChannels: Int { architecture.outChannels + (head == nil ? 0 : architecture.inChannels) }
 
     @discardableResult
     static func readWeights(_ a: ADMArchitecture, _ r: WeightReader) throws -> (ADMTrunk, GroupNormParameters, ConvParameters) {
@@ -53,7 +79,7 @@ public final class ADMUNet: @unchecked Sendable {
     /// Evaluates the network: x [N, in, H, W] NCHW, timesteps [N] (original indices), classes [N]
     /// (nil when unconditional) -> a new [N, out, H, W] tensor.
     public func forward(_ x: Tensor, timesteps: [Int], classes: [Int]? = nil) throws -> Tensor {
-        let out = Tensor(shape: [x.shape.first ?? 0, architecture.outChannels, imageSize, imageSize])
+        let out = Tensor(shape: [x.shape.first ?? 0, outputChannels, imageSize, imageSize])
         try forward(x, timesteps: timesteps, classes: classes, into: out)
         return out
     }
@@ -67,8 +93,8 @@ public final class ADMUNet: @unchecked Sendable {
         }
         let n = x.shape[0]
         guard n > 0, timesteps.count == n else { throw EngineError.invalidInput("\(timesteps.count) timesteps for batch \(n)") }
-        guard output.shape == [n, a.outChannels, a.imageSize, a.imageSize] else {
-            throw EngineError.invalidInput("output has shape \(output.shape), expected [\(n), \(a.outChannels), \(a.imageSize), \(a.imageSize)]")
+        guard output.shape == [n, outputChannels, a.imageSize, a.imageSize] else {
+            throw EngineError.invalidInput("output has shape \(output.shape), expected [\(n), \(outputChannels), \(a.imageSize), \(a.imageSize)]")
         }
         if let k = a.numClasses {
             guard let classes, classes.count == n, classes.allSatisfy({ $0 >= 0 && $0 < k }) else {
@@ -89,6 +115,8 @@ final class UNetPlan {
     let outConv: ConvolutionPrimitive
     let size: Int, channels: Int
     let outputBlocked: Int
+    let headConv: ConvolutionPrimitive?
+    let headBlocked: Int
 
     init(_ net: ADMUNet, batch: Int) {
         core = ADMPlan(trunk: net.trunk, batch: batch, training: false)
@@ -105,6 +133,18 @@ final class UNetPlan {
         let outBlocks = (net.architecture.outChannels + 15) / 16
         outputBlocked = core.ws.privateBuffer(batch * outBlocks * 16 * size * size)
         core.flops += outConv.flops
+        if let head = net.head {
+            let conv = ConvolutionPrimitive(batch: batch, inChannels: channels, outChannels: head.conv.outChannels,
+                                            height: size, width: size, kernel: 3, padding: 1,
+                                            weights: head.conv.weight.data, bias: head.conv.bias?.data,
+                                            inputLayout: .blocked16, outputLayout: .blocked16, scratch: core.scratch)
+            headConv = conv
+            headBlocked = core.ws.privateBuffer(batch * ((head.conv.outChannels + 15) / 16) * 16 * size * size)
+            core.flops += conv.flops
+        } else {
+            headConv = nil
+            headBlocked = -1
+        }
         core.ws.allocate()
     }
 
@@ -119,12 +159,26 @@ final class UNetPlan {
         headNorm.prepare(ws, net.outNorm, ws[core.trunkOutput], batch: n, pixels: pixels)
         headNorm.apply(ws, ws[core.trunkOutput], ws[headInput], batch: n, pixels: pixels, channels: channels, silu: true)
         outConv(ws[headInput], ws[outputBlocked])
-        let oc = net.architecture.outChannels, blocks = (oc + 15) / 16
-        let src = ws[outputBlocked], dst = output.data
+        let oc = net.architecture.outChannels, total = net.outputChannels
+        Self.unpack(ws[outputBlocked], channels: oc, into: output.data, channelOffset: 0, totalChannels: total, batch: n, pixels: pixels)
+        if let head = net.head, let headConv {
+            // The same final feature map through the head's own GroupNorm, SiLU and conv.
+            headNorm.prepare(ws, head.norm, ws[core.trunkOutput], batch: n, pixels: pixels)
+            headNorm.apply(ws, ws[core.trunkOutput], ws[headInput], batch: n, pixels: pixels, channels: channels, silu: true)
+            headConv(ws[headInput], ws[headBlocked])
+            Self.unpack(ws[headBlocked], channels: head.conv.outChannels, into: output.data, channelOffset: oc,
+                        totalChannels: total, batch: n, pixels: pixels)
+        }
+    }
+
+    /// Copies 16-channel blocks into NCHW channels [offset, offset + channels) of a [n, total, H, W] tensor.
+    static func unpack(_ src: UnsafeMutablePointer<Float>, channels oc: Int, into dst: UnsafeMutablePointer<Float>,
+                       channelOffset: Int, totalChannels: Int, batch n: Int, pixels: Int) {
+        let blocks = (oc + 15) / 16
         for b in 0..<n {
             for c in 0..<oc {
                 let plane = src + ((b * blocks + c / 16) * pixels) * 16 + c % 16
-                let row = dst + (b * oc + c) * pixels
+                let row = dst + (b * totalChannels + channelOffset + c) * pixels
                 for p in 0..<pixels { row[p] = plane[p * 16] }
             }
         }

@@ -54,8 +54,10 @@ public final class UNetNoisePredictor: NoisePredictor, @unchecked Sendable {
     /// Wraps a UNet.
     public init(_ network: ADMUNet) { self.network = network }
 
-    /// C, or 2C when the network learns its variance.
-    public var outputChannels: Int { network.architecture.outChannels }
+    /// C, or 2C when the network learns its variance; plus C with a covariance head.
+    public var outputChannels: Int { network.outputChannels }
+    /// The network's covariance head, if any.
+    public var covarianceHead: CovarianceHeadKind? { network.covarianceHead }
 
     /// The raw network output [N, outputChannels, H, W] (a reused buffer).
     public func predict(_ x: Tensor, timesteps: [Int], classes: [Int]?) throws -> Tensor {
@@ -65,11 +67,12 @@ public final class UNetNoisePredictor: NoisePredictor, @unchecked Sendable {
             throw EngineError.invalidInput("\(timesteps.count) timesteps and \(classes?.count ?? 0) classes for batch \(n)")
         }
         lock.lock(); defer { lock.unlock() }
-        let out = outputs[n] ?? Tensor(shape: [n, a.outChannels, a.imageSize, a.imageSize])
+        let oc = network.outputChannels
+        let out = outputs[n] ?? Tensor(shape: [n, oc, a.imageSize, a.imageSize])
         outputs[n] = out
-        let perImage = a.outChannels * a.imageSize * a.imageSize
+        let perImage = oc * a.imageSize * a.imageSize
         try chunks.forEachChunk(of: x) { input, used, first in
-            let chunkOut = chunkOutput ?? Tensor(shape: [FixedChunks.rows, a.outChannels, a.imageSize, a.imageSize])
+            let chunkOut = chunkOutput ?? Tensor(shape: [FixedChunks.rows, oc, a.imageSize, a.imageSize])
             chunkOutput = chunkOut
             try network.forward(input, timesteps: FixedChunks.padded(timesteps, first: first, used: used),
                                 classes: classes.map { FixedChunks.padded($0, first: first, used: used) }, into: chunkOut)

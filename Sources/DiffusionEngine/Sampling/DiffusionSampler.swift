@@ -28,6 +28,25 @@ public protocol DiffusionSampler: Sendable {
     /// Advances the batch x [N, C, H, W] in place by chain step k, given the raw (already
     /// classifier-free combined) network output, optional classifier guidance and standard normal noise.
     func step(_ step: Int, x: Tensor, modelOutput: Tensor, classifierGuidance: ClassifierGuidanceTerm?, noise: Tensor?)
+    /// Image-sized tensors of per-image state a multistep sampler carries between steps (0, the
+    /// default, for one-step samplers). The pipeline holds them as one [N, count * C, H, W] tensor,
+    /// zero before step 0; only image n's own chain reads or writes row n.
+    var auxiliaryStateCount: Int { get }
+    /// Advances x by chain step k with the auxiliary state (nil when `auxiliaryStateCount` is 0);
+    /// the default ignores it and calls the stateless step.
+    func step(_ step: Int, x: Tensor, auxiliary: Tensor?, modelOutput: Tensor,
+              classifierGuidance: ClassifierGuidanceTerm?, noise: Tensor?)
+}
+
+extension DiffusionSampler {
+    /// One-step samplers carry nothing.
+    public var auxiliaryStateCount: Int { 0 }
+
+    /// The stateless step.
+    public func step(_ step: Int, x: Tensor, auxiliary: Tensor?, modelOutput: Tensor,
+                     classifierGuidance: ClassifierGuidanceTerm?, noise: Tensor?) {
+        self.step(step, x: x, modelOutput: modelOutput, classifierGuidance: classifierGuidance, noise: noise)
+    }
 }
 
 /// A sampler that walks a respaced schedule from its last kept timestep down to its first,

@@ -24,6 +24,12 @@ public struct LangevinParameters: Codable, Sendable, Hashable {
         self.finalDenoising = finalDenoising
     }
 
+    /// NCSN's levels on the noise scale of data in [-1, 1] (NCSN's data lie in [0, 1], so its sigmas
+    /// 1 -> 0.01 are 2 -> 0.02 here) with eps = 8e-5, which keeps NCSN's eps / sigma_L^2 = 0.2; 10 levels of
+    /// 100 steps and the final denoising step as in the defaults. Not the defaults themselves: those fix
+    /// the bits of every Langevin job recorded so far (regeneration rebuilds a job from its settings).
+    public static let dataRangeScaled = LangevinParameters(stepSize: 8e-5, sigmaMax: 2, sigmaMin: 0.02)
+
     enum CodingKeys: String, CodingKey {
         case levels
         case stepsPerLevel = "steps_per_level"

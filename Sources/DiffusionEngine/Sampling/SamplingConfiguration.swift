@@ -10,6 +10,32 @@ public enum SamplerKind: String, Codable, Sendable, Hashable, CaseIterable {
     case analyticDDIM = "analytic_ddim"
     /// NCSN annealed Langevin dynamics on the model's score.
     case langevin
+    /// DPM-Solver++(2M) as diffusers' DPMSolverMultistepScheduler runs it (respacing `dpmsolverN` is its spacing).
+    case dpmSolverPlusPlus = "dpm_solver++"
+    /// SN-DDPM: ancestral steps with the per-pixel SN-DPM covariance (needs the network's SN head).
+    case snDDPM = "sn_ddpm"
+    /// SN-DDIM: DDIM-type steps with the per-pixel SN-DPM covariance (needs the SN head).
+    case snDDIM = "sn_ddim"
+    /// NPR-DDPM: ancestral steps with the per-pixel NPR-DPM covariance (needs the network's NPR head).
+    case nprDDPM = "npr_ddpm"
+    /// NPR-DDIM: DDIM-type steps with the per-pixel NPR-DPM covariance (needs the NPR head).
+    case nprDDIM = "npr_ddim"
+
+    /// Predictor-corrector sampling (score SDE): Langevin corrector steps with signal-to-noise ratio `snr`
+    /// (per-image norms) and a VP ancestral predictor at each kept timestep.
+    case predictorCorrector = "pc"
+
+    /// The covariance head an Extended-Analytic-DPM kind needs; nil for the others.
+    public var covarianceHead: CovarianceHeadKind? {
+        switch self {
+        case .snDDPM, .snDDIM: return .sn
+        case .nprDDPM, .nprDDIM: return .npr
+        default: return nil
+        }
+    }
+
+    /// Whether the kind takes eta (the DDIM family).
+    public var usesEta: Bool { [.ddim, .analyticDDIM, .snDDIM, .nprDDIM].contains(self) }
 }
 
 /// How the samples are steered toward their class.
@@ -35,7 +61,7 @@ public struct SamplingConfiguration: Codable, Sendable, Hashable {
     public var respacing: TimestepRespacing = .full
     /// The variance of the ddpm sampler; nil (default) takes `diffusion.variance`. Only for ddpm.
     public var ddpmVariance: VarianceType? = nil
-    /// DDIM stochasticity in [0, 1]; default 0. Only for ddim and analytic_ddim.
+    /// DDIM stochasticity in [0, 1]; default 0. Only for ddim, analytic_ddim, sn_ddim and npr_ddim.
     public var eta: Double = 0
     /// Whether x0 estimates (and the final sample) are clipped to [-1, 1]; default true.
     public var clipDenoised: Bool = true
@@ -49,10 +75,16 @@ public struct SamplingConfiguration: Codable, Sendable, Hashable {
     /// Langevin settings; only for langevin (other samplers reject non-default values).
     public var langevin: LangevinParameters = LangevinParameters()
     /// c in the Analytic-DPM last-step bound (c (2/255) sqrt(pi/2))^2; nil (default) means 2 for
-    /// analytic_ddpm on a linear schedule, 1 otherwise. Only for the analytic samplers.
+    /// analytic_ddpm (sn_ddpm, npr_ddpm) on a linear schedule, 1 otherwise. Only for the analytic,
+    /// SN and NPR samplers.
     public var analyticLastStepClipFactor: Double? = nil
     /// The job seed of the noise; default 0.
     public var seed: UInt64 = 0
+    /// The pc corrector's signal-to-noise ratio; nil means 0.16 (score SDE's default) for pc. Only for pc.
+    /// Encoded only when set (pc records carry the value used), so earlier records keep their bytes.
+    public var snr: Double? = nil
+    /// Corrector steps per predictor step of pc; nil means 1. Only for pc; encoded only when set.
+    public var correctorSteps: Int? = nil
 
     /// A configuration with every default.
     public init() {}
@@ -64,6 +96,8 @@ public struct SamplingConfiguration: Codable, Sendable, Hashable {
         case guidanceScale = "guidance_scale"
         case nullClass = "null_class"
         case analyticLastStepClipFactor = "analytic_last_step_clip_factor"
+        case snr
+        case correctorSteps = "corrector_steps"
     }
 
     /// Decodes a record; missing keys take the defaults.
@@ -81,6 +115,8 @@ public struct SamplingConfiguration: Codable, Sendable, Hashable {
         langevin = try c.decodeIfPresent(LangevinParameters.self, forKey: .langevin) ?? langevin
         analyticLastStepClipFactor = try c.decodeIfPresent(Double.self, forKey: .analyticLastStepClipFactor)
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        snr = try c.decodeIfPresent(Double.self, forKey: .snr)
+        correctorSteps = try c.decodeIfPresent(Int.self, forKey: .correctorSteps)
     }
 
     /// Encodes every field, nil optionals as null, so the record is complete.
@@ -98,5 +134,7 @@ public struct SamplingConfiguration: Codable, Sendable, Hashable {
         try c.encode(langevin, forKey: .langevin)
         try c.encode(analyticLastStepClipFactor, forKey: .analyticLastStepClipFactor)
         try c.encode(seed, forKey: .seed)
+        try c.encodeIfPresent(snr, forKey: .snr)
+        try c.encodeIfPresent(correctorSteps, forKey: .correctorSteps)
     }
 }

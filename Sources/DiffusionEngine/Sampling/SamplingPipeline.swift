@@ -63,7 +63,9 @@ public final class SamplingPipeline {
         guard imageShape.channels >= 1, imageShape.height >= 1, imageShape.width >= 1 else {
             throw invalid("image_shape", "every dimension must be positive")
         }
-        let c = imageShape.channels, outC = predictor.outputChannels
+        let c = imageShape.channels
+        // A covariance head's C channels end the output; the rest is eps (x0, v) and any variance.
+        let outC = predictor.outputChannels - (predictor.covarianceHead == nil ? 0 : c)
         guard outC == c || outC == 2 * c else {
             throw SamplingError.shapeMismatch("the network outputs \(outC) channels; images have \(c) (expected \(c) or \(2 * c))")
         }
@@ -71,19 +73,33 @@ public final class SamplingPipeline {
             throw invalid("diffusion.variance", "learned_range needs \(2 * c) output channels; the network has \(outC)")
         }
         let kind = config.sampler
-        let isAnalytic = kind == .analyticDDPM || kind == .analyticDDIM
+        let isAnalytic = kind == .analyticDDPM || kind == .analyticDDIM || kind.covarianceHead != nil
+        if let needed = kind.covarianceHead {
+            guard predictor.covarianceHead == needed else {
+                throw invalid("sampler", "\(kind.rawValue) needs the model's \(needed.rawValue.uppercased())-DPM head (\(needed.fileName))"
+                              + (predictor.covarianceHead.map { "; the network carries the \($0.rawValue) head" } ?? ""))
+            }
+            if needed == .sn && config.guidance == .classifierFree {
+                throw invalid("guidance", "classifier_free does not combine with \(kind.rawValue): the SN covariance h - eps^2 needs the eps the head was trained with, not a guided one (npr samplers and classifier guidance do combine)")
+            }
+        } else if let carried = predictor.covarianceHead {
+            throw invalid("sampler", "the network carries the \(carried.rawValue) covariance head, which \(kind.rawValue) does not use; build it without the head")
+        }
         if kind != .ddpm, let v = config.ddpmVariance {
             throw invalid("ddpm_variance", "'\(v.rawValue)' applies to the ddpm sampler only, not \(kind.rawValue)")
         }
-        if kind != .ddim && kind != .analyticDDIM && config.eta != 0 {
-            throw invalid("eta", "applies to ddim and analytic_ddim only, not \(kind.rawValue)")
+        if !kind.usesEta && config.eta != 0 {
+            throw invalid("eta", "applies to ddim, analytic_ddim, sn_ddim and npr_ddim only, not \(kind.rawValue)")
         }
         guard config.eta.isFinite, (0...1).contains(config.eta) else { throw invalid("eta", "must lie in [0, 1], got \(config.eta)") }
         if kind != .langevin && config.langevin != LangevinParameters() {
             throw invalid("langevin", "Langevin settings apply to the langevin sampler only, not \(kind.rawValue)")
         }
         if !isAnalytic, config.analyticLastStepClipFactor != nil {
-            throw invalid("analytic_last_step_clip_factor", "applies to analytic_ddpm and analytic_ddim only")
+            throw invalid("analytic_last_step_clip_factor", "applies to the analytic, sn and npr samplers only")
+        }
+        if kind != .predictorCorrector && (config.snr != nil || config.correctorSteps != nil) {
+            throw invalid(config.snr != nil ? "snr" : "corrector_steps", "applies to the pc sampler only, not \(kind.rawValue)")
         }
         switch config.guidance {
         case .none: break
@@ -139,6 +155,25 @@ public final class SamplingPipeline {
                 throw invalid("langevin.sigma_max", "must be at least sigma_min, got \(p.sigmaMax)")
             }
             built = LangevinSampler(schedule: base, parameters: p, prediction: d.prediction, clipDenoised: config.clipDenoised)
+        case .snDDPM, .snDDIM, .nprDDPM, .nprDDIM:
+            let ddpmType = kind == .snDDPM || kind == .nprDDPM
+            let factor = config.analyticLastStepClipFactor ?? (ddpmType && d.schedule == .linear ? 2 : 1)
+            guard factor > 0, factor.isFinite else { throw invalid("analytic_last_step_clip_factor", "must be positive, got \(factor)") }
+            config.analyticLastStepClipFactor = factor
+            built = CovarianceHeadSampler(schedule: try RespacedSchedule(base: base, respacing: config.respacing),
+                                          head: kind.covarianceHead!, type: ddpmType ? .ddpm : .ddim, eta: config.eta,
+                                          prediction: d.prediction, clipDenoised: config.clipDenoised, lastStepClipFactor: factor)
+        case .predictorCorrector:
+            let snr = config.snr ?? 0.16, correctorSteps = config.correctorSteps ?? 1
+            guard snr >= 0, snr.isFinite else { throw invalid("snr", "must be finite and non-negative, got \(snr)") }
+            guard correctorSteps >= 0 else { throw invalid("corrector_steps", "must be non-negative, got \(correctorSteps)") }
+            config.snr = snr
+            config.correctorSteps = correctorSteps
+            built = PredictorCorrectorSampler(schedule: try RespacedSchedule(base: base, respacing: config.respacing),
+                                              snr: snr, correctorSteps: correctorSteps, prediction: d.prediction)
+        case .dpmSolverPlusPlus:
+            built = DPMSolverPlusPlusSampler(schedule: try RespacedSchedule(base: base, respacing: config.respacing),
+                                             prediction: d.prediction, clipDenoised: config.clipDenoised)
         }
         self.configuration = config
         self.sampler = built
@@ -165,6 +200,14 @@ public final class SamplingPipeline {
         return x
     }
 
+    /// The auxiliary state of a multistep sampler before step 0 (zeros, [N, count * C, H, W]); nil when
+    /// the sampler carries none. Checkpoint it with x to resume such a chain mid-way.
+    public func initialAuxiliaryState(imageCount n: Int) -> Tensor? {
+        let count = sampler.auxiliaryStateCount
+        guard count > 0 else { return nil }
+        return Tensor(shape: [n, count * imageShape.channels, imageShape.height, imageShape.width])
+    }
+
     /// Generates the images from scratch: the final x [N, C, H, W].
     public func generate(imageIndices: [Int], classes: [Int]?,
                          progress: ((SamplingProgress) -> Void)? = nil, isCancelled: () -> Bool = { false }) throws -> Tensor {
@@ -178,8 +221,10 @@ public final class SamplingPipeline {
     /// `isCancelled` is checked before every step; on cancellation it throws
     /// `SamplingError.cancelled(completedSteps:)` and x holds the state after that many steps, so that
     /// `denoise(x, ..., steps: completed..<stepCount)` finishes the job with identical bits. After the
-    /// last step x is clamped to [-1, 1] when `clipDenoised` is on.
-    public func denoise(_ x: Tensor, imageIndices: [Int], classes: [Int]?, steps: Range<Int>? = nil,
+    /// last step x is clamped to [-1, 1] when `clipDenoised` is on. A multistep sampler
+    /// (`auxiliaryStateCount` > 0) also carries `auxiliary` (from `initialAuxiliaryState`), updated in
+    /// place; it may be nil only when the range starts at step 0 (then the pipeline holds it).
+    public func denoise(_ x: Tensor, auxiliary: Tensor? = nil, imageIndices: [Int], classes: [Int]?, steps: Range<Int>? = nil,
                         progress: ((SamplingProgress) -> Void)? = nil, isCancelled: () -> Bool = { false }) throws {
         let total = sampler.stepCount
         let range = steps ?? 0..<total
@@ -195,6 +240,22 @@ public final class SamplingPipeline {
         }
         if let classes, classes.count != n {
             throw SamplingError.shapeMismatch("\(classes.count) classes for \(n) images")
+        }
+        let auxiliaryState: Tensor?
+        if sampler.auxiliaryStateCount > 0 {
+            if let auxiliary {
+                guard auxiliary.count == n * sampler.auxiliaryStateCount * imageShape.elementCount else {
+                    throw SamplingError.shapeMismatch("auxiliary state \(auxiliary.shape) for \(n) images of \(imageShape)")
+                }
+                auxiliaryState = auxiliary
+            } else if range.lowerBound == 0 || range.isEmpty {
+                auxiliaryState = initialAuxiliaryState(imageCount: n)
+            } else {
+                throw SamplingError.invalidSetting(
+                    name: "auxiliary", reason: "\(configuration.sampler.rawValue) is multistep: resuming at step \(range.lowerBound) needs the auxiliary state carried from the earlier steps")
+            }
+        } else {
+            auxiliaryState = nil
         }
         let guidance = configuration.guidance
         if guidance != .none && classes == nil {
@@ -258,7 +319,8 @@ public final class SamplingPipeline {
                                                     image: image, draw: k + 1)
                 }
             }
-            sampler.step(k, x: x, modelOutput: output, classifierGuidance: guidanceTerm, noise: usesNoise ? noise : nil)
+            sampler.step(k, x: x, auxiliary: auxiliaryState, modelOutput: output, classifierGuidance: guidanceTerm,
+                         noise: usesNoise ? noise : nil)
             if k == total - 1 && configuration.clipDenoised {
                 let b = x.buffer
                 for j in b.indices { b[j] = min(max(b[j], -1), 1) }

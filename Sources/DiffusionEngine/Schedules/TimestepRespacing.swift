@@ -4,7 +4,8 @@ import Foundation
 ///
 /// Encoded as one string (the provenance record keeps what the user typed):
 /// `""` all T steps; guided-diffusion forms `"ddim50"`, `"250"`, `"10,15,20"`;
-/// diffusers forms `"leading50"`, `"trailing50"`, `"linspace50"`.
+/// diffusers forms `"leading50"`, `"trailing50"`, `"linspace50"`, and `"dpmsolver50"` (the "linspace"
+/// spacing of diffusers' DPMSolverMultistepScheduler, which differs from the other schedulers').
 public enum TimestepRespacing: Sendable, Hashable, Codable, CustomStringConvertible {
     /// Every timestep 0..<T.
     case full
@@ -20,6 +21,9 @@ public enum TimestepRespacing: Sendable, Hashable, Codable, CustomStringConverti
     case trailing(Int)
     /// diffusers "linspace": round(linspace(0, T - 1, N)).
     case linspace(Int)
+    /// diffusers DPMSolverMultistepScheduler "linspace": round(linspace(0, T - 1, N + 1)) without its
+    /// first entry 0 (the solver's last step goes from the smallest kept timestep to sigma = 0).
+    case dpmSolver(Int)
 
     /// Parses the string form; throws `SamplingError.invalidSetting` naming "respacing" on bad input.
     public init(parsing text: String) throws {
@@ -34,6 +38,7 @@ public enum TimestepRespacing: Sendable, Hashable, Codable, CustomStringConverti
         let prefixed: [(String, (Int) -> TimestepRespacing)] = [
             ("ddim", { .ddim($0) }), ("leading", { .leading($0) }),
             ("trailing", { .trailing($0) }), ("linspace", { .linspace($0) }),
+            ("dpmsolver", { .dpmSolver($0) }),
         ]
         for (prefix, make) in prefixed where s.hasPrefix(prefix) {
             self = make(try count(s.dropFirst(prefix.count)))
@@ -44,7 +49,7 @@ public enum TimestepRespacing: Sendable, Hashable, Codable, CustomStringConverti
         guard !counts.isEmpty, counts.allSatisfy({ $0 != nil && $0! >= 0 }), counts.reduce(0, { $0 + $1! }) >= 1 else {
             throw SamplingError.invalidSetting(
                 name: "respacing",
-                reason: "'\(text)' is not one of \"\", ddimN, a comma list of section counts, leadingN, trailingN, linspaceN")
+                reason: "'\(text)' is not one of \"\", ddimN, a comma list of section counts, leadingN, trailingN, linspaceN, dpmsolverN")
         }
         self = .sections(counts.map { $0! })
     }
@@ -58,6 +63,7 @@ public enum TimestepRespacing: Sendable, Hashable, Codable, CustomStringConverti
         case .leading(let n): return "leading\(n)"
         case .trailing(let n): return "trailing\(n)"
         case .linspace(let n): return "linspace\(n)"
+        case .dpmSolver(let n): return "dpmsolver\(n)"
         }
     }
 
@@ -117,6 +123,9 @@ public enum TimestepRespacing: Sendable, Hashable, Codable, CustomStringConverti
         case .linspace(let n):
             try checkCount(n)
             kept = BetaSchedule.evenlySpaced(from: 0, to: Double(t - 1), count: n).map { Int($0.rounded(.toNearestOrEven)) }
+        case .dpmSolver(let n):
+            try checkCount(n)
+            kept = BetaSchedule.evenlySpaced(from: 0, to: Double(t - 1), count: n + 1).dropFirst().map { Int($0.rounded(.toNearestOrEven)) }
         }
         let sorted = Array(Set(kept)).sorted()
         guard let first = sorted.first, first >= 0, sorted.last! < t else { throw fail("timesteps fall outside 0..<\(t)") }
