@@ -44,8 +44,9 @@ public struct BundleManifest: Codable, Sendable, Equatable {
     public var name: String
     /// "unet", "classifier" or "features".
     public var kind: String
-    /// The network's hyperparameters.
-    public var architecture: NetworkArchitecture
+    /// The network's hyperparameters (required to build a network; the daemon's catalog reads
+    /// model.json stubs without one).
+    public var architecture: NetworkArchitecture?
     /// Diffusion process settings (UNet bundles).
     public var diffusion: DiffusionSettings?
     /// Class names.
@@ -54,8 +55,21 @@ public struct BundleManifest: Codable, Sendable, Equatable {
     public var nullClass: Int?
     /// Image geometry.
     public var data: DataSettings?
-    /// SHA-256 (hex) of each file of the bundle, by file name.
+    /// SHA-256 (hex) of each file of the bundle, by file name (empty in stubs).
     public var files: [String: String]
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        format = try c.decode(String.self, forKey: .format)
+        name = try c.decode(String.self, forKey: .name)
+        kind = try c.decode(String.self, forKey: .kind)
+        architecture = try c.decodeIfPresent(NetworkArchitecture.self, forKey: .architecture)
+        diffusion = try c.decodeIfPresent(DiffusionSettings.self, forKey: .diffusion)
+        classes = try c.decodeIfPresent([String].self, forKey: .classes)
+        nullClass = try c.decodeIfPresent(Int.self, forKey: .nullClass)
+        data = try c.decodeIfPresent(DataSettings.self, forKey: .data)
+        files = try c.decodeIfPresent([String: String].self, forKey: .files) ?? [:]
+    }
 
     enum CodingKeys: String, CodingKey {
         case format, name, kind, architecture, diffusion, classes, data, files
@@ -110,7 +124,7 @@ public struct ModelBundle: Sendable {
 
     private func admArchitecture(kind: String) throws -> ADMArchitecture {
         guard manifest.kind == kind else { throw BundleError.wrongKind(expected: kind, actual: manifest.kind) }
-        guard case .adm(let a) = manifest.architecture else { throw BundleError.invalidManifest("kind \(kind) needs an adm architecture") }
+        guard case .adm(let a)? = manifest.architecture else { throw BundleError.invalidManifest("kind \(kind) needs an adm architecture") }
         return a
     }
 
@@ -140,7 +154,7 @@ public struct ModelBundle: Sendable {
     /// Builds the feature CNN of a "features" bundle.
     public func makeFeatureNetwork() throws -> FeatureCNN {
         guard manifest.kind == "features" else { throw BundleError.wrongKind(expected: "features", actual: manifest.kind) }
-        guard case .featureCNN(let a) = manifest.architecture else { throw BundleError.invalidManifest("kind features needs a feature-cnn architecture") }
+        guard case .featureCNN(let a)? = manifest.architecture else { throw BundleError.invalidManifest("kind features needs a feature-cnn architecture") }
         return try FeatureCNN(architecture: a, weights: try weights())
     }
 }

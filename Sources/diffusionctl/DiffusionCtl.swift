@@ -135,7 +135,7 @@ struct DiffusionCtl: ParsableCommand {
             do {
                 let spec = try validator.validate(bytes, fileName: file)
                 if common.json { print(spec.jsonString(pretty: true)) } else {
-                    print("\(file): ok (\(spec.totalImages) images, \(spec.sampler.kind.rawValue), model \(spec.model))")
+                    print("\(file): ok (\(spec.totalImages) images, \(spec.sampler.kind.jobName), model \(spec.model))")
                     print(spec.jsonString(pretty: true))
                 }
             } catch {

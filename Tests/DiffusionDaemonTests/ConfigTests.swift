@@ -11,7 +11,7 @@ import Testing
         let c = try parse("spool: spool\noutput: /data/out\nbatch_size: 8\nlimits: {steps: 500}\npreload: [fashion-mnist]\n")
         #expect(c.spool == "/srv/d/spool" && c.output == "/data/out")
         #expect(c.batchSize == 8 && c.limits.steps == 500 && c.limits.imagesPerJob == 10_000 && c.limits.attempts == 3)
-        #expect(c.preload == ["fashion-mnist"] && c.threads == 2 && c.logLevel == "info" && c.generator == "engine")
+        #expect(c.preload == ["fashion-mnist"] && c.threads == 2 && c.logLevel == .info && c.generator == .engine)
         #expect(c.databasePath == "/srv/d/state/diffusiond.sqlite" || c.databasePath.hasSuffix("/diffusiond.sqlite"))
         #expect(try parse("{}\n") == DaemonConfig())
     }
@@ -62,11 +62,11 @@ import Testing
         let c = try DaemonConfig.load(path: packageRoot + "/config.yml")
         #expect(c.spool == packageRoot + "/spool" && c.output == packageRoot + "/output")
         #expect(c.state == packageRoot + "/state" && c.models == packageRoot + "/models")
-        #expect(c.defaultModel == "fashion-mnist" && c.generator == "engine")
+        #expect(c.defaultModel == "fashion-mnist" && c.generator == .engine)
         let installed = try DaemonConfig.load(path: packageRoot + "/systemd/config.yml")
         #expect(installed.spool == "/var/spool/diffusiond" && installed.output == "/var/lib/diffusiond/output")
         #expect(installed.state == "/var/lib/diffusiond/state" && installed.models == "/usr/local/share/diffusiond/models")
-        #expect(installed.generator == "engine")
+        #expect(installed.generator == .engine)
     }
 
     @Test func defaultConfigPath() {

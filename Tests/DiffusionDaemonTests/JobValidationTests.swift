@@ -28,7 +28,7 @@ import Testing
         #expect(spec.classFor(index: 1)?.index == 1 && spec.classFor(index: 2)?.index == 9)
         #expect(spec.sampler == SamplerSpec(kind: .ddim, steps: 50, respacing: "ddim50", eta: 0, clip: true))
         #expect(spec.seed == 99 && spec.seedDrawn)
-        #expect(spec.output == OutputSpec(format: "png", quality: nil, upscale: 1))
+        #expect(spec.output == OutputSpec(format: .png, quality: nil, upscale: 1))
         // The spec survives its JSON form.
         #expect(try JobSpec.fromJSON(spec.jsonString()) == spec)
     }

@@ -121,25 +121,16 @@ struct SamplingPlan {
         var c = SamplingConfiguration()
         if let d = manifest.diffusion { c.diffusion = d }
         let s = job.sampler
-        switch s.kind {
-        case .ddpm: c.sampler = .ddpm
-        case .ddim: c.sampler = .ddim
-        case .analyticDDPM: c.sampler = .analyticDDPM
-        case .analyticDDIM: c.sampler = .analyticDDIM
-        case .langevin: c.sampler = .langevin
-        }
+        c.sampler = s.kind
         if let r = s.respacing { c.respacing = try TimestepRespacing(parsing: r) }
         if let eta = s.eta { c.eta = eta }
-        if let v = s.variance { c.ddpmVariance = VarianceType(rawValue: v.rawValue) }
+        c.ddpmVariance = s.variance
         c.clipDenoised = s.clip
-        if let l = s.langevin {
-            c.langevin = LangevinParameters(levels: l.levels, stepsPerLevel: l.stepsPerLevel, stepSize: l.stepSize,
-                                            finalDenoising: l.finalDenoise)
-        }
+        if let l = s.langevin { c.langevin = l }
         c.nullClass = manifest.nullClass
         c.seed = job.seed
         let conditionalNetwork: Bool = {
-            if case .adm(let a) = manifest.architecture { return a.numClasses != nil }
+            if case .adm(let a)? = manifest.architecture { return a.numClasses != nil }
             return false
         }()
         let requested = indices.map { job.classFor(index: $0)?.index ?? -1 }

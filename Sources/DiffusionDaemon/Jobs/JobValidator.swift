@@ -1,4 +1,6 @@
+import DiffusionEngine
 import Foundation
+import ImageCodecs
 import Yams
 
 /// Turns a job file (YAML or JSON) into a `JobSpec`, or into errors that name
@@ -21,7 +23,7 @@ public struct JobValidator: Sendable {
 
     static let topKeys = ["name", "model", "mode", "classes", "images_per_class", "images", "sampler", "seed", "output", "priority"]
     static let samplerKeys = SamplerSpec.CodingKeys.allCases.map(\.rawValue)
-    static let langevinKeys = LangevinSpec.CodingKeys.allCases.map(\.rawValue)
+    static let langevinKeys = JobLangevin.CodingKeys.allCases.map(\.rawValue)
     static let outputKeys = ["format", "quality", "upscale"]
 
     /// Validates a job file. `fileName` supplies the default job name (its stem);
@@ -67,13 +69,13 @@ public struct JobValidator: Sendable {
         var kind = SamplerKind.ddim
         var sm: [String: Node] = [:]
         if let n = top["sampler"] {
-            if case .scalar = n, let s = r.choice(n, path: "sampler", SamplerKind.allCases.map(\.rawValue)) {
-                kind = SamplerKind(rawValue: s)!
+            if case .scalar = n, let s = r.choice(n, path: "sampler", SamplerKind.jobNames) {
+                kind = SamplerKind(jobName: s)!
             } else if case .scalar = n {
             } else if let m = r.mapping(n, path: "sampler", known: Self.samplerKeys) {
                 sm = m
-                if let k = m["kind"], let s = r.choice(k, path: "sampler.kind", SamplerKind.allCases.map(\.rawValue)) {
-                    kind = SamplerKind(rawValue: s)!
+                if let k = m["kind"], let s = r.choice(k, path: "sampler.kind", SamplerKind.jobNames) {
+                    kind = SamplerKind(jobName: s)!
                 }
             }
         }
@@ -122,15 +124,15 @@ public struct JobValidator: Sendable {
             sampler.eta = 0
             if let n = sm["eta"], let v = r.double(n, path: "sampler.eta", range: 0 ... 1) { sampler.eta = v }
         } else if let n = sm["eta"] {
-            r.fail("sampler.eta", "applies only to ddim and analytic-ddim, not \(kind.rawValue)", n)
+            r.fail("sampler.eta", "applies only to ddim and analytic-ddim, not \(kind.jobName)", n)
         }
 
         if kind.usesVariance {
-            let fallback = VarianceKind(rawValue: model?.variance ?? "") ?? .fixedSmall
+            let fallback = model?.variance ?? .fixedSmall
             sampler.variance = fallback
-            if let n = sm["variance"], let s = r.choice(n, path: "sampler.variance", VarianceKind.allCases.map(\.rawValue)) {
-                let v = VarianceKind(rawValue: s)!
-                if v == .learnedRange, let model, model.variance != VarianceKind.learnedRange.rawValue {
+            if let n = sm["variance"], let s = r.choice(n, path: "sampler.variance", VarianceType.allCases.map(\.rawValue)) {
+                let v = VarianceType(rawValue: s)!
+                if v == .learnedRange, let model, model.variance != .learnedRange {
                     r.fail("sampler.variance", "model \(model.name) does not learn its variance", n)
                 } else {
                     sampler.variance = v
@@ -141,19 +143,19 @@ public struct JobValidator: Sendable {
         }
 
         if kind == .langevin {
-            var l = LangevinSpec()
+            var l = LangevinParameters()
             if let n = sm["langevin"], let m = r.mapping(n, path: "sampler.langevin", known: Self.langevinKeys) {
                 if let n = m["levels"], let v = r.int(n, path: "sampler.langevin.levels", range: 1 ... limits.steps) { l.levels = v }
                 if let n = m["steps_per_level"], let v = r.int(n, path: "sampler.langevin.steps_per_level", range: 1 ... 1000) { l.stepsPerLevel = v }
                 if let n = m["step_size"], let v = r.double(n, path: "sampler.langevin.step_size", range: 1e-12 ... 1) { l.stepSize = v }
-                if let n = m["final_denoise"], let v = r.bool(n, path: "sampler.langevin.final_denoise") { l.finalDenoise = v }
+                if let n = m["final_denoise"], let v = r.bool(n, path: "sampler.langevin.final_denoise") { l.finalDenoising = v }
             }
             if l.levels * l.stepsPerLevel > 10 * limits.steps {
                 r.fail("sampler.langevin", "levels x steps_per_level = \(l.levels * l.stepsPerLevel) network evaluations, more than \(10 * limits.steps)", sm["langevin"])
             }
             sampler.langevin = l
         } else if let n = sm["langevin"] {
-            r.fail("sampler.langevin", "applies only to the langevin sampler, not \(kind.rawValue)", n)
+            r.fail("sampler.langevin", "applies only to the langevin sampler, not \(kind.jobName)", n)
         }
 
         if let n = sm["clip"], let v = r.bool(n, path: "sampler.clip") { sampler.clip = v }
@@ -271,13 +273,13 @@ public struct JobValidator: Sendable {
         // output
         var output = OutputSpec()
         if let n = top["output"] {
-            if case .scalar = n, let s = r.choice(n, path: "output", ["png", "jpeg"]) {
-                output.format = s
+            if case .scalar = n, let s = r.choice(n, path: "output", ImageFormat.allCases.map(\.rawValue)) {
+                output.format = ImageFormat(rawValue: s)!
             } else if case .scalar = n {
             } else if let m = r.mapping(n, path: "output", known: Self.outputKeys) {
-                if let f = m["format"], let s = r.choice(f, path: "output.format", ["png", "jpeg"]) { output.format = s }
+                if let f = m["format"], let s = r.choice(f, path: "output.format", ImageFormat.allCases.map(\.rawValue)) { output.format = ImageFormat(rawValue: s)! }
                 if let q = m["quality"] {
-                    if output.format != "jpeg" {
+                    if output.format != .jpeg {
                         r.fail("output.quality", "applies only to jpeg output", q)
                     } else if let v = r.int(q, path: "output.quality", range: 1 ... 100) {
                         output.quality = v
@@ -286,7 +288,7 @@ public struct JobValidator: Sendable {
                 if let u = m["upscale"], let v = r.int(u, path: "output.upscale", range: 1 ... 16) { output.upscale = v }
             }
         }
-        if output.format == "jpeg", output.quality == nil { output.quality = 95 }
+        if output.format == .jpeg, output.quality == nil { output.quality = 95 }
 
         var priority = 0
         if let n = top["priority"], let v = r.int(n, path: "priority", range: -100 ... 100) { priority = v }

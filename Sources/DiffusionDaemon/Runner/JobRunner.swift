@@ -106,7 +106,7 @@ public final class JobRunner: Sendable {
 
     /// The file name of image `index`.
     public static func imageFileName(spec: JobSpec, index: Int) -> String {
-        let ext = ImageFormat(rawValue: spec.output.format)?.fileExtension ?? "png"
+        let ext = spec.output.format.fileExtension
         return "\(spec.name)-\(String(format: "%05d", index)).\(ext)"
     }
 
@@ -135,7 +135,7 @@ public final class JobRunner: Sendable {
         }
         try store.deleteImages(jobID: jobID, indices: staleRows)
         var removed: [String] = []
-        let ext = ImageFormat(rawValue: spec.output.format)?.fileExtension ?? "png"
+        let ext = spec.output.format.fileExtension
         for dir in [directory, viewDir] {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
             for name in names where name.hasPrefix(spec.name + "-") && name.hasSuffix("." + ext) && byName[name] == nil {
@@ -356,7 +356,7 @@ public final class JobRunner: Sendable {
                             kernelVersions: env.kernelVersions, precision: env.precision, threads: config.current.threads),
             fields: image.recordFields, createdAt: createdAt)
         let json = record.jsonString()
-        let format = ImageFormat(rawValue: spec.output.format) ?? .png
+        let format = spec.output.format
         let bytes = try ImageFile.encode(image.raster, format: format, quality: spec.output.quality ?? 95,
                                          record: EmbeddedRecord(json: json, parameters: record.parametersText))
         let path = directory + "/" + Self.imageFileName(spec: spec, index: image.index)

@@ -10,6 +10,13 @@ public enum SamplerKind: String, Codable, Sendable, Hashable, CaseIterable {
     case analyticDDIM = "analytic_ddim"
     /// NCSN annealed Langevin dynamics on the model's score.
     case langevin
+
+    /// Uses `eta` (the DDIM family).
+    public var usesEta: Bool { self == .ddim || self == .analyticDDIM }
+    /// Uses a respaced timestep schedule (all but Langevin).
+    public var usesRespacing: Bool { self != .langevin }
+    /// Takes a variance choice (plain DDPM; the analytic samplers compute their own).
+    public var usesVariance: Bool { self == .ddpm }
 }
 
 /// How the samples are steered toward their class.
