@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "diffusiond",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "DiffusionEngine", targets: ["DiffusionEngine"]),
         .library(name: "ModelBundles", targets: ["ModelBundles"]),

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import Yams
 
 /// `config.yml`: where things live and how hard to work. Every key is optional
@@ -65,7 +66,7 @@ public struct DaemonConfig: Sendable, Equatable {
         public var enabled: Bool = true
         public var featuresModel: String = "fashion-mnist-features"
         /// Jobs with fewer images get no FID (biased like c/N and too noisy); KID and accuracy still.
-        public var minImages: Int = 500
+        public var minImages: Int = QualityEvaluator.defaultMinimumImagesForFID
 
         public init() {}
 

@@ -78,7 +78,6 @@ public final class EngineImageGenerator: ImageGenerator {
         do {
             x = try pipeline.generate(
                 imageIndices: indices, classes: plan.networkClasses,
-                progress: { p in context.progress(GenerationProgress(step: p.completedSteps, steps: total)) },
                 isCancelled: context.shouldStop)
         } catch SamplingError.cancelled {
             throw CancellationError()
