@@ -36,11 +36,11 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
 
+        // The one SHA-256 hex helper (bundle checksums, job files, image rows).
+        .target(name: "Digests", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+
         // Model bundle folders: model.json, checksums, safetensors files -> engine networks.
-        .target(
-            name: "ModelBundles",
-            dependencies: ["DiffusionEngine", .product(name: "Crypto", package: "swift-crypto")]
-        ),
+        .target(name: "ModelBundles", dependencies: ["DiffusionEngine", "Digests"]),
 
         // libpng / libjpeg behind a few C functions that trap their errors with setjmp.
         .target(
@@ -62,8 +62,8 @@ let package = Package(
         .target(
             name: "Provenance",
             dependencies: [
+                "Digests",
                 .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
 
@@ -72,12 +72,11 @@ let package = Package(
         .target(
             name: "DiffusionDaemon",
             dependencies: [
-                "DiffusionEngine", "ModelBundles", "ImageCodecs", "Provenance", "Metrics",
+                "DiffusionEngine", "ModelBundles", "ImageCodecs", "Provenance", "Metrics", "Digests",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .executableTarget(
@@ -101,7 +100,7 @@ let package = Package(
         // quality sweep's samples and their metrics (make bench).
         .executableTarget(
             name: "diffusion-bench",
-            dependencies: ["DiffusionEngine", "ModelBundles", "DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics"],
+            dependencies: ["DiffusionEngine", "ModelBundles", "DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics", "Digests"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
 
@@ -109,13 +108,13 @@ let package = Package(
         // --sanitize fuzzer -DFUZZING); a plain build is a replayer of job files.
         .executableTarget(name: "diffusiond-fuzz", dependencies: ["DiffusionDaemon"]),
 
-        .testTarget(name: "DiffusionEngineTests", dependencies: ["DiffusionEngine", "ModelBundles"]),
+        .testTarget(name: "DiffusionEngineTests", dependencies: ["DiffusionEngine", "ModelBundles", "Digests"]),
         .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs"]),
         .testTarget(name: "ProvenanceTests", dependencies: ["Provenance"]),
         .testTarget(name: "MetricsTests", dependencies: ["Metrics", "DiffusionEngine", "ModelBundles", "ImageCodecs"]),
         .testTarget(
             name: "DiffusionDaemonTests",
-            dependencies: ["DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics", "diffusiond", "diffusionctl"]
+            dependencies: ["DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics", "Digests", "diffusiond", "diffusionctl"]
         ),
     ]
 )

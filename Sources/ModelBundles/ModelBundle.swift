@@ -1,5 +1,5 @@
-import Crypto
 import DiffusionEngine
+import Digests
 import Foundation
 
 /// Errors raised while reading a bundle folder.
@@ -94,15 +94,10 @@ public struct ModelBundle: Sendable {
         }
         if verifyChecksums {
             for (file, expected) in manifest.files.sorted(by: { $0.key < $1.key }) {
-                let actual = ModelBundle.sha256Hex(of: try read(file))
+                let actual = SHA256Hex.of(try read(file))
                 guard actual == expected.lowercased() else { throw BundleError.checksumMismatch(file: file, expected: expected, actual: actual) }
             }
         }
-    }
-
-    /// Lowercase hex SHA-256 of `data`.
-    public static func sha256Hex(of data: Data) -> String {
-        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
     }
 
     /// The bytes of a file inside the bundle.
@@ -143,7 +138,7 @@ public struct ModelBundle: Sendable {
 
     /// The SHA-256 of the bundle's content: of its model.json, which records the SHA-256 of every file.
     public var contentHash: String {
-        (try? read("model.json")).map(ModelBundle.sha256Hex(of:)) ?? ""
+        (try? read("model.json")).map { SHA256Hex.of($0) } ?? ""
     }
 
     /// Builds the noisy classifier of a "classifier" bundle.

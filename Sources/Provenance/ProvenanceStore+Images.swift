@@ -26,12 +26,6 @@ extension ProvenanceStore {
         }
     }
 
-    public func image(sha256: String) throws -> [ImageRow] {
-        try writer.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM images WHERE sha256 = ? ORDER BY id", arguments: [sha256]).map(ImageRow.init(row:))
-        }
-    }
-
     public func image(jobID: Int64, index: Int) throws -> ImageRow? {
         try writer.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM images WHERE job_id = ? AND idx = ?", arguments: [jobID, index])
@@ -48,23 +42,6 @@ extension ProvenanceStore {
     public func imageCount(jobID: Int64) throws -> Int {
         try writer.read { db in
             try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM images WHERE job_id = ?", arguments: [jobID]) ?? 0
-        }
-    }
-
-    /// The first index in 0 ..< total that has no image row (where a resumed
-    /// job starts), or nil when all are recorded.
-    public func firstUnrecordedIndex(jobID: Int64, total: Int) throws -> Int? {
-        try writer.read { db in
-            // The smallest idx in 0..<total not present: 0 if 0 is missing, else
-            // the smallest recorded idx + 1 whose successor is missing.
-            let hasZero = try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM images WHERE job_id = ? AND idx = 0)",
-                                            arguments: [jobID]) ?? false
-            if !hasZero { return total > 0 ? 0 : nil }
-            let gap = try Int.fetchOne(db, sql: """
-                SELECT MIN(a.idx) + 1 FROM images a
-                WHERE a.job_id = ? AND NOT EXISTS (SELECT 1 FROM images b WHERE b.job_id = a.job_id AND b.idx = a.idx + 1)
-                """, arguments: [jobID]) ?? 0
-            return gap < total ? gap : nil
         }
     }
 

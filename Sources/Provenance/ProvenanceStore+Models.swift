@@ -22,13 +22,6 @@ extension ProvenanceStore {
         }
     }
 
-    public func recordMetric(_ metric: MetricRow) throws {
-        try writer.write { db in
-            try db.execute(sql: "INSERT INTO metrics (job_id, name, value, n, details, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
-                           arguments: [metric.jobID, metric.name, metric.value, metric.n, metric.details, metric.recordedAt])
-        }
-    }
-
     /// Replaces every metric row of a job with `metrics`, in one transaction (a job measured again
     /// after a crash keeps one set of rows).
     public func replaceMetrics(jobID: Int64, with metrics: [MetricRow]) throws {

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import GRDB
 
@@ -235,17 +234,6 @@ public struct HeartbeatRow: Codable, Sendable, Equatable {
         self.imagesTotal = imagesTotal
         self.imagesPerSecond = imagesPerSecond
         self.cachedModels = cachedModels
-    }
-}
-
-/// Hex SHA-256 digests.
-public enum SHA256Hex {
-    public static func of(_ bytes: [UInt8]) -> String {
-        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
-    }
-
-    public static func of(_ data: Data) -> String {
-        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
     }
 }
 

@@ -19,39 +19,37 @@ import Provenance
 import Glibc
 #endif
 
-/// The engine alone: `images` images of a DDIM job, sampled in batches of `batch` as the daemon does.
+/// The engine alone: the images of a job file, sampled in batches of `batch` as the daemon does,
+/// with the daemon's own validator and `SamplingPlan` (so the configuration is the daemon's).
 struct EngineRun {
     let predictor: UNetNoisePredictor
-    let configuration: SamplingConfiguration
+    let manifest: BundleManifest
+    let spec: JobSpec
     let shape: ImageShape
 
-    init(models: String, model: String, respacing: String, seed: UInt64) throws {
-        let bundle = try ModelBundle(directory: URL(fileURLWithPath: "\(models)/\(model)"))
+    init(models: String, job: String) throws {
+        spec = try JobValidator(catalog: DirectoryModelCatalog(root: models), defaultModel: "fashion-mnist")
+            .validate(Array(job.utf8), fileName: "engine-run.yml")
+        let bundle = try ModelBundle(directory: URL(fileURLWithPath: "\(models)/\(spec.model)"))
+        manifest = bundle.manifest
         predictor = UNetNoisePredictor(try bundle.makeUNet())
-        var c = SamplingConfiguration()
-        if let d = bundle.manifest.diffusion { c.diffusion = d }
-        c.sampler = .ddim
-        c.respacing = try TimestepRespacing(parsing: respacing)
-        c.eta = 0
-        c.clipDenoised = true
-        c.nullClass = bundle.manifest.nullClass
-        c.seed = seed
-        configuration = c
         let a = predictor.network.architecture
         shape = ImageShape(channels: a.inChannels, height: a.imageSize, width: a.imageSize)
     }
 
     /// Seconds, the pixels of every image (index order) and the resolved configuration.
-    func run(images: Int, batch: Int) throws -> (seconds: Double, pixels: [[UInt8]], resolved: SamplingConfiguration) {
+    func run(batch: Int) throws -> (seconds: Double, pixels: [[UInt8]], resolved: SamplingConfiguration) {
         var pixels: [[UInt8]] = []
-        var resolved = configuration
+        var resolved = SamplingConfiguration()
         let t0 = seconds()
         var first = 0
+        let images = spec.totalImages
         while first < images {
             let indices = Array(first ..< min(first + batch, images))
-            let pipeline = try SamplingPipeline(configuration: configuration, predictor: predictor, imageShape: shape)
+            let plan = try SamplingPlan(job: spec, manifest: manifest, indices: indices, gamma: nil)
+            let pipeline = try SamplingPipeline(configuration: plan.configuration, predictor: predictor, imageShape: shape)
             resolved = pipeline.configuration
-            let x = try pipeline.generate(imageIndices: indices, classes: indices.map { $0 % 10 })
+            let x = try pipeline.generate(imageIndices: indices, classes: plan.networkClasses)
             let bytes = x.pixelBytes()
             let per = shape.elementCount
             for n in 0..<indices.count { pixels.append(Array(bytes[n * per ..< (n + 1) * per])) }
@@ -90,12 +88,12 @@ func runDaemonStage(_ options: Options) throws -> DaemonResult {
     var notes: [String] = []
     let mib = { (kib: Int) in Double(kib) / 1024 }
 
-    let engine = try EngineRun(models: models, model: "fashion-mnist", respacing: "ddim\(steps)", seed: e2eSeed)
+    let engine = try EngineRun(models: models, job: e2eJobYAML(name: "bench-e2e-\(images)", images: images, steps: steps))
     log("engine alone: \(images) images, DDIM \(steps) steps, batches of \(batch) ...")
-    let before = try engine.run(images: images, batch: batch)
+    let before = try engine.run(batch: batch)
     log(String(format: "engine alone: %.2f s (%.1f img/s)", before.seconds, Double(images) / before.seconds))
-    let warmEngine = try EngineRun(models: models, model: "fashion-mnist", respacing: "ddim\(warmSteps)", seed: e2eSeed)
-    let warmEngineRun = try warmEngine.run(images: warmImages, batch: batch)
+    let warmEngine = try EngineRun(models: models, job: e2eJobYAML(name: "bench-warm", images: warmImages, steps: warmSteps))
+    let warmEngineRun = try warmEngine.run(batch: batch)
 
     // Run 1: preload fashion-mnist; the 256-image job; warm jobs.
     log("run 1: diffusiond with preload [fashion-mnist]")
@@ -173,7 +171,7 @@ func runDaemonStage(_ options: Options) throws -> DaemonResult {
     }
     d2.stop()
 
-    let after = try engine.run(images: images, batch: batch)
+    let after = try engine.run(batch: batch)
     log(String(format: "engine alone again: %.2f s", after.seconds))
     let engineMean = (before.seconds + after.seconds) / 2
     let result = DaemonResult(

@@ -1,6 +1,7 @@
 // The sampling stage's plan: the rows of the sweep (job files), their grid and cache.
 import DiffusionDaemon
 import DiffusionEngine
+import Digests
 import Foundation
 import ModelBundles
 
@@ -101,7 +102,7 @@ struct SweepPlan {
     }
 
     static func contentHash(_ root: String, _ name: String) throws -> String {
-        ModelBundle.sha256Hex(of: try ModelBundle(directory: URL(fileURLWithPath: "\(root)/\(name)"), verifyChecksums: false).read("model.json"))
+        SHA256Hex.of(try ModelBundle(directory: URL(fileURLWithPath: "\(root)/\(name)"), verifyChecksums: false).read("model.json"))
     }
 }
 

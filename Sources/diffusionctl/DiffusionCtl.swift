@@ -37,7 +37,7 @@ struct DiffusionCtl: ParsableCommand {
             return DaemonConfig()
         }
 
-        func openStore() throws -> ProvenanceStore {
+        func openStore() throws -> any JobStore {
             var cfg = try loadConfig()
             if let state { cfg.state = state }
             return try ProvenanceStore.openClient(path: cfg.databasePath)

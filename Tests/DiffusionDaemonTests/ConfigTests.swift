@@ -75,4 +75,16 @@ import Testing
         #expect(DaemonConfig.defaultPath(environment: [:], fileExists: { $0 == installed }) == "/etc/diffusiond/config.yml")
         #expect(DaemonConfig.defaultPath(environment: ["DIFFUSIOND_CONFIG": ""], fileExists: { _ in false }) == "config.yml")
     }
+
+    /// SIGHUP applies batch size, limits, metrics and the rescan interval; the folders, threads,
+    /// cache size, log level, preload and generator need a restart and keep their running values.
+    @Test func reloadKeepsTheKeysThatNeedARestart() throws {
+        let running = try DaemonConfig.parse(Array("threads: 2\nbatch_size: 64\nlog_level: info\n".utf8))
+        let read = try DaemonConfig.parse(Array("threads: 1\nbatch_size: 8\nlog_level: debug\ncache_memory_mb: 512\npreload: [a]\nrescan_seconds: 5\nlimits: {attempts: 5}\n".utf8))
+        let (applied, needRestart) = running.reloaded(with: read)
+        #expect(applied.batchSize == 8 && applied.rescanSeconds == 5 && applied.limits.attempts == 5)
+        #expect(applied.threads == 2 && applied.logLevel == .info && applied.cacheMemoryMB == running.cacheMemoryMB && applied.preload == [])
+        #expect(needRestart == ["threads", "cache_memory_mb", "log_level", "preload"])
+        #expect(running.reloaded(with: running).needRestart.isEmpty)
+    }
 }

@@ -1,4 +1,5 @@
 import DiffusionDaemon
+import Digests
 import Foundation
 import ImageCodecs
 import Provenance

@@ -108,15 +108,16 @@ public final class EngineImageGenerator: ImageGenerator {
 }
 
 /// How a job maps onto the engine: the sampling configuration, the class labels the network sees
-/// and the Gamma table that matches them.
-struct SamplingPlan {
-    var configuration: SamplingConfiguration
+/// and the Gamma table that matches them. Public so that the benchmark's engine-alone runs sample
+/// exactly what the daemon samples.
+public struct SamplingPlan: Sendable {
+    public var configuration: SamplingConfiguration
     /// The labels handed to the pipeline: the requested classes, the null class for unconditional
     /// sampling with a conditional network, nil for an unconditional network.
-    var networkClasses: [Int]?
-    var gamma: [Double]?
+    public var networkClasses: [Int]?
+    public var gamma: [Double]?
 
-    init(job: JobSpec, manifest: BundleManifest, indices: [Int], gamma tables: (unconditional: [Double], conditional: [Double]?)?) throws {
+    public init(job: JobSpec, manifest: BundleManifest, indices: [Int], gamma tables: (unconditional: [Double], conditional: [Double]?)?) throws {
         var c = SamplingConfiguration()
         if let d = manifest.diffusion { c.diffusion = d }
         let s = job.sampler

@@ -77,14 +77,14 @@ public struct JobRunnerService: Service {
 
 /// Writes the heartbeat row about once a second and mirrors it to systemd's STATUS=.
 public struct HeartbeatService: Service {
-    let store: ProvenanceStore
+    let store: any JobStore
     let runner: JobRunner
     let notifier: SystemdNotifier
     let interval: Duration
     let lastBeat: Locked<ContinuousClock.Instant>
     let logger: Logger
 
-    public init(store: ProvenanceStore, runner: JobRunner, notifier: SystemdNotifier, interval: Duration = .seconds(1),
+    public init(store: any JobStore, runner: JobRunner, notifier: SystemdNotifier, interval: Duration = .seconds(1),
                 lastBeat: Locked<ContinuousClock.Instant>, logger: Logger) {
         self.store = store
         self.runner = runner
