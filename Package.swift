@@ -98,9 +98,13 @@ let package = Package(
 
         // The benchmarks behind BENCHMARKS.md: engine throughput, the daemon end to end, the
         // quality sweep's samples and their metrics (make bench).
+        // What the daemon's tests and the benchmark's daemon stage share: the notify socket.
+        .target(name: "DaemonTestSupport"),
+
         .executableTarget(
             name: "diffusion-bench",
-            dependencies: ["DiffusionEngine", "ModelBundles", "DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics", "Digests"],
+            dependencies: ["DiffusionEngine", "ModelBundles", "DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics", "Digests",
+                           "DaemonTestSupport"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
 
@@ -114,7 +118,8 @@ let package = Package(
         .testTarget(name: "MetricsTests", dependencies: ["Metrics", "DiffusionEngine", "ModelBundles", "ImageCodecs"]),
         .testTarget(
             name: "DiffusionDaemonTests",
-            dependencies: ["DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics", "Digests", "diffusiond", "diffusionctl"]
+            dependencies: ["DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics", "Digests", "DaemonTestSupport", "diffusiond",
+                           "diffusionctl"]
         ),
     ]
 )

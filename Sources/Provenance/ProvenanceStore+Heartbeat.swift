@@ -22,12 +22,7 @@ extension ProvenanceStore {
 
     public func heartbeat() throws -> HeartbeatRow? {
         try writer.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM heartbeat WHERE id = 1").map { row in
-                HeartbeatRow(pid: row["pid"], startedAt: row["started_at"], updatedAt: row["updated_at"],
-                             status: row["status"], activeJobID: row["active_job_id"], imagesDone: row["images_done"],
-                             imagesTotal: row["images_total"], imagesPerSecond: row["images_per_second"],
-                             cachedModels: jsonValue([String].self, row["cached_models"]) ?? [])
-            }
+            try HeartbeatRow.fetchOne(db, sql: "SELECT * FROM heartbeat WHERE id = 1")
         }
     }
 }

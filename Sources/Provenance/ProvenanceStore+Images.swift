@@ -22,14 +22,13 @@ extension ProvenanceStore {
 
     public func images(jobID: Int64) throws -> [ImageRow] {
         try writer.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM images WHERE job_id = ? ORDER BY idx", arguments: [jobID]).map(ImageRow.init(row:))
+            try ImageRow.fetchAll(db, sql: "SELECT * FROM images WHERE job_id = ? ORDER BY idx", arguments: [jobID])
         }
     }
 
     public func image(jobID: Int64, index: Int) throws -> ImageRow? {
         try writer.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM images WHERE job_id = ? AND idx = ?", arguments: [jobID, index])
-                .map(ImageRow.init(row:))
+            try ImageRow.fetchOne(db, sql: "SELECT * FROM images WHERE job_id = ? AND idx = ?", arguments: [jobID, index])
         }
     }
 

@@ -30,7 +30,7 @@ extension ProvenanceStore {
     }
 
     static func fetchJob(_ db: Database, id: Int64) throws -> JobRow? {
-        try Row.fetchOne(db, sql: "SELECT \(JobRow.columns) FROM jobs WHERE id = ?", arguments: [id]).map(JobRow.init(row:))
+        try JobRow.fetchOne(db, sql: "SELECT \(JobRow.columns) FROM jobs WHERE id = ?", arguments: [id])
     }
 
     public func job(id: Int64) throws -> JobRow? {
@@ -39,8 +39,7 @@ extension ProvenanceStore {
 
     public func job(spoolName: String) throws -> JobRow? {
         try writer.read { db in
-            try Row.fetchOne(db, sql: "SELECT \(JobRow.columns) FROM jobs WHERE spool_name = ?", arguments: [spoolName])
-                .map(JobRow.init(row:))
+            try JobRow.fetchOne(db, sql: "SELECT \(JobRow.columns) FROM jobs WHERE spool_name = ?", arguments: [spoolName])
         }
     }
 
@@ -56,12 +55,10 @@ extension ProvenanceStore {
         try writer.read { db in
             if let states {
                 let marks = states.map { _ in "?" }.joined(separator: ", ")
-                return try Row.fetchAll(db, sql: "SELECT \(JobRow.columns) FROM jobs WHERE state IN (\(marks)) ORDER BY id DESC LIMIT ?",
+                return try JobRow.fetchAll(db, sql: "SELECT \(JobRow.columns) FROM jobs WHERE state IN (\(marks)) ORDER BY id DESC LIMIT ?",
                                         arguments: StatementArguments(states.map(\.rawValue) + [String(limit)]))
-                    .map(JobRow.init(row:))
             }
-            return try Row.fetchAll(db, sql: "SELECT \(JobRow.columns) FROM jobs ORDER BY id DESC LIMIT ?", arguments: [limit])
-                .map(JobRow.init(row:))
+            return try JobRow.fetchAll(db, sql: "SELECT \(JobRow.columns) FROM jobs ORDER BY id DESC LIMIT ?", arguments: [limit])
         }
     }
 
@@ -69,9 +66,8 @@ extension ProvenanceStore {
     /// the first `limit` of them when given.
     public func queue(limit: Int? = nil) throws -> [JobRow] {
         try writer.read { db in
-            try Row.fetchAll(db, sql: "SELECT \(JobRow.columns) FROM jobs WHERE state = 'pending' ORDER BY priority DESC, id ASC LIMIT ?",
+            try JobRow.fetchAll(db, sql: "SELECT \(JobRow.columns) FROM jobs WHERE state = 'pending' ORDER BY priority DESC, id ASC LIMIT ?",
                              arguments: [limit ?? -1])
-                .map(JobRow.init(row:))
         }
     }
 
@@ -149,7 +145,7 @@ extension ProvenanceStore {
     /// back to pending (their attempt stays counted).
     public func recoverInterruptedJobs(maxAttempts: Int) throws -> (requeued: [Int64], poisoned: [Int64]) {
         try writer.write { db in
-            let active = try Row.fetchAll(db, sql: "SELECT \(JobRow.columns) FROM jobs WHERE state = 'active'").map(JobRow.init(row:))
+            let active = try JobRow.fetchAll(db, sql: "SELECT \(JobRow.columns) FROM jobs WHERE state = 'active'")
             var requeued: [Int64] = [], poisoned: [Int64] = []
             let now = Self.now
             for job in active {
@@ -202,10 +198,7 @@ extension ProvenanceStore {
 
     public func transitions(jobID: Int64) throws -> [TransitionRow] {
         try writer.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM job_transitions WHERE job_id = ? ORDER BY id", arguments: [jobID]).map { row in
-                TransitionRow(jobID: row["job_id"], from: (row["from_state"] as String?).flatMap(JobState.init(rawValue:)),
-                              to: JobState(rawValue: row["to_state"]) ?? .failed, at: row["at"], reason: row["reason"])
-            }
+            try TransitionRow.fetchAll(db, sql: "SELECT * FROM job_transitions WHERE job_id = ? ORDER BY id", arguments: [jobID])
         }
     }
 }

@@ -15,10 +15,7 @@ extension ProvenanceStore {
     /// Every load, newest first.
     public func modelLoads(limit: Int = 100) throws -> [ModelLoadRow] {
         try writer.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM models ORDER BY id DESC LIMIT ?", arguments: [limit]).map { row in
-                ModelLoadRow(name: row["name"], contentHash: row["content_hash"], loadedAt: row["loaded_at"],
-                             loadSeconds: row["load_seconds"], bytes: row["bytes"])
-            }
+            try ModelLoadRow.fetchAll(db, sql: "SELECT * FROM models ORDER BY id DESC LIMIT ?", arguments: [limit])
         }
     }
 
@@ -36,10 +33,7 @@ extension ProvenanceStore {
 
     public func metrics(jobID: Int64) throws -> [MetricRow] {
         try writer.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM metrics WHERE job_id = ? ORDER BY id", arguments: [jobID]).map { row in
-                MetricRow(jobID: row["job_id"], name: row["name"], value: row["value"], n: row["n"],
-                          details: row["details"], recordedAt: row["recorded_at"])
-            }
+            try MetricRow.fetchAll(db, sql: "SELECT * FROM metrics WHERE job_id = ? ORDER BY id", arguments: [jobID])
         }
     }
 
@@ -63,12 +57,7 @@ extension ProvenanceStore {
 
     public func environment(id: Int64) throws -> EnvironmentRow? {
         try writer.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM environment WHERE id = ?", arguments: [id]).map { row in
-                EnvironmentRow(id: row["id"], recordedAt: row["recorded_at"], version: row["version"], host: row["host"],
-                               kernel: row["kernel"],
-                               kernelVersions: jsonValue([String: String].self, row["kernel_versions"]) ?? [:],
-                               threads: row["threads"], details: jsonValue([String: String].self, row["details"]) ?? [:])
-            }
+            try EnvironmentRow.fetchOne(db, sql: "SELECT * FROM environment WHERE id = ?", arguments: [id])
         }
     }
 }

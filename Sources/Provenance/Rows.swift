@@ -31,7 +31,7 @@ public struct JobRow: Codable, Sendable, Equatable {
     public var startedAt: Double?
     public var finishedAt: Double?
 
-    init(row: Row) {
+    public init(row: Row) {
         id = row["id"]
         name = row["name"]
         spoolName = row["spool_name"]
@@ -130,7 +130,7 @@ public struct ImageRow: Codable, Sendable, Equatable {
         self.committedAt = committedAt
     }
 
-    init(row: Row) {
+    public init(row: Row) {
         jobID = row["job_id"]
         index = row["idx"]
         seed = UInt64(bitPattern: row["seed"] as Int64)

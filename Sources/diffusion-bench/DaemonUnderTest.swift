@@ -1,4 +1,5 @@
 // The daemon stage's fixture: the real diffusiond on a private config, with a notify socket.
+import DaemonTestSupport
 import DiffusionDaemon
 import DiffusionEngine
 import Foundation
@@ -8,42 +9,6 @@ import Provenance
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A Unix datagram socket that receives sd_notify messages.
-final class NotifySocket {
-    let path: String
-    private let fd: Int32
-
-    init(path: String) throws {
-        self.path = path
-        unlink(path)
-        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw BenchError("socket: errno \(errno)") }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw BenchError("socket path too long: \(path)") }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard rc == 0 else { close(fd); throw BenchError("bind \(path): errno \(errno)") }
-    }
-
-    deinit {
-        close(fd)
-        unlink(path)
-    }
-
-    /// The next message, or nil after `timeout` seconds.
-    func receive(timeout: Double) -> String? {
-        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&p, 1, Int32(max(0, timeout * 1000))) > 0 else { return nil }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let n = recv(fd, &buffer, buffer.count, 0)
-        return n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : nil
-    }
-}
 
 /// diffusiond started on a private config, with our notify socket.
 final class DaemonUnderTest {
@@ -79,9 +44,9 @@ final class DaemonUnderTest {
 
             """
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
-        notify = try NotifySocket(path: "/tmp/diffusion-bench-\(getpid())-\((root as NSString).lastPathComponent).notify")
+        notify = try NotifySocket(address: "/tmp/diffusion-bench-\(getpid())-\((root as NSString).lastPathComponent).notify")
         var env = ProcessInfo.processInfo.environment
-        env["NOTIFY_SOCKET"] = notify.path
+        env["NOTIFY_SOCKET"] = notify.address
         env["OMP_WAIT_POLICY"] = "passive"
         env["OPENBLAS_CORETYPE"] = nil
         env["DIFFUSIOND_TEST_GENERATOR"] = nil

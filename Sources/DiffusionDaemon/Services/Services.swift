@@ -109,9 +109,8 @@ public struct HeartbeatService: Service {
             }
         }
         defer { refresher.cancel() }
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+        for await _ in Ticks.every(interval).cancelOnGracefulShutdown() {
             beat(started: started, cached: cached.current, lastStatus: &lastStatus, stopping: false)
-            try? await Task.sleep(for: interval)
         }
         beat(started: started, cached: cached.current, lastStatus: &lastStatus, stopping: true)
     }
@@ -157,9 +156,8 @@ public struct WatchdogService: Service {
             return
         }
         let half = interval / 2
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+        for await _ in Ticks.every(half).cancelOnGracefulShutdown() {
             if ContinuousClock.now - lastBeat.current < interval { notifier.watchdog() }
-            try? await Task.sleep(for: half)
         }
     }
 }
