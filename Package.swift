@@ -88,10 +88,16 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // What diffusionctl reports (status, show, verify, regenerate, metrics, reference-stats), over the
+        // store and the daemon's types; the daemon itself does not need it.
+        .target(
+            name: "DiffusionControl",
+            dependencies: ["DiffusionDaemon", "DiffusionEngine", "ModelBundles", "ImageCodecs", "Provenance", "Metrics", "Digests"]
+        ),
         .executableTarget(
             name: "diffusionctl",
             dependencies: [
-                "DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics",
+                "DiffusionControl", "DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -118,7 +124,7 @@ let package = Package(
         .testTarget(name: "MetricsTests", dependencies: ["Metrics", "DiffusionEngine", "ModelBundles", "ImageCodecs"]),
         .testTarget(
             name: "DiffusionDaemonTests",
-            dependencies: ["DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics", "Digests", "DaemonTestSupport", "diffusiond",
+            dependencies: ["DiffusionDaemon", "DiffusionControl", "Provenance", "ImageCodecs", "Metrics", "Digests", "DaemonTestSupport", "diffusiond",
                            "diffusionctl"]
         ),
     ]

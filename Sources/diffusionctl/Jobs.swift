@@ -1,4 +1,5 @@
 import ArgumentParser
+import DiffusionControl
 import DiffusionDaemon
 import Foundation
 import ImageCodecs

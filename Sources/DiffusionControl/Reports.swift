@@ -1,3 +1,4 @@
+import DiffusionDaemon
 import Digests
 import Foundation
 import Metrics

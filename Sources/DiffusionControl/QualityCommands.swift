@@ -1,3 +1,4 @@
+import DiffusionDaemon
 import Foundation
 import ImageCodecs
 import Metrics
