@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "diffusiond",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "DiffusionEngine", targets: ["DiffusionEngine"]),
         .library(name: "ModelBundles", targets: ["ModelBundles"]),
@@ -36,11 +36,11 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
 
+        // The one SHA-256 hex helper (bundle checksums, job files, image rows).
+        .target(name: "Digests", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+
         // Model bundle folders: model.json, checksums, safetensors files -> engine networks.
-        .target(
-            name: "ModelBundles",
-            dependencies: ["DiffusionEngine", .product(name: "Crypto", package: "swift-crypto")]
-        ),
+        .target(name: "ModelBundles", dependencies: ["DiffusionEngine", "Digests"]),
 
         // libpng / libjpeg behind a few C functions that trap their errors with setjmp.
         .target(
@@ -62,8 +62,8 @@ let package = Package(
         .target(
             name: "Provenance",
             dependencies: [
+                "Digests",
                 .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
 
@@ -72,12 +72,11 @@ let package = Package(
         .target(
             name: "DiffusionDaemon",
             dependencies: [
-                "DiffusionEngine", "ModelBundles", "ImageCodecs", "Provenance", "Metrics",
+                "DiffusionEngine", "ModelBundles", "ImageCodecs", "Provenance", "Metrics", "Digests",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .executableTarget(
@@ -89,19 +88,29 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // What diffusionctl reports (status, show, verify, regenerate, metrics, reference-stats), over the
+        // store and the daemon's types; the daemon itself does not need it.
+        .target(
+            name: "DiffusionControl",
+            dependencies: ["DiffusionDaemon", "DiffusionEngine", "ModelBundles", "ImageCodecs", "Provenance", "Metrics", "Digests"]
+        ),
         .executableTarget(
             name: "diffusionctl",
             dependencies: [
-                "DiffusionDaemon", "DiffusionEngine", "ModelBundles", "Provenance", "ImageCodecs", "Metrics",
+                "DiffusionControl", "DiffusionDaemon", "DiffusionEngine", "ModelBundles", "Provenance", "ImageCodecs", "Metrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         // The benchmarks behind BENCHMARKS.md: engine throughput, the daemon end to end, the
         // quality sweep's samples and their metrics (make bench).
+        // What the daemon's tests and the benchmark's daemon stage share: the notify socket.
+        .target(name: "DaemonTestSupport"),
+
         .executableTarget(
             name: "diffusion-bench",
-            dependencies: ["DiffusionEngine", "ModelBundles", "DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics"],
+            dependencies: ["DiffusionEngine", "ModelBundles", "DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics", "Digests",
+                           "DaemonTestSupport"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
 
@@ -109,13 +118,14 @@ let package = Package(
         // --sanitize fuzzer -DFUZZING); a plain build is a replayer of job files.
         .executableTarget(name: "diffusiond-fuzz", dependencies: ["DiffusionDaemon"]),
 
-        .testTarget(name: "DiffusionEngineTests", dependencies: ["DiffusionEngine", "ModelBundles"]),
+        .testTarget(name: "DiffusionEngineTests", dependencies: ["DiffusionEngine", "ModelBundles", "Digests"]),
         .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs"]),
         .testTarget(name: "ProvenanceTests", dependencies: ["Provenance"]),
         .testTarget(name: "MetricsTests", dependencies: ["Metrics", "DiffusionEngine", "ModelBundles", "ImageCodecs"]),
         .testTarget(
             name: "DiffusionDaemonTests",
-            dependencies: ["DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics", "diffusiond", "diffusionctl"]
+            dependencies: ["DiffusionDaemon", "DiffusionControl", "Provenance", "ImageCodecs", "Metrics", "Digests", "DaemonTestSupport", "diffusiond",
+                           "diffusionctl"]
         ),
     ]
 )

@@ -1,4 +1,5 @@
 import DiffusionEngine
+import Digests
 import Foundation
 
 /// Computes a UNet bundle's Analytic-DPM Gamma tables with the engine and writes them into the
@@ -122,7 +123,7 @@ public struct GammaTableComputation {
               var files = json["files"] as? [String: Any] else {
             throw BundleError.invalidManifest("model.json is not a JSON object with files")
         }
-        files["gamma.safetensors"] = ModelBundle.sha256Hex(of: data)
+        files["gamma.safetensors"] = SHA256Hex.of(data)
         json["files"] = files
         var tables: [String: String] = ["gamma": "null class (unconditional)"]
         if conditional != nil { tables["gamma_conditional"] = "true class of each image" }

@@ -1,5 +1,5 @@
-import Crypto
 import DiffusionEngine
+import Digests
 import Foundation
 
 /// Errors raised while reading a bundle folder.
@@ -44,8 +44,9 @@ public struct BundleManifest: Codable, Sendable, Equatable {
     public var name: String
     /// "unet", "classifier" or "features".
     public var kind: String
-    /// The network's hyperparameters.
-    public var architecture: NetworkArchitecture
+    /// The network's hyperparameters (required to build a network; the daemon's catalog reads
+    /// model.json stubs without one).
+    public var architecture: NetworkArchitecture?
     /// Diffusion process settings (UNet bundles).
     public var diffusion: DiffusionSettings?
     /// Class names.
@@ -54,8 +55,21 @@ public struct BundleManifest: Codable, Sendable, Equatable {
     public var nullClass: Int?
     /// Image geometry.
     public var data: DataSettings?
-    /// SHA-256 (hex) of each file of the bundle, by file name.
+    /// SHA-256 (hex) of each file of the bundle, by file name (empty in stubs).
     public var files: [String: String]
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        format = try c.decode(String.self, forKey: .format)
+        name = try c.decode(String.self, forKey: .name)
+        kind = try c.decode(String.self, forKey: .kind)
+        architecture = try c.decodeIfPresent(NetworkArchitecture.self, forKey: .architecture)
+        diffusion = try c.decodeIfPresent(DiffusionSettings.self, forKey: .diffusion)
+        classes = try c.decodeIfPresent([String].self, forKey: .classes)
+        nullClass = try c.decodeIfPresent(Int.self, forKey: .nullClass)
+        data = try c.decodeIfPresent(DataSettings.self, forKey: .data)
+        files = try c.decodeIfPresent([String: String].self, forKey: .files) ?? [:]
+    }
 
     enum CodingKeys: String, CodingKey {
         case format, name, kind, architecture, diffusion, classes, data, files
@@ -80,15 +94,10 @@ public struct ModelBundle: Sendable {
         }
         if verifyChecksums {
             for (file, expected) in manifest.files.sorted(by: { $0.key < $1.key }) {
-                let actual = ModelBundle.sha256Hex(of: try read(file))
+                let actual = SHA256Hex.of(try read(file))
                 guard actual == expected.lowercased() else { throw BundleError.checksumMismatch(file: file, expected: expected, actual: actual) }
             }
         }
-    }
-
-    /// Lowercase hex SHA-256 of `data`.
-    public static func sha256Hex(of data: Data) -> String {
-        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
     }
 
     /// The bytes of a file inside the bundle.
@@ -110,7 +119,7 @@ public struct ModelBundle: Sendable {
 
     private func admArchitecture(kind: String) throws -> ADMArchitecture {
         guard manifest.kind == kind else { throw BundleError.wrongKind(expected: kind, actual: manifest.kind) }
-        guard case .adm(let a) = manifest.architecture else { throw BundleError.invalidManifest("kind \(kind) needs an adm architecture") }
+        guard case .adm(let a)? = manifest.architecture else { throw BundleError.invalidManifest("kind \(kind) needs an adm architecture") }
         return a
     }
 
@@ -144,7 +153,7 @@ public struct ModelBundle: Sendable {
 
     /// The SHA-256 of the bundle's content: of its model.json, which records the SHA-256 of every file.
     public var contentHash: String {
-        (try? read("model.json")).map(ModelBundle.sha256Hex(of:)) ?? ""
+        (try? read("model.json")).map { SHA256Hex.of($0) } ?? ""
     }
 
     /// Builds the noisy classifier of a "classifier" bundle.
@@ -155,7 +164,7 @@ public struct ModelBundle: Sendable {
     /// Builds the feature CNN of a "features" bundle.
     public func makeFeatureNetwork() throws -> FeatureCNN {
         guard manifest.kind == "features" else { throw BundleError.wrongKind(expected: "features", actual: manifest.kind) }
-        guard case .featureCNN(let a) = manifest.architecture else { throw BundleError.invalidManifest("kind features needs a feature-cnn architecture") }
+        guard case .featureCNN(let a)? = manifest.architecture else { throw BundleError.invalidManifest("kind features needs a feature-cnn architecture") }
         return try FeatureCNN(architecture: a, weights: try weights())
     }
 }

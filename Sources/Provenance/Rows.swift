@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import GRDB
 
@@ -32,7 +31,7 @@ public struct JobRow: Codable, Sendable, Equatable {
     public var startedAt: Double?
     public var finishedAt: Double?
 
-    init(row: Row) {
+    public init(row: Row) {
         id = row["id"]
         name = row["name"]
         spoolName = row["spool_name"]
@@ -131,7 +130,7 @@ public struct ImageRow: Codable, Sendable, Equatable {
         self.committedAt = committedAt
     }
 
-    init(row: Row) {
+    public init(row: Row) {
         jobID = row["job_id"]
         index = row["idx"]
         seed = UInt64(bitPattern: row["seed"] as Int64)
@@ -235,17 +234,6 @@ public struct HeartbeatRow: Codable, Sendable, Equatable {
         self.imagesTotal = imagesTotal
         self.imagesPerSecond = imagesPerSecond
         self.cachedModels = cachedModels
-    }
-}
-
-/// Hex SHA-256 digests.
-public enum SHA256Hex {
-    public static func of(_ bytes: [UInt8]) -> String {
-        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
-    }
-
-    public static func of(_ data: Data) -> String {
-        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
     }
 }
 

@@ -19,272 +19,37 @@ import Provenance
 import Glibc
 #endif
 
-struct JobTiming: Codable {
-    var name: String
-    var jobId: Int64
-    var state: String
-    var images: Int
-    /// `diffusionctl submit` started -> the job's finished_at (end to end, what a user waits).
-    var submitToDoneSeconds: Double
-    /// submit -> the daemon's job row (spool inotify + validation).
-    var submitToIngestSeconds: Double
-    /// job row -> claimed (the runner's wake-up).
-    var ingestToStartSeconds: Double
-    /// claimed -> done (sampling, image files, database rows, contact sheet, job metrics).
-    var runSeconds: Double
-}
-
-struct ModelLoadTiming: Codable {
-    var name: String
-    var loadSeconds: Double
-    var bytes: Int
-}
-
-struct ColdStart: Codable {
-    var preload: [String]
-    /// Process start -> READY=1 on the notify socket.
-    var readySeconds: Double
-    /// The loads recorded in the database (read, SHA-256 check, network construction).
-    var modelLoads: [ModelLoadTiming]
-    /// readySeconds minus the loads: the daemon's own start (exec, config, database, recovery).
-    var startWithoutLoadsSeconds: Double
-}
-
-struct EndToEndResult: Codable {
-    var job: String
-    var settings: String
-    var images: Int
-    var seed: UInt64
-    var batchSize: Int
-    var samplingConfiguration: JSONValue?
-    var daemon: JobTiming
-    /// The engine alone on the same work, before run 1 and after run 2.
-    var engineSeconds: [Double]
-    var engineMeanSeconds: Double
-    /// (submit -> done) / engine - 1, in percent: the headline overhead.
-    var overheadPercent: Double
-    /// (claimed -> done) / engine - 1, in percent: without spool pick-up.
-    var runOverheadPercent: Double
-    /// Whether every daemon image equals the engine's pixels.
-    var identicalPixels: Bool?
-    /// Whether the daemon's recorded sampling configuration equals the engine's.
-    var identicalConfiguration: Bool?
-}
-
-struct WarmJobResult: Codable {
-    var job: String
-    var settings: String
-    var runs: [JobTiming]
-    var medianSubmitToDoneSeconds: Double
-    /// The engine alone on the same work (one padded batch of 64 rows).
-    var engineSeconds: Double
-}
-
-struct MemoryResult: Codable {
-    /// VmRSS after READY=1 in run 1 (fashion-mnist cached).
-    var rssAfterReadyMib: Double
-    /// VmHWM at the end of the 256-image job: the peak RSS of the process so far, i.e. during the job.
-    var peakRssDuringJobMib: Double
-    /// The largest VmRSS sampled every 0.1 s during the job.
-    var maxSampledRssDuringJobMib: Double
-    /// Run 2, all three bundles preloaded: VmRSS and VmHWM after READY=1 ...
-    var allBundlesRssAfterReadyMib: Double
-    var allBundlesPeakAfterReadyMib: Double
-    /// ... and after a 10-image classifier-guided job (UNet and classifier both evaluated).
-    var allBundlesRssAfterGuidedJobMib: Double?
-    var allBundlesPeakAfterGuidedJobMib: Double?
-    /// The cached models the daemon reported (heartbeat) in run 2.
-    var allBundlesCached: [String]
-}
-
-struct DaemonResult: Codable {
-    var config: String
-    var endToEnd: EndToEndResult
-    var coldStart: ColdStart
-    var coldStartAllBundles: ColdStart
-    var warm: WarmJobResult
-    var memory: MemoryResult
-    var notes: [String]
-}
-
-/// A Unix datagram socket that receives sd_notify messages.
-final class NotifySocket {
-    let path: String
-    private let fd: Int32
-
-    init(path: String) throws {
-        self.path = path
-        unlink(path)
-        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw BenchError("socket: errno \(errno)") }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw BenchError("socket path too long: \(path)") }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard rc == 0 else { close(fd); throw BenchError("bind \(path): errno \(errno)") }
-    }
-
-    deinit {
-        close(fd)
-        unlink(path)
-    }
-
-    /// The next message, or nil after `timeout` seconds.
-    func receive(timeout: Double) -> String? {
-        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&p, 1, Int32(max(0, timeout * 1000))) > 0 else { return nil }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let n = recv(fd, &buffer, buffer.count, 0)
-        return n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : nil
-    }
-}
-
-/// diffusiond started on a private config, with our notify socket.
-final class DaemonUnderTest {
-    let root: String
-    let configPath: String
-    let bin: String
-    let process = Process()
-    let notify: NotifySocket
-    let started: Double
-    var store: ProvenanceStore?
-
-    var pid: Int32 { process.processIdentifier }
-
-    init(bin: String, root: String, models: String, preload: [String]) throws {
-        self.bin = bin
-        self.root = root
-        let fm = FileManager.default
-        try? fm.removeItem(atPath: root)
-        try fm.createDirectory(atPath: root, withIntermediateDirectories: true)
-        configPath = root + "/config.yml"
-        let config = """
-            # diffusion-bench: a private daemon on the checkout's models
-            spool: spool
-            output: output
-            state: state
-            models: \(models)
-            default_model: fashion-mnist
-            preload: [\(preload.joined(separator: ", "))]
-            cache_memory_mb: 2048
-            batch_size: 64
-            threads: 2
-            log_level: info
-
-            """
-        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
-        notify = try NotifySocket(path: "/tmp/diffusion-bench-\(getpid())-\((root as NSString).lastPathComponent).notify")
-        var env = ProcessInfo.processInfo.environment
-        env["NOTIFY_SOCKET"] = notify.path
-        env["OMP_WAIT_POLICY"] = "passive"
-        env["DIFFUSIOND_KERNELS_SELECTED"] = nil  // the daemon chooses its kernels itself (KernelSelection)
-        env["DIFFUSIOND_TEST_GENERATOR"] = nil
-        env["DIFFUSIOND_CONFIG"] = nil
-        process.executableURL = URL(fileURLWithPath: bin + "/diffusiond")
-        process.arguments = ["--config", configPath]
-        process.environment = env
-        _ = fm.createFile(atPath: root + "/daemon.log", contents: nil)
-        let logHandle = FileHandle(forWritingAtPath: root + "/daemon.log")
-        process.standardOutput = logHandle
-        process.standardError = logHandle
-        started = seconds()
-        try process.run()
-    }
-
-    var configText: String { (try? String(contentsOfFile: configPath, encoding: .utf8)) ?? "" }
-
-    /// Seconds from process start to READY=1.
-    func waitReady(timeout: Double = 300) throws -> Double {
-        while seconds() - started < timeout {
-            guard process.isRunning else { throw BenchError("diffusiond exited (status \(process.terminationStatus)) before READY=1; log: \(root)/daemon.log") }
-            if let message = notify.receive(timeout: 0.5), message.split(separator: "\n").contains("READY=1") {
-                let ready = seconds() - started
-                store = try ProvenanceStore.openClient(path: root + "/state/diffusiond.sqlite")
-                return ready
-            }
-        }
-        throw BenchError("no READY=1 from diffusiond within \(Int(timeout)) s; log: \(root)/daemon.log")
-    }
-
-    var memory: ProcessMemory? { ProcessMemory.read(pid: pid) }
-
-    func modelLoads() throws -> [ModelLoadTiming] {
-        try (store?.modelLoads() ?? []).reversed().map { ModelLoadTiming(name: $0.name, loadSeconds: $0.loadSeconds, bytes: $0.bytes) }
-    }
-
-    /// Submits `yaml` with diffusionctl and waits for the job to finish; `whileWaiting` runs every 0.1 s.
-    func run(job yaml: String, name: String, timeout: Double = 1800, whileWaiting: () -> Void = {}) throws -> JobTiming {
-        let file = root + "/\(name).yml"
-        try yaml.write(toFile: file, atomically: true, encoding: .utf8)
-        let submitted = wallClock()
-        let r = try runProgram(bin + "/diffusionctl", ["submit", "--config", configPath, file], stderrPath: root + "/diffusionctl.log")
-        guard r.status == 0 else { throw BenchError("diffusionctl submit \(file) failed (status \(r.status)); see \(root)/diffusionctl.log") }
-        let t0 = seconds()
-        while seconds() - t0 < timeout {
-            whileWaiting()
-            guard process.isRunning else { throw BenchError("diffusiond exited during job \(name); log: \(root)/daemon.log") }
-            if let job = try store?.jobs(limit: 50).first(where: { $0.name == name }), job.state.isFinal {
-                guard job.state == .done else { throw BenchError("job \(name) \(job.state.rawValue): \(job.error ?? "")") }
-                let finished = job.finishedAt ?? wallClock(), started = job.startedAt ?? job.createdAt
-                return JobTiming(name: name, jobId: job.id, state: job.state.rawValue, images: job.totalImages,
-                                 submitToDoneSeconds: finished - submitted, submitToIngestSeconds: job.createdAt - submitted,
-                                 ingestToStartSeconds: started - job.createdAt, runSeconds: finished - started)
-            }
-            usleep(100_000)
-        }
-        throw BenchError("job \(name) not done after \(Int(timeout)) s")
-    }
-
-    /// The cached models of the latest heartbeat.
-    func cachedModels() -> [String] { (try? store?.heartbeat())??.cachedModels ?? [] }
-
-    /// SIGTERM and wait.
-    func stop() {
-        guard process.isRunning else { return }
-        kill(pid, SIGTERM)
-        let t0 = seconds()
-        while process.isRunning && seconds() - t0 < 90 { usleep(50_000) }
-        if process.isRunning { kill(pid, SIGKILL); process.waitUntilExit() }
-    }
-}
-
-/// The engine alone: `images` images of a DDIM job, sampled in batches of `batch` as the daemon does.
+/// The engine alone: the images of a job file, sampled in batches of `batch` as the daemon does,
+/// with the daemon's own validator and `SamplingPlan` (so the configuration is the daemon's).
 struct EngineRun {
     let predictor: UNetNoisePredictor
-    let configuration: SamplingConfiguration
+    let manifest: BundleManifest
+    let spec: JobSpec
     let shape: ImageShape
 
-    init(models: String, model: String, respacing: String, seed: UInt64) throws {
-        let bundle = try ModelBundle(directory: URL(fileURLWithPath: "\(models)/\(model)"))
+    init(models: String, job: String) throws {
+        spec = try JobValidator(catalog: DirectoryModelCatalog(root: models), defaultModel: "fashion-mnist")
+            .validate(Array(job.utf8), fileName: "engine-run.yml")
+        let bundle = try ModelBundle(directory: URL(fileURLWithPath: "\(models)/\(spec.model)"))
+        manifest = bundle.manifest
         predictor = UNetNoisePredictor(try bundle.makeUNet())
-        var c = SamplingConfiguration()
-        if let d = bundle.manifest.diffusion { c.diffusion = d }
-        c.sampler = .ddim
-        c.respacing = try TimestepRespacing(parsing: respacing)
-        c.eta = 0
-        c.clipDenoised = true
-        c.nullClass = bundle.manifest.nullClass
-        c.seed = seed
-        configuration = c
         let a = predictor.network.architecture
         shape = ImageShape(channels: a.inChannels, height: a.imageSize, width: a.imageSize)
     }
 
     /// Seconds, the pixels of every image (index order) and the resolved configuration.
-    func run(images: Int, batch: Int) throws -> (seconds: Double, pixels: [[UInt8]], resolved: SamplingConfiguration) {
+    func run(batch: Int) throws -> (seconds: Double, pixels: [[UInt8]], resolved: SamplingConfiguration) {
         var pixels: [[UInt8]] = []
-        var resolved = configuration
+        var resolved = SamplingConfiguration()
         let t0 = seconds()
         var first = 0
+        let images = spec.totalImages
         while first < images {
             let indices = Array(first ..< min(first + batch, images))
-            let pipeline = try SamplingPipeline(configuration: configuration, predictor: predictor, imageShape: shape)
+            let plan = try SamplingPlan(job: spec, manifest: manifest, indices: indices, gamma: nil)
+            let pipeline = try SamplingPipeline(configuration: plan.configuration, predictor: predictor, imageShape: shape)
             resolved = pipeline.configuration
-            let x = try pipeline.generate(imageIndices: indices, classes: indices.map { $0 % 10 })
+            let x = try pipeline.generate(imageIndices: indices, classes: plan.networkClasses)
             let bytes = x.pixelBytes()
             let per = shape.elementCount
             for n in 0..<indices.count { pixels.append(Array(bytes[n * per ..< (n + 1) * per])) }
@@ -323,12 +88,12 @@ func runDaemonStage(_ options: Options) throws -> DaemonResult {
     var notes: [String] = []
     let mib = { (kib: Int) in Double(kib) / 1024 }
 
-    let engine = try EngineRun(models: models, model: "fashion-mnist", respacing: "ddim\(steps)", seed: e2eSeed)
+    let engine = try EngineRun(models: models, job: e2eJobYAML(name: "bench-e2e-\(images)", images: images, steps: steps))
     log("engine alone: \(images) images, DDIM \(steps) steps, batches of \(batch) ...")
-    let before = try engine.run(images: images, batch: batch)
+    let before = try engine.run(batch: batch)
     log(String(format: "engine alone: %.2f s (%.1f img/s)", before.seconds, Double(images) / before.seconds))
-    let warmEngine = try EngineRun(models: models, model: "fashion-mnist", respacing: "ddim\(warmSteps)", seed: e2eSeed)
-    let warmEngineRun = try warmEngine.run(images: warmImages, batch: batch)
+    let warmEngine = try EngineRun(models: models, job: e2eJobYAML(name: "bench-warm", images: warmImages, steps: warmSteps))
+    let warmEngineRun = try warmEngine.run(batch: batch)
 
     // Run 1: preload fashion-mnist; the 256-image job; warm jobs.
     log("run 1: diffusiond with preload [fashion-mnist]")
@@ -406,7 +171,7 @@ func runDaemonStage(_ options: Options) throws -> DaemonResult {
     }
     d2.stop()
 
-    let after = try engine.run(images: images, batch: batch)
+    let after = try engine.run(batch: batch)
     log(String(format: "engine alone again: %.2f s", after.seconds))
     let engineMean = (before.seconds + after.seconds) / 2
     let result = DaemonResult(

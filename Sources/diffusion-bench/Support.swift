@@ -1,4 +1,5 @@
 // Small helpers of the benchmark: clocks, timing loops, processes, /proc readings, JSON values.
+import Digests
 import Foundation
 import ModelBundles
 #if canImport(Glibc)
@@ -151,7 +152,7 @@ enum JSONValue: Codable, Sendable, Equatable {
 
 /// Lowercase hex SHA-256 of a string's UTF-8 bytes.
 func sha256Hex(_ text: String) -> String {
-    ModelBundle.sha256Hex(of: Data(text.utf8))
+    SHA256Hex.of(Data(text.utf8))
 }
 
 /// Formats seconds for the console.

@@ -20,7 +20,7 @@ enum JobFileFuzz {
         ModelInfo(kind: "unet", name: "fashion-mnist", classes: classes, nullClass: 10, height: 28, width: 28, channels: 1),
         ModelInfo(kind: "classifier", name: "fashion-mnist-classifier", classes: classes, height: 28, width: 28, channels: 1,
                   diffusionSteps: nil, variance: nil),
-        ModelInfo(kind: "unet", name: "uncond", classes: [], height: 8, width: 8, channels: 3, diffusionSteps: 200, variance: "fixed_small"),
+        ModelInfo(kind: "unet", name: "uncond", classes: [], height: 8, width: 8, channels: 3, diffusionSteps: 200, variance: .fixedSmall),
     ])
     static let validator = JobValidator(catalog: catalog, defaultModel: "fashion-mnist")
 

@@ -43,7 +43,7 @@ struct DiffusionDaemonCommand: AsyncParsableCommand {
             print("\(config): ok")
             return
         }
-        let level = Logger.Level(rawValue: cfg.logLevel) ?? .info
+        let level = cfg.logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
@@ -65,7 +65,7 @@ struct DiffusionDaemonCommand: AsyncParsableCommand {
     /// config says `generator: test` or DIFFUSIOND_TEST_GENERATOR=1 (tests only).
     func makeGenerator(_ cfg: DaemonConfig, logger: Logger) throws -> any ImageGenerator {
         let env = ProcessInfo.processInfo.environment
-        if cfg.generator == "test" || env["DIFFUSIOND_TEST_GENERATOR"] == "1" {
+        if cfg.generator == .test || env["DIFFUSIOND_TEST_GENERATOR"] == "1" {
             let ms = Int(env["DIFFUSIOND_TEST_DELAY_MS"] ?? "") ?? 0
             logger.warning("using the deterministic test generator (for tests only)")
             return DeterministicTestGenerator(delayPerImage: .milliseconds(ms))

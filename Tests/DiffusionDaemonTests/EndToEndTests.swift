@@ -1,4 +1,6 @@
+import DiffusionControl
 import DiffusionDaemon
+import Digests
 import Foundation
 import ImageCodecs
 import Provenance

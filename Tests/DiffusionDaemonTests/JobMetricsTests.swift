@@ -1,3 +1,4 @@
+import DiffusionControl
 import DiffusionDaemon
 import Foundation
 import Metrics

@@ -28,7 +28,7 @@ import Testing
         #expect(spec.classFor(index: 1)?.index == 1 && spec.classFor(index: 2)?.index == 9)
         #expect(spec.sampler == SamplerSpec(kind: .ddim, steps: 50, respacing: "ddim50", eta: 0, clip: true))
         #expect(spec.seed == 99 && spec.seedDrawn)
-        #expect(spec.output == OutputSpec(format: "png", quality: nil, upscale: 1))
+        #expect(spec.output == OutputSpec(format: .png, quality: nil, upscale: 1))
         // The spec survives its JSON form.
         #expect(try JobSpec.fromJSON(spec.jsonString()) == spec)
     }
@@ -154,9 +154,15 @@ import Testing
             _ = try validator.validate(Array(wide.utf8))
             Issue.record("accepted a wide expansion")
         } catch { #expect(error.description.contains("nodes") || error.description.contains("alias")) }
-        // A merge of an alias is allowed (a few are fine).
-        #expect((try? validate("base: &b 2\nimages: *b\n")) == nil) // "base" is an unknown key
+        // A few aliases are allowed: an anchored value used again under a known key...
+        #expect((try? validate("images: &n 2\npriority: *n\n"))?.priority == 2)
+        // ...and an anchored mapping as a known key's value.
         #expect((try? validate("images: 2\nsampler: &s {kind: ddim}\n")) != nil)
+        // An anchor does not make an unknown key acceptable: this one is rejected for "base".
+        #expect((try? validate("base: &b 2\nimages: *b\n")) == nil)
+        do {
+            _ = try validator.validate(Array("base: &b 2\nimages: *b\n".utf8))
+        } catch { #expect(error.mentions("base")) }
     }
 
     @Test func respacingMatchesGuidedDiffusion() throws {

@@ -7,7 +7,7 @@ let testCatalog = StaticModelCatalog([
     ModelInfo(kind: "unet", name: "fashion-mnist", classes: fashionClasses, nullClass: 10, height: 28, width: 28, channels: 1),
     ModelInfo(kind: "classifier", name: "fashion-mnist-classifier", classes: fashionClasses, height: 28, width: 28, channels: 1,
               diffusionSteps: nil, variance: nil),
-    ModelInfo(kind: "unet", name: "uncond", classes: [], height: 8, width: 8, channels: 3, variance: "fixed_small"),
+    ModelInfo(kind: "unet", name: "uncond", classes: [], height: 8, width: 8, channels: 3, variance: .fixedSmall),
 ])
 
 let validator = JobValidator(catalog: testCatalog, defaultModel: "fashion-mnist")

@@ -1,3 +1,4 @@
+import DaemonTestSupport
 import DiffusionDaemon
 import Foundation
 import Logging
@@ -20,24 +21,11 @@ struct BusyGenerator: ImageGenerator {
     var environment: GeneratorEnvironment { GeneratorEnvironment(kernel: "test") }
 }
 
-/// Messages waiting on a non-blocking datagram socket, collected for `duration`.
-func collect(_ fd: Int32, for duration: Duration) async -> [String] {
-    var out: [String] = []
-    let deadline = ContinuousClock.now + duration
-    while ContinuousClock.now < deadline {
-        var buf = [UInt8](repeating: 0, count: 4096)
-        let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-        if n > 0 { out.append(String(decoding: buf[0 ..< n], as: UTF8.self)) } else { try? await Task.sleep(for: .milliseconds(10)) }
-    }
-    return out
-}
-
 @Suite struct WatchdogTests {
     @Test func pingsAtHalfTheIntervalWhileTheHeartbeatIsFresh() async throws {
         let dir = makeTempDir("watchdog")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let fd = boundSocket(dir + "/notify.sock")
-        defer { close(fd) }
+        let socket = try NotifySocket(address: dir + "/notify.sock")
         let notifier = SystemdNotifier(environment: ["NOTIFY_SOCKET": dir + "/notify.sock"])
         let interval = SystemdNotifier.watchdogInterval(environment: ["WATCHDOG_USEC": "400000"])
         #expect(interval == .milliseconds(400))
@@ -55,7 +43,7 @@ func collect(_ fd: Int32, for duration: Duration) async -> [String] {
         // no sooner than 400 ms after the start (later on a loaded machine).
         var fresh: [String] = []
         while fresh.count < 3 && ContinuousClock.now - started < .seconds(20) {
-            fresh += await collect(fd, for: .milliseconds(50))
+            fresh += await socket.collect(for: .milliseconds(50))
         }
         let third = ContinuousClock.now - started
         #expect(fresh.count >= 3 && fresh.allSatisfy { $0 == "WATCHDOG=1" }, "\(fresh)")
@@ -64,8 +52,8 @@ func collect(_ fd: Int32, for duration: Duration) async -> [String] {
         keepBeating.cancel()
         _ = await keepBeating.result
         try? await Task.sleep(for: .seconds(1))
-        _ = await collect(fd, for: .milliseconds(1))
-        let stale = await collect(fd, for: .milliseconds(600))
+        _ = await socket.collect(for: .milliseconds(1))
+        let stale = await socket.collect(for: .milliseconds(600))
         #expect(stale.isEmpty, "\(stale)")
         task.cancel()
         _ = await task.result

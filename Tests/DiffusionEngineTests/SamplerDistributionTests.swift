@@ -93,10 +93,13 @@ import Testing
         #expect(ddim.variance < 0.9 * Self.s * Self.s)
     }
 
+    /// NCSN's 10 levels x 100 steps (the engine's defaults are the job schema's 100 x 5).
+    static let paperLangevin = LangevinParameters(levels: 10, stepsPerLevel: 100)
+
     @Test func langevinConverges() throws {
         // Annealing ends near N(mu, s^2 + sigma_L^2) up to Langevin's step-size bias; 5% on the variance.
-        expectGaussian(try sample { $0.sampler = .langevin }, relativeVarianceTolerance: 0.05, "langevin with final denoising")
-        expectGaussian(try sample { $0.sampler = .langevin; $0.langevin.finalDenoising = false }, relativeVarianceTolerance: 0.05,
+        expectGaussian(try sample { $0.sampler = .langevin; $0.langevin = Self.paperLangevin }, relativeVarianceTolerance: 0.05, "langevin with final denoising")
+        expectGaussian(try sample { $0.sampler = .langevin; $0.langevin = Self.paperLangevin; $0.langevin.finalDenoising = false }, relativeVarianceTolerance: 0.05,
                        "langevin without")
     }
 
@@ -108,7 +111,7 @@ import Testing
         let guided = try exact(.sections([100]), .ddim(eta: 0), mean: post.mean, variance: post.variance)
         let ddim = try sample({ $0.sampler = .ddim; $0.respacing = .sections([100]); $0.guidance = .classifier }, classifier: c)
         expectGaussian(ddim, mean: guided.mean, variance: guided.variance, "ddim + classifier")
-        let langevin = try sample({ $0.sampler = .langevin; $0.guidance = .classifier }, classifier: c)
+        let langevin = try sample({ $0.sampler = .langevin; $0.langevin = Self.paperLangevin; $0.guidance = .classifier }, classifier: c)
         expectGaussian(langevin, mean: post.mean, variance: post.variance, relativeVarianceTolerance: 0.05, "langevin + classifier")
         let ddpm = try sample({ $0.sampler = .ddpm; $0.guidance = .classifier }, classifier: c)
         expectGaussian(ddpm, mean: post.mean, variance: post.variance, relativeVarianceTolerance: 0.1, "ddpm + classifier")

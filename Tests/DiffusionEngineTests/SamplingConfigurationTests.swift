@@ -28,7 +28,7 @@ import Testing
         let partial = try JSONDecoder().decode(SamplingConfiguration.self, from: Data(#"{"sampler": "ddim", "respacing": "ddim50", "langevin": {"levels": 5}}"#.utf8))
         #expect(partial.sampler == .ddim && partial.respacing == .ddim(50))
         #expect(partial.diffusion == DiffusionSettings() && partial.seed == 0 && partial.clipDenoised && partial.eta == 0)
-        #expect(partial.langevin.levels == 5 && partial.langevin.stepsPerLevel == 100)
+        #expect(partial.langevin.levels == 5 && partial.langevin.stepsPerLevel == 5)
         #expect(throws: (any Error).self) {
             try JSONDecoder().decode(SamplingConfiguration.self, from: Data(#"{"respacing": "ddim0"}"#.utf8))
         }

@@ -1,4 +1,5 @@
 @testable import DiffusionEngine
+import Digests
 import Foundation
 import ModelBundles
 import Testing
@@ -103,7 +104,7 @@ let tinyUNet = ADMArchitecture(type: "adm-unet", imageSize: 8, inChannels: 1, ou
              "files": {"model.safetensors": "\(hash)"}}
             """
         }
-        let good = ModelBundle.sha256Hex(of: weights)
+        let good = SHA256Hex.of(weights)
         try manifest(good).write(to: dir.appendingPathComponent("model.json"), atomically: true, encoding: .utf8)
         let net = try ModelBundle(directory: dir).makeUNet()
         #expect(net.architecture == tinyUNet)
@@ -118,6 +119,6 @@ let tinyUNet = ADMArchitecture(type: "adm-unet", imageSize: 8, inChannels: 1, ou
     }
 
     @Test func sha256MatchesKnownDigest() {
-        #expect(ModelBundle.sha256Hex(of: Data("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(SHA256Hex.of(Data("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
     }
 }

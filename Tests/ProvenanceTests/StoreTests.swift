@@ -59,19 +59,19 @@ func image(_ job: Int64, _ index: Int) -> ImageRow {
     @Test func resumeQueryFindsTheFirstGap() throws {
         let store = try ProvenanceStore.inMemory()
         let job = try newJob(store, total: 6)
-        #expect(try store.firstUnrecordedIndex(jobID: job.id, total: 6) == 0)
+        #expect(try store.unrecordedIndices(jobID: job.id, total: 6).first == 0)
         for i in [0, 1, 2, 4] { try store.recordImage(image(job.id, i)) }
-        #expect(try store.firstUnrecordedIndex(jobID: job.id, total: 6) == 3)
+        #expect(try store.unrecordedIndices(jobID: job.id, total: 6).first == 3)
         #expect(try store.unrecordedIndices(jobID: job.id, total: 6) == [3, 5])
         try store.recordImage(image(job.id, 3))
-        #expect(try store.firstUnrecordedIndex(jobID: job.id, total: 6) == 5)
+        #expect(try store.unrecordedIndices(jobID: job.id, total: 6).first == 5)
         try store.recordImage(image(job.id, 5))
-        #expect(try store.firstUnrecordedIndex(jobID: job.id, total: 6) == nil)
+        #expect(try store.unrecordedIndices(jobID: job.id, total: 6).first == nil)
         // An index is recorded once.
         #expect(throws: (any Error).self) { try store.recordImage(image(job.id, 5)) }
         #expect(try store.images(jobID: job.id).first?.seed == UInt64.max - 1)
         try store.deleteImages(jobID: job.id, indices: [0])
-        #expect(try store.firstUnrecordedIndex(jobID: job.id, total: 6) == 0)
+        #expect(try store.unrecordedIndices(jobID: job.id, total: 6).first == 0)
     }
 
     @Test func aJobThatCrashesThreeTimesIsAPoisonJob() throws {
@@ -143,7 +143,7 @@ func image(_ job: Int64, _ index: Int) -> ImageRow {
         try store.recordModelLoad(ModelLoadRow(name: "m", contentHash: "abc", loadSeconds: 0.5))
         #expect(try store.modelLoads().first?.name == "m")
         let job = try newJob(store)
-        try store.recordMetric(MetricRow(jobID: job.id, name: "fid", value: 12.5, n: 1000, details: #"{"a":1}"#))
+        try store.replaceMetrics(jobID: job.id, with: [MetricRow(jobID: job.id, name: "fid", value: 12.5, n: 1000, details: #"{"a":1}"#)])
         #expect(try store.metrics(jobID: job.id).first?.value == 12.5)
     }
 }

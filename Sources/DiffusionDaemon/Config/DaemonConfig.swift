@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import Metrics
 import Yams
 
 /// `config.yml`: where things live and how hard to work. Every key is optional
@@ -22,7 +24,7 @@ import Yams
 /// log_level: info                     # trace debug info notice warning error critical
 /// rescan_seconds: 60
 /// ```
-public struct DaemonConfig: Codable, Sendable, Equatable {
+public struct DaemonConfig: Sendable, Equatable {
     public var spool: String = "/var/spool/diffusiond"
     public var output: String = "/var/lib/diffusiond/output"
     public var state: String = "/var/lib/diffusiond/state"
@@ -34,14 +36,19 @@ public struct DaemonConfig: Codable, Sendable, Equatable {
     public var threads: Int = 2
     public var limits = Limits()
     public var metrics = Metrics()
-    public var logLevel: String = "info"
+    public var logLevel: Logger.Level = .info
     public var rescanSeconds: Int = 60
     /// Selects the image generator. `engine` (the default) is the diffusion
     /// engine; `test` is `DeterministicTestGenerator`, for the daemon's own
     /// tests only (also selected by DIFFUSIOND_TEST_GENERATOR=1).
-    public var generator: String = "engine"
+    public var generator: Generator = .engine
 
-    public struct Limits: Codable, Sendable, Equatable {
+    /// The closed set of `generator` values.
+    public enum Generator: String, Sendable, CaseIterable {
+        case engine, test
+    }
+
+    public struct Limits: Sendable, Equatable {
         public var imagesPerJob: Int = 10_000
         public var steps: Int = 1000
         public var jobFileBytes: Int = 65_536
@@ -55,11 +62,11 @@ public struct DaemonConfig: Codable, Sendable, Equatable {
         }
     }
 
-    public struct Metrics: Codable, Sendable, Equatable {
+    public struct Metrics: Sendable, Equatable {
         public var enabled: Bool = true
         public var featuresModel: String = "fashion-mnist-features"
         /// Jobs with fewer images get no FID (biased like c/N and too noisy); KID and accuracy still.
-        public var minImages: Int = 500
+        public var minImages: Int = QualityEvaluator.defaultMinimumImagesForFID
 
         public init() {}
 
@@ -76,7 +83,8 @@ public struct DaemonConfig: Codable, Sendable, Equatable {
 
     public init() {}
 
-    public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+    /// The `log_level` values, swift-log's levels.
+    public static let logLevels = Logger.Level.allCases.map(\.rawValue)
 
     /// The provenance database.
     public var databasePath: String { (state as NSString).appendingPathComponent("diffusiond.sqlite") }
@@ -122,8 +130,8 @@ public struct DaemonConfig: Codable, Sendable, Equatable {
         if let n = map["batch_size"], let v = r.int(n, path: "batch_size", range: 1 ... 4096) { c.batchSize = v }
         if let n = map["threads"], let v = r.int(n, path: "threads", range: 1 ... 1024) { c.threads = v }
         if let n = map["rescan_seconds"], let v = r.int(n, path: "rescan_seconds", range: 1 ... 86_400) { c.rescanSeconds = v }
-        if let n = map["log_level"], let v = r.choice(n, path: "log_level", logLevels) { c.logLevel = v }
-        if let n = map["generator"], let v = r.choice(n, path: "generator", ["engine", "test"]) { c.generator = v }
+        if let n = map["log_level"], let v = r.choice(n, path: "log_level", logLevels) { c.logLevel = Logger.Level(rawValue: v)! }
+        if let n = map["generator"], let v = r.choice(n, path: "generator", Generator.allCases.map(\.rawValue)) { c.generator = Generator(rawValue: v)! }
         if let n = map["limits"], let m = r.mapping(n, path: "limits", known: Limits.CodingKeys.allCases.map(\.rawValue)) {
             if let n = m["images_per_job"], let v = r.int(n, path: "limits.images_per_job", range: 1 ... 1_000_000) { c.limits.imagesPerJob = v }
             if let n = m["steps"], let v = r.int(n, path: "limits.steps", range: 1 ... 100_000) { c.limits.steps = v }

@@ -80,7 +80,6 @@ public final class EngineImageGenerator: ImageGenerator {
         do {
             x = try pipeline.generate(
                 imageIndices: indices, classes: plan.networkClasses,
-                progress: { p in context.progress(GenerationProgress(step: p.completedSteps, steps: total)) },
                 isCancelled: context.shouldStop)
         } catch SamplingError.cancelled {
             throw CancellationError()
@@ -114,37 +113,29 @@ public final class EngineImageGenerator: ImageGenerator {
 }
 
 /// How a job maps onto the engine: the sampling configuration, the class labels the network sees
-/// and the Gamma table that matches them.
-struct SamplingPlan {
-    var configuration: SamplingConfiguration
+/// and the Gamma table that matches them. Public so that the benchmark's engine-alone runs sample
+/// exactly what the daemon samples.
+public struct SamplingPlan: Sendable {
+    public var configuration: SamplingConfiguration
     /// The labels handed to the pipeline: the requested classes, the null class for unconditional
     /// sampling with a conditional network, nil for an unconditional network.
-    var networkClasses: [Int]?
-    var gamma: [Double]?
+    public var networkClasses: [Int]?
+    public var gamma: [Double]?
 
-    init(job: JobSpec, manifest: BundleManifest, indices: [Int], gamma tables: (unconditional: [Double], conditional: [Double]?)?) throws {
+    public init(job: JobSpec, manifest: BundleManifest, indices: [Int], gamma tables: (unconditional: [Double], conditional: [Double]?)?) throws {
         var c = SamplingConfiguration()
         if let d = manifest.diffusion { c.diffusion = d }
         let s = job.sampler
-        switch s.kind {
-        case .ddpm: c.sampler = .ddpm
-        case .ddim: c.sampler = .ddim
-        case .analyticDDPM: c.sampler = .analyticDDPM
-        case .analyticDDIM: c.sampler = .analyticDDIM
-        case .langevin: c.sampler = .langevin
-        }
+        c.sampler = s.kind
         if let r = s.respacing { c.respacing = try TimestepRespacing(parsing: r) }
         if let eta = s.eta { c.eta = eta }
-        if let v = s.variance { c.ddpmVariance = VarianceType(rawValue: v.rawValue) }
+        c.ddpmVariance = s.variance
         c.clipDenoised = s.clip
-        if let l = s.langevin {
-            c.langevin = LangevinParameters(levels: l.levels, stepsPerLevel: l.stepsPerLevel, stepSize: l.stepSize,
-                                            finalDenoising: l.finalDenoise)
-        }
+        if let l = s.langevin { c.langevin = l }
         c.nullClass = manifest.nullClass
         c.seed = job.seed
         let conditionalNetwork: Bool = {
-            if case .adm(let a) = manifest.architecture { return a.numClasses != nil }
+            if case .adm(let a)? = manifest.architecture { return a.numClasses != nil }
             return false
         }()
         let requested = indices.map { job.classFor(index: $0)?.index ?? -1 }

@@ -1,5 +1,6 @@
 import DiffusionEngine
 import Foundation
+import ImageCodecs
 
 /// How classes steer generation.
 public enum GenerationMode: String, Codable, Sendable, CaseIterable {
@@ -16,29 +17,6 @@ public enum GenerationMode: String, Codable, Sendable, CaseIterable {
     public var usesGuidanceScale: Bool { self == .classifierGuided || self == .classifierFree }
 }
 
-/// Sampling algorithms.
-public enum SamplerKind: String, Codable, Sendable, CaseIterable {
-    case ddpm
-    case ddim
-    case analyticDDPM = "analytic-ddpm"
-    case analyticDDIM = "analytic-ddim"
-    case langevin
-
-    /// Uses `eta` (the DDIM family).
-    public var usesEta: Bool { self == .ddim || self == .analyticDDIM }
-    /// Uses a respaced timestep schedule (all but Langevin).
-    public var usesRespacing: Bool { self != .langevin }
-    /// Takes a variance choice (plain DDPM; the analytic samplers compute their own).
-    public var usesVariance: Bool { self == .ddpm }
-}
-
-/// The reverse-process variance.
-public enum VarianceKind: String, Codable, Sendable, CaseIterable {
-    case fixedSmall = "fixed_small"
-    case fixedLarge = "fixed_large"
-    case learnedRange = "learned_range"
-}
-
 /// A class, resolved to both index and name.
 public struct ClassRef: Codable, Sendable, Equatable, Hashable {
     public var index: Int
@@ -49,30 +27,9 @@ public struct ClassRef: Codable, Sendable, Equatable, Hashable {
     }
 }
 
-/// Annealed Langevin dynamics settings (Song & Ermon).
-public struct LangevinSpec: Codable, Sendable, Equatable {
-    /// Noise levels visited, from the largest down.
-    public var levels: Int
-    public var stepsPerLevel: Int
-    /// The base step size epsilon (scaled per level by sigma_i^2 / sigma_L^2).
-    public var stepSize: Double
-    /// Finish with one denoising step (Tweedie) at the smallest level.
-    public var finalDenoise: Bool
-
-    public init(levels: Int = 100, stepsPerLevel: Int = 5, stepSize: Double = 2e-5, finalDenoise: Bool = true) {
-        self.levels = levels
-        self.stepsPerLevel = stepsPerLevel
-        self.stepSize = stepSize
-        self.finalDenoise = finalDenoise
-    }
-
-    enum CodingKeys: String, CodingKey, CaseIterable {
-        case levels, stepsPerLevel = "steps_per_level", stepSize = "step_size", finalDenoise = "final_denoise"
-    }
-}
-
 /// Every sampler setting, defaults written out; settings that do not apply to
-/// the kind are nil.
+/// the kind are nil. The vocabulary is the engine's (`SamplerKind`, `VarianceType`,
+/// `LangevinParameters`); the job schema's spellings of it are in JobSchemaNames.swift.
 public struct SamplerSpec: Codable, Sendable, Equatable {
     public var kind: SamplerKind
     /// Network evaluations of the respaced process (nil for Langevin).
@@ -80,17 +37,19 @@ public struct SamplerSpec: Codable, Sendable, Equatable {
     /// guided-diffusion's `timestep_respacing`: "ddim<N>" or section counts "10,15,20".
     public var respacing: String?
     public var eta: Double?
-    public var variance: VarianceKind?
+    public var variance: VarianceType?
     public var guidanceScale: Double?
     /// The noisy classifier bundle (classifier-guided only).
     public var classifier: String?
-    public var langevin: LangevinSpec?
+    /// Langevin settings (langevin only); the job schema exposes levels, steps_per_level, step_size
+    /// and final_denoise, the noise range is the engine's default.
+    public var langevin: LangevinParameters?
     /// Clip the x0 prediction to [-1, 1] at every step.
     public var clip: Bool
 
     public init(kind: SamplerKind, steps: Int? = nil, respacing: String? = nil, eta: Double? = nil,
-                variance: VarianceKind? = nil, guidanceScale: Double? = nil, classifier: String? = nil,
-                langevin: LangevinSpec? = nil, clip: Bool = true) {
+                variance: VarianceType? = nil, guidanceScale: Double? = nil, classifier: String? = nil,
+                langevin: LangevinParameters? = nil, clip: Bool = true) {
         self.kind = kind
         self.steps = steps
         self.respacing = respacing
@@ -104,6 +63,36 @@ public struct SamplerSpec: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case kind, steps, respacing, eta, variance, guidanceScale = "guidance_scale", classifier, langevin, clip
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let name = try c.decode(String.self, forKey: .kind)
+        guard let kind = SamplerKind(jobName: name) else {
+            throw DecodingError.dataCorruptedError(forKey: .kind, in: c, debugDescription: "unknown sampler kind \(name)")
+        }
+        self.kind = kind
+        steps = try c.decodeIfPresent(Int.self, forKey: .steps)
+        respacing = try c.decodeIfPresent(String.self, forKey: .respacing)
+        eta = try c.decodeIfPresent(Double.self, forKey: .eta)
+        variance = try c.decodeIfPresent(VarianceType.self, forKey: .variance)
+        guidanceScale = try c.decodeIfPresent(Double.self, forKey: .guidanceScale)
+        classifier = try c.decodeIfPresent(String.self, forKey: .classifier)
+        langevin = try c.decodeIfPresent(JobLangevin.self, forKey: .langevin)?.parameters
+        clip = try c.decode(Bool.self, forKey: .clip)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(kind.jobName, forKey: .kind)
+        try c.encodeIfPresent(steps, forKey: .steps)
+        try c.encodeIfPresent(respacing, forKey: .respacing)
+        try c.encodeIfPresent(eta, forKey: .eta)
+        try c.encodeIfPresent(variance, forKey: .variance)
+        try c.encodeIfPresent(guidanceScale, forKey: .guidanceScale)
+        try c.encodeIfPresent(classifier, forKey: .classifier)
+        try c.encodeIfPresent(langevin.map(JobLangevin.init), forKey: .langevin)
+        try c.encode(clip, forKey: .clip)
     }
 
     /// The timesteps kept from the original process of length `T`: guided-diffusion's
@@ -131,13 +120,13 @@ public struct RespacingError: Error, CustomStringConvertible, Sendable {
 
 /// Output file settings.
 public struct OutputSpec: Codable, Sendable, Equatable {
-    public var format: String
+    public var format: ImageFormat
     /// JPEG quality (1-100); nil for PNG.
     public var quality: Int?
     /// Nearest-neighbour enlargement of the viewing copies and contact sheet (1 = none).
     public var upscale: Int
 
-    public init(format: String = "png", quality: Int? = nil, upscale: Int = 1) {
+    public init(format: ImageFormat = .png, quality: Int? = nil, upscale: Int = 1) {
         self.format = format
         self.quality = quality
         self.upscale = upscale

@@ -1,7 +1,9 @@
+import DiffusionEngine
 import Foundation
+import ModelBundles
 
 /// What the daemon needs to know about a model bundle to validate jobs
-/// against it (read from `<models>/<name>/model.json`; the engine loads the rest).
+/// against it (read from `<models>/<name>/model.json`, a `BundleManifest`; the engine loads the rest).
 public struct ModelInfo: Codable, Sendable, Equatable {
     /// "unet" | "classifier" | "features".
     public var kind: String
@@ -14,11 +16,11 @@ public struct ModelInfo: Codable, Sendable, Equatable {
     public var channels: Int
     /// The diffusion length T (unet bundles).
     public var diffusionSteps: Int?
-    /// "fixed_small" | "fixed_large" | "learned_range" (unet bundles).
-    public var variance: String?
+    /// The variance the model was trained for (unet bundles).
+    public var variance: VarianceType?
 
     public init(kind: String, name: String, classes: [String], nullClass: Int? = nil, height: Int, width: Int,
-                channels: Int, diffusionSteps: Int? = 1000, variance: String? = "learned_range") {
+                channels: Int, diffusionSteps: Int? = 1000, variance: VarianceType? = .learnedRange) {
         self.kind = kind
         self.name = name
         self.classes = classes
@@ -64,22 +66,11 @@ public struct DirectoryModelCatalog: ModelCatalog {
         return names.sorted().compactMap { model(named: $0) }
     }
 
-    struct Manifest: Decodable {
-        struct Data: Decodable { var height: Int; var width: Int; var channels: Int }
-        struct Diffusion: Decodable { var steps: Int?; var variance: String? }
-        var name: String?
-        var kind: String
-        var classes: [String]?
-        var null_class: Int?
-        var data: Data
-        var diffusion: Diffusion?
-    }
-
     static func read(path: String, folder: String) -> ModelInfo? {
         guard let data = FileManager.default.contents(atPath: path),
-              let m = try? JSONDecoder().decode(Manifest.self, from: data) else { return nil }
-        return ModelInfo(kind: m.kind, name: folder, classes: m.classes ?? [], nullClass: m.null_class,
-                         height: m.data.height, width: m.data.width, channels: m.data.channels,
+              let m = try? JSONDecoder().decode(BundleManifest.self, from: data), let geometry = m.data else { return nil }
+        return ModelInfo(kind: m.kind, name: folder, classes: m.classes ?? [], nullClass: m.nullClass,
+                         height: geometry.height, width: geometry.width, channels: geometry.channels,
                          diffusionSteps: m.diffusion?.steps, variance: m.diffusion?.variance)
     }
 }

@@ -62,14 +62,14 @@ public struct GenerationRecord: Codable, Sendable, Equatable {
     public var parametersText: String {
         let s = spec.sampler
         var pairs: [(String, String)] = [("Steps", s.steps.map(String.init) ?? "\(s.langevin.map { $0.levels * $0.stepsPerLevel } ?? 0)"),
-                                         ("Sampler", s.kind.rawValue)]
+                                         ("Sampler", s.kind.jobName)]
         if let r = s.respacing { pairs.append(("Respacing", r)) }
         if let e = s.eta { pairs.append(("Eta", String(e))) }
         if let v = s.variance { pairs.append(("Variance", v.rawValue)) }
         if let g = s.guidanceScale { pairs.append((spec.mode == .classifierFree ? "CFG scale" : "Classifier scale", String(g))) }
         if let c = s.classifier { pairs.append(("Classifier", c)) }
         if let l = s.langevin {
-            pairs.append(("Langevin", "levels \(l.levels), steps per level \(l.stepsPerLevel), step size \(l.stepSize), final denoise \(l.finalDenoise)"))
+            pairs.append(("Langevin", "levels \(l.levels), steps per level \(l.stepsPerLevel), step size \(l.stepSize), final denoise \(l.finalDenoising)"))
         }
         pairs += [("Clip", String(s.clip)), ("Seed", String(seed)), ("Image index", String(index)),
                   ("Size", "\(spec.width)x\(spec.height)"), ("Model", model.name),

@@ -32,30 +32,15 @@ public struct GeneratedImage: Sendable, Equatable {
     public var raster: RasterImage { RasterImage(width: width, height: height, channels: channels, pixels: pixels) }
 }
 
-/// Progress within one `generate` call.
-public struct GenerationProgress: Sendable {
-    /// Denoising steps done and in all, for the current batch.
-    public var step: Int
-    public var steps: Int
-    public init(step: Int, steps: Int) {
-        self.step = step
-        self.steps = steps
-    }
-}
-
 /// What a generator may consult while it works.
 public struct GenerationContext: Sendable {
-    /// Called after each denoising step (cheap; may be called from any thread).
-    public var progress: @Sendable (GenerationProgress) -> Void
     /// True when the job should stop (user cancel or daemon shutdown): a
     /// generator checks it at step boundaries and throws `CancellationError`.
     public var shouldStop: @Sendable () -> Bool
     /// Threads the generator may use.
     public var threads: Int
 
-    public init(progress: @escaping @Sendable (GenerationProgress) -> Void = { _ in },
-                shouldStop: @escaping @Sendable () -> Bool = { false }, threads: Int = 1) {
-        self.progress = progress
+    public init(shouldStop: @escaping @Sendable () -> Bool = { false }, threads: Int = 1) {
         self.shouldStop = shouldStop
         self.threads = threads
     }
@@ -139,13 +124,12 @@ public struct DeterministicTestGenerator: ImageGenerator {
 
     public func generate(job: JobSpec, indices: [Int], context: GenerationContext) async throws -> [GeneratedImage] {
         var out: [GeneratedImage] = []
-        for (n, index) in indices.enumerated() {
+        for index in indices {
             if context.shouldStop() { throw CancellationError() }
             if delayPerImage > .zero { try await Task.sleep(for: delayPerImage) }
             let cls = job.classFor(index: index)
             out.append(Self.image(seed: job.seed, index: index, classIndex: cls?.index,
                                   width: job.width, height: job.height, channels: job.channels))
-            context.progress(GenerationProgress(step: n + 1, steps: indices.count))
         }
         return out
     }

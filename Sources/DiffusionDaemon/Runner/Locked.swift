@@ -1,16 +1,15 @@
 import Foundation
+import Synchronization
 
-/// A value behind a lock, shareable across tasks and threads.
-public final class Locked<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
+/// A value behind a `Synchronization.Mutex`, shareable across tasks and threads (a reference, so
+/// closures and services can hold the same one).
+public final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
 
-    public init(_ value: Value) { self.value = value }
+    public init(_ value: Value) { mutex = Mutex(value) }
 
-    public func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
+    public func withLock<R: Sendable, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
+        try mutex.withLock { (value: inout Value) throws(E) -> R in try body(&value) }
     }
 
     public var current: Value { withLock { $0 } }
@@ -18,21 +17,68 @@ public final class Locked<Value>: @unchecked Sendable {
     public func set(_ newValue: Value) { withLock { $0 = newValue } }
 }
 
-/// Wakes a sleeping loop early (new job files, shutdown).
+/// Wakes a sleeping loop early (new job files, shutdown): the waiter is resumed by the signal,
+/// not by polling.
 public final class Wakeup: Sendable {
-    private let pending = Locked(false)
+    private struct State {
+        var pending = false
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        /// Waits that timed out or were canceled before their continuation was stored.
+        var expired: Set<UInt64> = []
+        var nextID: UInt64 = 0
+    }
+    private let state = Mutex(State())
 
     public init() {}
 
-    public func signal() { pending.set(true) }
-
-    /// Returns when signalled or after `timeout`, whichever comes first.
-    public func wait(timeout: Duration) async {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if pending.withLock({ let p = $0; $0 = false; return p }) { return }
-            try? await Task.sleep(for: .milliseconds(50))
+    public func signal() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            if s.waiters.isEmpty { s.pending = true; return [] }
+            let w = Array(s.waiters.values)
+            s.waiters.removeAll()
+            return w
         }
+        for w in waiters { w.resume() }
+    }
+
+    /// Returns when signalled (also before the call, since the last wait) or after `timeout`,
+    /// whichever comes first, or when the task is canceled.
+    public func wait(timeout: Duration) async {
+        let id: UInt64? = state.withLock { s in
+            if s.pending { s.pending = false; return nil }
+            s.nextID += 1
+            return s.nextID
+        }
+        guard let id else { return }
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            self?.end(id)
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if s.pending { s.pending = false; return true }
+                    if s.expired.remove(id) != nil { return true }
+                    s.waiters[id] = c
+                    return false
+                }
+                if now { c.resume() }
+            }
+        } onCancel: {
+            end(id)
+        }
+        timer.cancel()
+        state.withLock { _ = $0.expired.remove(id) }
+    }
+
+    /// Ends wait `id` (timeout or cancel).
+    private func end(_ id: UInt64) {
+        let c = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if let c = s.waiters.removeValue(forKey: id) { return c }
+            s.expired.insert(id)
+            return nil
+        }
+        c?.resume()
     }
 }
 

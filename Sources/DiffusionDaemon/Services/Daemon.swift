@@ -81,21 +81,19 @@ public final class Daemon: Sendable {
         }
     }
 
-    /// Re-reads the config file. Paths cannot change without a restart; the rest applies at the next batch.
+    /// Re-reads the config file. Batch size, limits, metrics settings and the rescan interval apply
+    /// from the next batch or job; the keys of `DaemonConfig.restartOnlyKeys` (folders, threads,
+    /// cache size, log level, preload, generator) need a restart: their changes are logged and not applied.
     public func reloadConfig() {
         guard let configPath else { return }
         notifier.reloading()
         defer { notifier.send("READY=1") }
         do {
             let new = try DaemonConfig.load(path: configPath)
-            let old = config.current
-            var applied = new
-            if new.spool != old.spool || new.output != old.output || new.state != old.state || new.models != old.models {
-                logger.warning("directory changes in the config need a restart; keeping the old directories")
-                applied.spool = old.spool
-                applied.output = old.output
-                applied.state = old.state
-                applied.models = old.models
+            let (applied, needRestart) = config.current.reloaded(with: new)
+            if !needRestart.isEmpty {
+                logger.warning("config changes that need a restart were not applied; keeping the running values",
+                               metadata: ["keys": "\(needRestart.joined(separator: ", "))"])
             }
             config.set(applied)
             runner.update(config: applied)

@@ -77,14 +77,14 @@ public struct JobRunnerService: Service {
 
 /// Writes the heartbeat row about once a second and mirrors it to systemd's STATUS=.
 public struct HeartbeatService: Service {
-    let store: ProvenanceStore
+    let store: any JobStore
     let runner: JobRunner
     let notifier: SystemdNotifier
     let interval: Duration
     let lastBeat: Locked<ContinuousClock.Instant>
     let logger: Logger
 
-    public init(store: ProvenanceStore, runner: JobRunner, notifier: SystemdNotifier, interval: Duration = .seconds(1),
+    public init(store: any JobStore, runner: JobRunner, notifier: SystemdNotifier, interval: Duration = .seconds(1),
                 lastBeat: Locked<ContinuousClock.Instant>, logger: Logger) {
         self.store = store
         self.runner = runner
@@ -109,9 +109,8 @@ public struct HeartbeatService: Service {
             }
         }
         defer { refresher.cancel() }
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+        for await _ in Ticks.every(interval).cancelOnGracefulShutdown() {
             beat(started: started, cached: cached.current, lastStatus: &lastStatus, stopping: false)
-            try? await Task.sleep(for: interval)
         }
         beat(started: started, cached: cached.current, lastStatus: &lastStatus, stopping: true)
     }
@@ -157,9 +156,8 @@ public struct WatchdogService: Service {
             return
         }
         let half = interval / 2
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+        for await _ in Ticks.every(half).cancelOnGracefulShutdown() {
             if ContinuousClock.now - lastBeat.current < interval { notifier.watchdog() }
-            try? await Task.sleep(for: half)
         }
     }
 }

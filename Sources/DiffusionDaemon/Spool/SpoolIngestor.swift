@@ -7,11 +7,11 @@ import Provenance
 /// beside an .error file naming the field and the problem).
 public final class SpoolIngestor: Sendable {
     public let spool: Spool
-    let store: ProvenanceStore
+    let store: any JobStore
     let validator: Locked<JobValidator>
     let logger: Logger
 
-    public init(spool: Spool, store: ProvenanceStore, validator: JobValidator, logger: Logger) {
+    public init(spool: Spool, store: any JobStore, validator: JobValidator, logger: Logger) {
         self.spool = spool
         self.store = store
         self.validator = Locked(validator)

@@ -18,7 +18,7 @@ final class DNNLContext: @unchecked Sendable {
 
 @inline(__always)
 func dnnlCheck(_ status: dnnl_status_t, _ what: @autoclosure () -> String) {
-    precondition(status == dnnl_success, "oneDNN \(what()) failed with status \(status.rawValue)")
+    ensure(status == dnnl_success, "oneDNN \(what()) failed with status \(status.rawValue)")
 }
 
 /// How an activation tensor is laid out in memory.
@@ -147,7 +147,7 @@ final class ConvolutionPrimitive {
         var pd = wantWinograd ? create(dnnl_convolution_winograd) : nil
         usesWinograd = pd != nil
         if pd == nil { pd = create(dnnl_convolution_direct) }
-        precondition(pd != nil, "oneDNN has no convolution for \(inChannels)->\(outChannels) k\(kernel) s\(stride) at \(height)x\(width)")
+        ensure(pd != nil, "oneDNN has no convolution for \(inChannels)->\(outChannels) k\(kernel) s\(stride) at \(height)x\(width)")
         defer { dnnl_primitive_desc_destroy(pd) }
         dnnlCheck(dnnl_primitive_create(&primitive, pd), "conv primitive")
 

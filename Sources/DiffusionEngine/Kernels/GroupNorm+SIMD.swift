@@ -8,7 +8,7 @@
 func groupNormStatistics(_ x: UnsafePointer<Float>, batch: Int, pixels: Int, channels: Int, groups: Int,
                          addend: UnsafePointer<Float>? = nil, addendStride: Int = 0, eps: Float = 1e-5,
                          mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>) {
-    precondition(channels % 16 == 0 && channels % groups == 0)
+    ensure(channels % 16 == 0 && channels % groups == 0)
     let cpg = channels / groups, blocks = channels / 16
     parallelFor(batch, work: batch * pixels * channels) { range in
         // Per group: element count, mean and sum of squared deviations, merged channel by

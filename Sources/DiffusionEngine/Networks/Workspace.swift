@@ -28,7 +28,7 @@ final class Workspace {
 
     /// Allocates every buffer (zero-filled, 64-byte aligned).
     func allocate() {
-        precondition(storage.isEmpty)
+        ensure(storage.isEmpty)
         storage = sizes.map { n in
             let p = UnsafeMutableRawPointer.allocate(byteCount: max(n, 16) * 4, alignment: 64).bindMemory(to: Float.self, capacity: max(n, 16))
             p.initialize(repeating: 0, count: max(n, 16))

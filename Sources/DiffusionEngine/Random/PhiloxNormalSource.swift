@@ -26,8 +26,8 @@ public struct PhiloxNormalSource: RandomSource, Hashable {
 
     /// Fills `destination` with normals for element indices 0..<count of (image, draw).
     public func fillStandardNormal(_ destination: UnsafeMutableBufferPointer<Float>, image: Int, draw: Int) {
-        precondition(image >= 0 && draw >= 0 && draw <= Int(UInt32.max), "image and draw must be non-negative (draw < 2^32)")
-        precondition(destination.count <= 4 * (Int(UInt32.max) + 1), "too many elements for one Philox stream")
+        ensure(image >= 0 && draw >= 0 && draw <= Int(UInt32.max), "image and draw must be non-negative (draw < 2^32)")
+        ensure(destination.count <= 4 * (Int(UInt32.max) + 1), "too many elements for one Philox stream")
         let key = SIMD2(UInt32(truncatingIfNeeded: seed), UInt32(truncatingIfNeeded: seed >> 32))
         let imageLow = UInt32(truncatingIfNeeded: image), imageHigh = UInt32(truncatingIfNeeded: image >> 32)
         let n = destination.count

@@ -17,7 +17,7 @@ public struct AnalyticDDIMSampler: RespacedChainSampler {
     /// Creates the sampler; `gamma` has one entry per ORIGINAL timestep.
     public init(schedule: RespacedSchedule, gamma: [Double], eta: Double, prediction: PredictionType,
                 clipDenoised: Bool = true, lastStepClipFactor: Double) {
-        precondition(gamma.count > schedule.timesteps.last!, "the Gamma table must cover every original timestep")
+        ensure(gamma.count > schedule.timesteps.last!, "the Gamma table must cover every original timestep")
         self.schedule = schedule
         self.eta = eta
         self.clipDenoised = clipDenoised

@@ -14,7 +14,7 @@ public struct AnalyticDDPMSampler: RespacedChainSampler {
     /// Creates the sampler; `gamma` has one entry per ORIGINAL timestep (E||eps_theta(x_t, t)||^2 / d).
     public init(schedule: RespacedSchedule, gamma: [Double], prediction: PredictionType,
                 clipDenoised: Bool = true, lastStepClipFactor: Double) {
-        precondition(gamma.count > schedule.timesteps.last!, "the Gamma table must cover every original timestep")
+        ensure(gamma.count > schedule.timesteps.last!, "the Gamma table must cover every original timestep")
         self.schedule = schedule
         self.clipDenoised = clipDenoised
         let variances = AnalyticVariance.ddpm(schedule, gamma: gamma, lastStepClipFactor: lastStepClipFactor)

@@ -20,7 +20,7 @@ enum AncestralStep {
     static func apply(_ k: AncestralStepCoefficients, clipDenoised: Bool, x: Tensor, modelOutput: Tensor,
                       guidance: ClassifierGuidanceTerm?, noise: Tensor?) {
         let noise = k.addsNoise ? noise : nil
-        precondition(!k.addsNoise || noise != nil, "this step needs noise")
+        ensure(!k.addsNoise || noise != nil, "this step needs noise")
         let scale = guidance?.scale ?? 0
         BatchLoop.run(x: x, modelOutput: modelOutput, gradient: guidance?.gradient, noise: noise) { xp, op, vp, gp, zp, lanes in
             let xv = VectorLanes.load(xp, lanes)
@@ -31,7 +31,7 @@ enum AncestralStep {
             var std = Vector(repeating: k.standardDeviation)
             var variance = Vector(repeating: k.variance)
             if k.learnedVariance {
-                precondition(vp != nil, "learned variance needs 2C output channels")
+                ensure(vp != nil, "learned variance needs 2C output channels")
                 let frac = (VectorLanes.load(vp!, lanes) + 1) * 0.5
                 let logVariance = frac * k.maxLogVariance + (1 - frac) * k.minLogVariance
                 std = VectorLanes.exp(0.5 * logVariance)

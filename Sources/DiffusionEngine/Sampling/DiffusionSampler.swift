@@ -75,14 +75,14 @@ enum BatchLoop {
     /// output has 2C channels (then it points at the matching element of the last C channels).
     @inline(__always)
     static func run(x: Tensor, modelOutput: Tensor, gradient: Tensor?, noise: Tensor?, _ body: Body) {
-        precondition(x.shape.count == 4, "sampler state must be [N, C, H, W], got \(x.shape)")
+        ensure(x.shape.count == 4, "sampler state must be [N, C, H, W], got \(x.shape)")
         let n = x.shape[0], c = x.shape[1], plane = x.shape[2] * x.shape[3]
         let perImage = c * plane
         let outChannels = modelOutput.shape.count == 4 ? modelOutput.shape[1] : -1
-        precondition(modelOutput.shape == [n, outChannels, x.shape[2], x.shape[3]] && (outChannels == c || outChannels == 2 * c),
+        ensure(modelOutput.shape == [n, outChannels, x.shape[2], x.shape[3]] && (outChannels == c || outChannels == 2 * c),
                      "model output \(modelOutput.shape) does not fit state \(x.shape)")
-        precondition(gradient == nil || gradient!.count == x.count, "gradient \(gradient!.shape) does not fit \(x.shape)")
-        precondition(noise == nil || noise!.count == x.count, "noise \(noise!.shape) does not fit \(x.shape)")
+        ensure(gradient == nil || gradient!.count == x.count, "gradient \(gradient!.shape) does not fit \(x.shape)")
+        ensure(noise == nil || noise!.count == x.count, "noise \(noise!.shape) does not fit \(x.shape)")
         let outPerImage = outChannels * plane
         for image in 0..<n {
             let xBase = x.data + image * perImage

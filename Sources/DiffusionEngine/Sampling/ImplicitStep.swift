@@ -22,7 +22,7 @@ enum ImplicitStep {
     static func apply(_ k: ImplicitStepCoefficients, epsilonSource: EpsilonSource, clipDenoised: Bool, x: Tensor,
                       modelOutput: Tensor, guidance: ClassifierGuidanceTerm?, noise: Tensor?) {
         let noise = k.addsNoise ? noise : nil
-        precondition(!k.addsNoise || noise != nil, "this step needs noise")
+        ensure(!k.addsNoise || noise != nil, "this step needs noise")
         let gradientCoefficient = (guidance?.scale ?? 0) * k.transform.sqrtOneMinusAlphaBar
         BatchLoop.run(x: x, modelOutput: modelOutput, gradient: guidance?.gradient, noise: noise) { xp, op, _, gp, zp, lanes in
             let xv = VectorLanes.load(xp, lanes)

@@ -1,4 +1,5 @@
-/// Settings of NCSN annealed Langevin dynamics (Song & Ermon); defaults are the paper's.
+/// Settings of NCSN annealed Langevin dynamics (Song & Ermon); the one parameter set of the engine and
+/// of job files (`sampler.langevin`), with one set of defaults: 100 levels x 5 steps, eps = 2e-5.
 public struct LangevinParameters: Codable, Sendable, Hashable {
     /// Number of noise levels L.
     public var levels: Int
@@ -13,8 +14,9 @@ public struct LangevinParameters: Codable, Sendable, Hashable {
     /// Whether a final denoising step x <- x + sigma_L^2 score (NCSNv2) ends the chain.
     public var finalDenoising: Bool
 
-    /// Creates parameters; defaults: 10 levels from 1.0 to 0.01, 100 steps each, eps = 2e-5, final denoising on.
-    public init(levels: Int = 10, stepsPerLevel: Int = 100, stepSize: Double = 2e-5,
+    /// Creates parameters; defaults: 100 levels from 1.0 to 0.01, 5 steps each, eps = 2e-5, final denoising on
+    /// (those spool/examples/README.md documents for job files).
+    public init(levels: Int = 100, stepsPerLevel: Int = 5, stepSize: Double = 2e-5,
                 sigmaMax: Double = 1.0, sigmaMin: Double = 0.01, finalDenoising: Bool = true) {
         self.levels = levels
         self.stepsPerLevel = stepsPerLevel

@@ -27,7 +27,7 @@ public struct LangevinSampler: DiffusionSampler {
 
     /// Creates the sampler over the full T-step schedule of the model.
     public init(schedule: NoiseSchedule, parameters p: LangevinParameters, prediction: PredictionType, clipDenoised: Bool = true) {
-        precondition(p.levels >= 1 && p.stepsPerLevel >= 1 && p.stepSize > 0 && p.sigmaMin > 0 && p.sigmaMax >= p.sigmaMin,
+        ensure(p.levels >= 1 && p.stepsPerLevel >= 1 && p.stepSize > 0 && p.sigmaMin > 0 && p.sigmaMax >= p.sigmaMin,
                      "invalid Langevin parameters")
         parameters = p
         self.clipDenoised = clipDenoised
@@ -79,7 +79,7 @@ public struct LangevinSampler: DiffusionSampler {
             }
             return
         }
-        precondition(noise != nil, "a Langevin step needs noise")
+        ensure(noise != nil, "a Langevin step needs noise")
         let alpha = stepSizes[level]
         let inverseScale = inverseSqrtAlphaBar[level]
         let scoreCoefficient = Float(alpha / levelSigmas[level])

@@ -34,8 +34,12 @@ public enum SamplerKind: String, Codable, Sendable, Hashable, CaseIterable {
         }
     }
 
-    /// Whether the kind takes eta (the DDIM family).
+    /// Uses `eta` (the DDIM family).
     public var usesEta: Bool { [.ddim, .analyticDDIM, .snDDIM, .nprDDIM].contains(self) }
+    /// Uses a respaced timestep schedule (all but Langevin).
+    public var usesRespacing: Bool { self != .langevin }
+    /// Takes a variance choice (plain DDPM; the others compute their own).
+    public var usesVariance: Bool { self == .ddpm }
 }
 
 /// How the samples are steered toward their class.

@@ -192,7 +192,7 @@ public final class SamplingPipeline {
         let perImage = imageShape.elementCount
         let scale = Float(sampler.initialNoiseScale)
         for (n, image) in imageIndices.enumerated() {
-            precondition(image >= 0, "image indices must be non-negative")
+            ensure(image >= 0, "image indices must be non-negative")
             let slice = UnsafeMutableBufferPointer(start: x.data + n * perImage, count: perImage)
             randomSource.fillStandardNormal(slice, image: image, draw: 0)
             if scale != 1 { for j in slice.indices { slice[j] *= scale } }

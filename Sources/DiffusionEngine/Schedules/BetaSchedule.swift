@@ -9,7 +9,7 @@ public enum BetaSchedule: String, Codable, Sendable, Hashable, CaseIterable {
 
     /// The T betas of this schedule in float64, computed as the reference implementation does.
     public func betas(steps: Int) -> [Double] {
-        precondition(steps >= 1, "a schedule needs at least one step")
+        ensure(steps >= 1, "a schedule needs at least one step")
         switch self {
         case .linear:
             let scale = 1000.0 / Double(steps)

@@ -30,8 +30,8 @@ public struct NoiseSchedule: Sendable, Hashable {
 
     /// Builds the schedule from explicit betas, each in (0, 1].
     public init(betas: [Double]) {
-        precondition(!betas.isEmpty, "a schedule needs at least one beta")
-        precondition(betas.allSatisfy { $0 > 0 && $0 <= 1 }, "betas must lie in (0, 1]")
+        ensure(!betas.isEmpty, "a schedule needs at least one beta")
+        ensure(betas.allSatisfy { $0 > 0 && $0 <= 1 }, "betas must lie in (0, 1]")
         let n = betas.count
         self.betas = betas
         var cumprod = [Double](repeating: 0, count: n)
@@ -84,13 +84,13 @@ public struct NoiseSchedule: Sendable, Hashable {
     /// The schedule that jumps between the kept original timesteps (ascending), with
     /// beta'_k = 1 - alphabar_{t_k} / alphabar_{t_{k-1}} and alphabar before the first kept step equal to 1.
     public func respaced(keeping timesteps: [Int]) -> NoiseSchedule {
-        precondition(!timesteps.isEmpty, "respacing keeps at least one timestep")
+        ensure(!timesteps.isEmpty, "respacing keeps at least one timestep")
         var newBetas: [Double] = []
         newBetas.reserveCapacity(timesteps.count)
         var last = 1.0
         var previous = -1
         for t in timesteps {
-            precondition(t > previous && t < count, "kept timesteps must ascend within 0..<\(count)")
+            ensure(t > previous && t < count, "kept timesteps must ascend within 0..<\(count)")
             newBetas.append(1 - alphasCumprod[t] / last)
             last = alphasCumprod[t]
             previous = t

@@ -16,7 +16,7 @@ public final class Tensor: @unchecked Sendable {
 
     /// Allocates a zero-filled tensor of the given shape.
     public init(shape: [Int]) {
-        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        ensure(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
         self.shape = shape
         let n = max(shape.reduce(1, *), 1)
         self.capacity = n
@@ -28,7 +28,7 @@ public final class Tensor: @unchecked Sendable {
     /// Allocates a tensor holding a copy of `values`.
     public convenience init(shape: [Int], values: [Float]) {
         self.init(shape: shape)
-        precondition(values.count == count, "\(values.count) values for shape \(shape)")
+        ensure(values.count == count, "\(values.count) values for shape \(shape)")
         values.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: $0.count) }
     }
 
@@ -36,7 +36,7 @@ public final class Tensor: @unchecked Sendable {
 
     /// Changes the logical shape in place; the element count must fit the capacity.
     public func reshape(_ newShape: [Int]) {
-        precondition(newShape.reduce(1, *) <= capacity, "shape \(newShape) exceeds capacity \(capacity)")
+        ensure(newShape.reduce(1, *) <= capacity, "shape \(newShape) exceeds capacity \(capacity)")
         shape = newShape
     }
 
@@ -51,7 +51,7 @@ public final class Tensor: @unchecked Sendable {
 
     /// Copies the elements of `other` (same element count) into this tensor.
     public func copy(from other: Tensor) {
-        precondition(other.count == count, "copy of \(other.shape) into \(shape)")
+        ensure(other.count == count, "copy of \(other.shape) into \(shape)")
         data.update(from: other.data, count: count)
     }
 }

@@ -178,7 +178,7 @@ public enum SafeTensorsValue: Sendable {
         let names = tensors.keys.sorted()
         for name in names {
             let t = tensors[name]!
-            precondition(t.byteCount == t.shape.reduce(1, *) * (t.dtype == "F32" ? 4 : 8), "'\(name)': elements do not match shape \(t.shape)")
+            ensure(t.byteCount == t.shape.reduce(1, *) * (t.dtype == "F32" ? 4 : 8), "'\(name)': elements do not match shape \(t.shape)")
             header[name] = ["dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, offset + t.byteCount]] as [String: Any]
             offset += t.byteCount
         }

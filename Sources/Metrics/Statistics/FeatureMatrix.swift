@@ -1,4 +1,5 @@
 import CBLAS
+import DiffusionEngine
 
 /// Feature vectors of a set of images: `count` rows of `dimension` float32 values, row-major.
 public struct FeatureMatrix: Sendable, Equatable {
@@ -11,7 +12,7 @@ public struct FeatureMatrix: Sendable, Equatable {
 
     /// A matrix from its values; `values` must hold `count * dimension` of them.
     public init(count: Int, dimension: Int, values: [Float]) {
-        precondition(values.count == count * dimension, "\(values.count) values for \(count) rows of \(dimension)")
+        ensure(values.count == count * dimension, "\(values.count) values for \(count) rows of \(dimension)")
         self.count = count
         self.dimension = dimension
         self.values = values
@@ -57,7 +58,7 @@ public struct FeatureStatistics: Sendable, Equatable {
 
     /// Statistics from a mean and covariance computed elsewhere.
     public init(count: Int, mean: [Double], covariance: SymmetricMatrix) {
-        precondition(mean.count == covariance.dimension, "mean of \(mean.count) for a \(covariance.dimension)-d covariance")
+        ensure(mean.count == covariance.dimension, "mean of \(mean.count) for a \(covariance.dimension)-d covariance")
         self.count = count
         self.mean = mean
         self.covariance = covariance

@@ -1,4 +1,5 @@
 import CBLAS
+import DiffusionEngine
 
 /// The kernel inception distance (Bińkowski et al. 2018): the unbiased estimate of the squared
 /// MMD under the polynomial kernel k(x, y) = (x·y / d + 1)³, averaged over random subsets.
@@ -42,7 +43,7 @@ public enum KernelInceptionDistance {
     /// mean of k(x, x') and of k(y, y') over distinct pairs, minus twice the mean of k(x, y).
     public static func unbiasedMMD(_ x: FeatureMatrix, _ y: FeatureMatrix) -> Double {
         let m = x.count
-        precondition(y.count == m && m >= 2, "unbiased MMD needs two sets of equal size >= 2")
+        ensure(y.count == m && m >= 2, "unbiased MMD needs two sets of equal size >= 2")
         let kxx = kernelSum(x, x, excludingDiagonal: true), kyy = kernelSum(y, y, excludingDiagonal: true)
         let kxy = kernelSum(x, y, excludingDiagonal: false)
         let md = Double(m)

@@ -1,3 +1,5 @@
+import DiffusionEngine
+
 /// Reproducible random subsets for KID: SplitMix64 (Steele, Lea and Flood 2014) driving a partial
 /// Fisher-Yates shuffle, so that any implementation can reproduce the same index lists.
 public struct SubsetSampler: Sendable {
@@ -18,7 +20,7 @@ public struct SubsetSampler: Sendable {
     /// `size` distinct indices of 0 ..< population: the first `size` positions of a Fisher-Yates
     /// shuffle in which position i swaps with i + (next() mod (population - i)).
     public mutating func subset(of population: Int, size: Int) -> [Int] {
-        precondition(size <= population, "a subset of \(size) from \(population)")
+        ensure(size <= population, "a subset of \(size) from \(population)")
         var order = Array(0 ..< population)
         for i in 0 ..< size {
             let j = i + Int(next() % UInt64(population - i))

@@ -1,4 +1,5 @@
 import CBLAS
+import DiffusionEngine
 
 /// Errors of the metric computations.
 public enum MetricsError: Error, CustomStringConvertible, Equatable {
@@ -30,7 +31,7 @@ public struct SymmetricMatrix: Sendable, Equatable {
 
     /// A matrix from its elements; `values` must hold `dimension * dimension` of them.
     public init(dimension: Int, values: [Double]) {
-        precondition(values.count == dimension * dimension, "\(values.count) values for a \(dimension)x\(dimension) matrix")
+        ensure(values.count == dimension * dimension, "\(values.count) values for a \(dimension)x\(dimension) matrix")
         self.dimension = dimension
         self.values = values
     }

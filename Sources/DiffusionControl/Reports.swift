@@ -1,3 +1,5 @@
+import DiffusionDaemon
+import Digests
 import Foundation
 import Metrics
 import ImageCodecs
@@ -51,14 +53,14 @@ public struct StatusReport: Codable, Sendable {
     /// A heartbeat older than this means the daemon is not running.
     public static let staleAfter = 5.0
 
-    public static func summary(_ job: JobRow, store: ProvenanceStore) -> JobSummary {
+    public static func summary(_ job: JobRow, store: any JobStore) -> JobSummary {
         JobSummary(id: job.id, name: job.name, state: job.state.rawValue, priority: job.priority, images: job.totalImages,
                    imagesDone: (try? store.imageCount(jobID: job.id)) ?? 0, attempts: job.attempts,
                    createdAt: job.createdAt, finishedAt: job.finishedAt, error: job.error)
     }
 
     /// `queueShown`: how many queued jobs to list (a long queue must not slow the answer down).
-    public static func build(store: ProvenanceStore, now: Double = Date().timeIntervalSince1970, recent: Int = 10,
+    public static func build(store: any JobStore, now: Double = Date().timeIntervalSince1970, recent: Int = 10,
                              queueShown: Int = 20) throws -> StatusReport {
         let hb = try store.heartbeat()
         let age = hb.map { now - $0.updatedAt }
@@ -139,7 +141,7 @@ public struct JobReport: Codable, Sendable {
     public var metrics: [MetricRow]
     public var environment: EnvironmentRow?
 
-    public static func build(store: ProvenanceStore, jobID: Int64) throws -> JobReport {
+    public static func build(store: any JobStore, jobID: Int64) throws -> JobReport {
         guard let job = try store.job(id: jobID) else { throw ProvenanceError.noSuchJob(jobID) }
         var images = try store.images(jobID: jobID)
         for i in images.indices { images[i].record = "" } // the record is the spec plus the row; kept out of the report
@@ -195,7 +197,7 @@ public struct VerifyReport: Codable, Sendable {
     public var checks: [String]
     public var problems: [String]
 
-    public static func build(path: String, store: ProvenanceStore?) -> VerifyReport {
+    public static func build(path: String, store: (any JobStore)?) -> VerifyReport {
         var r = VerifyReport(path: path, sha256: "", format: nil, hasRecord: false, ok: false, checks: [], problems: [])
         let bytes: [UInt8]
         do { bytes = try FileBytes.read(path: path) } catch {

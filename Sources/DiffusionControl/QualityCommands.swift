@@ -1,3 +1,4 @@
+import DiffusionDaemon
 import Foundation
 import ImageCodecs
 import Metrics
@@ -34,7 +35,7 @@ public enum QualityCommands {
 
     /// The images of `target`: a folder (its PNG/JPEG files; classes from their embedded records)
     /// or a job id / job name in the database (its recorded images and their classes).
-    public static func images(of target: String, store: () throws -> ProvenanceStore) throws -> [ImageSources.LabelledImage] {
+    public static func images(of target: String, store: () throws -> any JobStore) throws -> [ImageSources.LabelledImage] {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory), isDirectory.boolValue {
             let files = try ImageSources.imageFiles(in: target)

@@ -1,0 +1,29 @@
+import Foundation
+
+extension DaemonConfig {
+    /// The keys a SIGHUP reload does not apply: the folders, and what is fixed when the daemon
+    /// starts (the generator's threads and model cache, the log level, the preloaded models).
+    public static let restartOnlyKeys = ["spool", "output", "state", "models", "threads", "cache_memory_mb", "log_level",
+                                         "preload", "generator"]
+
+    /// The config a reload applies when `self` runs and `new` was read: `new`, with the keys of
+    /// `restartOnlyKeys` kept as they are, and the names of those that changed (they need a restart).
+    public func reloaded(with new: DaemonConfig) -> (applied: DaemonConfig, needRestart: [String]) {
+        var applied = new
+        var changed: [String] = []
+        func keep<T: Equatable>(_ key: String, _ path: WritableKeyPath<DaemonConfig, T>) {
+            if new[keyPath: path] != self[keyPath: path] { changed.append(key) }
+            applied[keyPath: path] = self[keyPath: path]
+        }
+        keep("spool", \.spool)
+        keep("output", \.output)
+        keep("state", \.state)
+        keep("models", \.models)
+        keep("threads", \.threads)
+        keep("cache_memory_mb", \.cacheMemoryMB)
+        keep("log_level", \.logLevel)
+        keep("preload", \.preload)
+        keep("generator", \.generator)
+        return (applied, changed)
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+import ImageCodecs
+import Provenance
+
+/// The execution of one job's batches: prefetch of the next batch, cancel, stop, the disk-full wait.
+extension JobRunner {
+    /// Samples and writes the images `missing` of a prepared job, batch by batch. Returns nil once
+    /// every image is written, or the outcome that ended the job early (already recorded).
+    func runBatches(job: JobRow, spec: JobSpec, missing: [Int], modelHash: String, directory dir: String) async -> JobOutcome? {
+        let cfg = config.current
+        // A cancel flag polled from the database while the job runs.
+        let canceled = Locked(false)
+        let poller = Task { [store] in
+            while !Task.isCancelled {
+                if (try? store.isCancelRequested(jobID: job.id)) == true { canceled.set(true); return }
+                try? await Task.sleep(for: .milliseconds(250))
+            }
+        }
+        defer { poller.cancel() }
+        let stop = stopRequested
+        // Set when the job ends while a batch is still being sampled ahead, which then stops at its next step.
+        let abandoned = Locked(false)
+        let context = GenerationContext(shouldStop: { canceled.current || stop.current || abandoned.current },
+                                        threads: cfg.threads)
+        let generator = self.generator
+        func nextBatch(from start: Int) -> [Int] {
+            Array(missing[start ..< min(start + max(1, config.current.batchSize), missing.count)])
+        }
+        func sample(_ batch: [Int]) -> Task<[GeneratedImage], any Error> {
+            Task { try await generator.generate(job: spec, indices: batch, context: context) }
+        }
+        func abandon(_ ahead: (batch: [Int], task: Task<[GeneratedImage], any Error>)?) async {
+            guard let ahead else { return }
+            abandoned.set(true)
+            _ = try? await ahead.task.value
+        }
+
+        // The next batch is sampled (on the generator's compute thread) while this batch's files are
+        // written and recorded, so the fsyncs of the writes do not hold up sampling. Each image's
+        // file and row are written exactly as before; a cancel or a stop still ends the job between
+        // batches (the batch sampled ahead is then dropped, never written).
+        var ahead: (batch: [Int], task: Task<[GeneratedImage], any Error>)? = nil
+        var index = 0
+        while index < missing.count {
+            if canceled.current || (try? store.isCancelRequested(jobID: job.id)) == true {
+                await abandon(ahead)
+                return finisher.finish(job: job, outcome: .canceled, error: nil)
+            }
+            if isStopping {
+                await abandon(ahead)
+                return finisher.interrupt(job: job)
+            }
+            let current = ahead ?? { let b = nextBatch(from: index); return (b, sample(b)) }()
+            ahead = nil
+            let batch = current.batch
+            let images: [GeneratedImage]
+            do {
+                images = try await current.task.value
+            } catch is CancellationError {
+                if canceled.current { return finisher.finish(job: job, outcome: .canceled, error: nil) }
+                return finisher.interrupt(job: job)
+            } catch {
+                if isStopping { return finisher.interrupt(job: job) }
+                return finisher.finish(job: job, outcome: .failed, error: "generation failed: \(error)")
+            }
+            guard images.map(\.index) == batch else {
+                return finisher.finish(job: job, outcome: .failed, error: "generator returned indices \(images.map(\.index)) for \(batch)")
+            }
+            let following = index + batch.count
+            if following < missing.count && !canceled.current && !isStopping {
+                let b = nextBatch(from: following)
+                ahead = (b, sample(b))
+            }
+            for image in images {
+                var waitingSince: Date?
+                while true {
+                    do {
+                        try writer.write(image: image, job: job, spec: spec, modelHash: modelHash, directory: dir,
+                                         threads: config.current.threads)
+                        break
+                    } catch let error where isOutOfSpace(error) {
+                        // A full disk is usually temporary: keep the image, wait, retry.
+                        if let outcome = await waitForSpace(job: job, spec: spec, imageIndex: image.index, error: error,
+                                                            since: &waitingSince, canceled: canceled) {
+                            await abandon(ahead)
+                            return outcome
+                        }
+                    } catch {
+                        await abandon(ahead)
+                        return finisher.finish(job: job, outcome: .failed, error: "cannot write image \(image.index): \(error)")
+                    }
+                }
+                if let waitingSince {
+                    logger.notice("disk space available again; job resumed", metadata: [
+                        "job": "\(job.id)", "waited_seconds": "\(Int(Date().timeIntervalSince(waitingSince)))"])
+                    activity.withLock { $0.status = "running job \(job.id) (\(spec.name))" }
+                }
+                activity.withLock {
+                    $0.imagesDone += 1
+                    $0.imagesThisRun += 1
+                }
+            }
+            index = following
+        }
+        return nil
+    }
+
+    /// True for a write that failed because a file system is full (ENOSPC, EDQUOT, SQLITE_FULL).
+    func isOutOfSpace(_ error: any Error) -> Bool { Self.isOutOfSpace(error, store: store) }
+
+    static func isOutOfSpace(_ error: any Error, store: any JobStore) -> Bool {
+        if case let ImageCodecError.io(_, _, code)? = error as? ImageCodecError { return code == ENOSPC || code == EDQUOT }
+        if let e = error as? POSIXError { return e.code == .ENOSPC || e.code == .EDQUOT }
+        if let e = error as? CocoaError, e.code == .fileWriteOutOfSpace { return true }
+        return store.isOutOfSpace(error)
+    }
+
+    /// After a write failed for lack of space: nothing partial is visible (the
+    /// image went to a hidden temporary that is removed; its row is written
+    /// only after the file). Says why in the log and in the status, waits
+    /// `spaceRetryInterval`, then lets the caller retry the same image. Returns
+    /// an outcome instead when the job is canceled or the daemon stops meanwhile.
+    func waitForSpace(job: JobRow, spec: JobSpec, imageIndex: Int, error: any Error, since: inout Date?,
+                      canceled: Locked<Bool>) async -> JobOutcome? {
+        let path = outputDirectory(job: job, spec: spec) + "/" + Self.imageFileName(spec: spec, index: imageIndex)
+        let retry = Int(spaceRetryInterval.components.seconds)
+        let reason = "no space left on device writing \(path) (\(error)); waiting for space, retrying every \(retry) s"
+        if since == nil {
+            since = Date()
+            logger.error("disk full: the job waits for space", metadata: ["job": "\(job.id)", "image": "\(imageIndex)",
+                                                                         "reason": "\(reason)"])
+        } else if Int(Date().timeIntervalSince(since!)) % 60 < retry {
+            logger.warning("still waiting for disk space", metadata: ["job": "\(job.id)", "reason": "\(reason)"])
+        }
+        activity.withLock { $0.status = "job \(job.id) (\(spec.name)) waiting: \(reason)" }
+        let deadline = ContinuousClock.now + spaceRetryInterval
+        while ContinuousClock.now < deadline {
+            if canceled.current || (try? store.isCancelRequested(jobID: job.id)) == true {
+                return finisher.finish(job: job, outcome: .canceled, error: nil)
+            }
+            if isStopping { return finisher.interrupt(job: job) }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        return nil
+    }
+}

@@ -1,0 +1,56 @@
+/// The record the daemon and `diffusionctl` keep, as operations: claims and transitions of jobs,
+/// their images, model loads, metrics, the environment and the daemon's heartbeat, and the
+/// queries over them. `ProvenanceStore` implements it on SQLite; the runner, the services and
+/// the reports see only this protocol, so another database (PostgreSQL) can implement it
+/// without touching them. Every method is synchronous and safe to call from any thread; a
+/// write either happens entirely or throws.
+public protocol JobStore: Sendable {
+    // Jobs (ProvenanceStore+Jobs.swift)
+    @discardableResult func insertJob(_ job: NewJob) throws -> JobRow
+    func job(id: Int64) throws -> JobRow?
+    func job(spoolName: String) throws -> JobRow?
+    func jobContent(id: Int64) throws -> [UInt8]?
+    func jobs(states: [JobState]?, limit: Int) throws -> [JobRow]
+    func queue(limit: Int?) throws -> [JobRow]
+    func queueLength() throws -> Int
+    func claimNext(maxAttempts: Int, environmentID: Int64?) throws -> ClaimOutcome?
+    func claim(jobID: Int64, maxAttempts: Int, environmentID: Int64?) throws -> ClaimOutcome
+    func transition(jobID: Int64, to: JobState, reason: String?, error: String?) throws
+    func requeue(jobID: Int64, reason: String, refundAttempt: Bool) throws
+    func recoverInterruptedJobs(maxAttempts: Int) throws -> (requeued: [Int64], poisoned: [Int64])
+    func setOutput(jobID: Int64, outputDir: String, totalImages: Int) throws
+    func requestCancel(jobID: Int64) throws -> CancelOutcome
+    func isCancelRequested(jobID: Int64) throws -> Bool
+    func transitions(jobID: Int64) throws -> [TransitionRow]
+
+    // Images (ProvenanceStore+Images.swift)
+    func recordImage(_ image: ImageRow) throws
+    func images(jobID: Int64) throws -> [ImageRow]
+    func image(jobID: Int64, index: Int) throws -> ImageRow?
+    func recordedIndices(jobID: Int64) throws -> Set<Int>
+    func imageCount(jobID: Int64) throws -> Int
+    func unrecordedIndices(jobID: Int64, total: Int) throws -> [Int]
+    func deleteImages(jobID: Int64, indices: [Int]) throws
+
+    // Models, metrics, environment (ProvenanceStore+Models.swift)
+    func recordModelLoad(_ load: ModelLoadRow) throws
+    func modelLoads(limit: Int) throws -> [ModelLoadRow]
+    func replaceMetrics(jobID: Int64, with metrics: [MetricRow]) throws
+    func metrics(jobID: Int64) throws -> [MetricRow]
+    @discardableResult func recordEnvironment(_ env: EnvironmentRow) throws -> Int64
+    func environment(id: Int64) throws -> EnvironmentRow?
+
+    // Heartbeat (ProvenanceStore+Heartbeat.swift)
+    func writeHeartbeat(_ hb: HeartbeatRow) throws
+    func heartbeat() throws -> HeartbeatRow?
+
+    /// True when `error` (thrown by this store) means the database's disk is full.
+    func isOutOfSpace(_ error: any Error) -> Bool
+}
+
+extension JobStore {
+    /// A transition without an error text.
+    public func transition(jobID: Int64, to: JobState, reason: String? = nil) throws {
+        try transition(jobID: jobID, to: to, reason: reason, error: nil)
+    }
+}
