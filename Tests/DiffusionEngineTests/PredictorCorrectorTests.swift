@@ -76,7 +76,7 @@ import Testing
 
     @Test func langevinPresetForDataInMinusOneToOne() {
         let p = LangevinParameters.dataRangeScaled
-        #expect(p.sigmaMax == 2 && p.sigmaMin == 0.02 && p.levels == 10 && p.stepsPerLevel == 100 && p.finalDenoising)
+        #expect(p.sigmaMax == 2 && p.sigmaMin == 0.02 && p.levels == 100 && p.stepsPerLevel == 5 && p.finalDenoising)
         #expect(abs(p.stepSize / (p.sigmaMin * p.sigmaMin) - 0.2) < 1e-12)
         #expect(LangevinParameters() == LangevinParameters(stepSize: 2e-5, sigmaMax: 1, sigmaMin: 0.01))
     }
