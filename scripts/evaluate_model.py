@@ -45,6 +45,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(ROOT, "training", "evaluations.tsv"))
     ap.add_argument("--timeout", type=float, default=7200)
+    ap.add_argument("--keep-sheets", help="copy each job's contact sheet into this folder as <job>.png")
     args = ap.parse_args()
     bundle = os.path.abspath(args.bundle)
     manifest = json.load(open(os.path.join(bundle, "model.json")))
@@ -98,11 +99,15 @@ def main():
             j = mine[name]
             if j["state"] != "done":
                 sys.exit(f"evaluate: job {name} {j['state']}")
-            m = json.load(open(os.path.join(work, "output", f"{j['id']}-{name}", "metrics.json")))
+            folder = os.path.join(work, "output", f"{j['id']}-{name}")
+            m = json.load(open(os.path.join(folder, "metrics.json")))
+            if args.keep_sheets:
+                os.makedirs(args.keep_sheets, exist_ok=True)
+                shutil.copy(os.path.join(folder, "contact-sheet.png"), os.path.join(args.keep_sheets, f"{name}.png"))
             fid = m.get("fid") or {}
             acc = m.get("class_accuracy") or {}
             pr = m.get("precision_recall") or {}
-            rows.append([bundle, recipe.get("steps"), recipe.get("images_seen", ""), name, args.images, args.seed,
+            rows.append([os.path.relpath(bundle, ROOT), recipe.get("steps"), recipe.get("images_seen", ""), name, args.images, args.seed,
                          fid.get("value"), fid.get("data_floor"), acc.get("value"), acc.get("real_image_accuracy"),
                          pr.get("precision"), pr.get("recall"), round(time.time() - started)])
             print(f"evaluate: {name}: FID {fid.get('value')} (floor {fid.get('data_floor')}), class accuracy "

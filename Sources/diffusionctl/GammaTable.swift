@@ -54,10 +54,12 @@ extension DiffusionCtl {
             let job = GammaTableComputation(bundle: bundle, imagesPerTimestep: images, seed: seed)
             print("gamma-table: \(bundle.manifest.name), \(images) images per timestep, \(ComputeRuntime.summary)")
             var lastPrint = Date.distantPast
+            let started = Date()
             let complete = try job.run(images: x, labels: labels, timeLimit: timeLimit ?? .infinity) { p in
                 guard Date().timeIntervalSince(lastPrint) > 10 || p.timestepsDone == p.timesteps else { return }
                 lastPrint = Date()
-                let rate = Double(p.networkEvaluations) / max(p.wallSeconds, 1e-9)
+                // This run's evaluations over this run's time (the progress's wall time includes earlier runs).
+                let rate = Double(p.networkEvaluations) / max(Date().timeIntervalSince(started), 1e-9)
                 let left = Double(p.timesteps - p.timestepsDone) * Double(images * (bundle.manifest.nullClass != nil ? 2 : 1))
                 let eta = p.networkEvaluations > 0 ? String(format: ", ETA %.0f s", left / rate) : ""
                 let line = String(format: "gamma-table: %d/%d timesteps, %.0f evaluations/s", p.timestepsDone, p.timesteps, rate) + eta
