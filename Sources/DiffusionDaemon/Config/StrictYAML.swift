@@ -45,7 +45,12 @@ public enum StrictYAML {
         do {
             node = try Parser(yaml: text).singleRoot()
         } catch let error as YamlError {
-            throw ValidationFailure([FieldError("", "not valid YAML: \(describe(error))", line: yamlErrorLine(error))])
+            let line = yamlErrorLine(error)
+            var message = "not valid YAML: \(describe(error))"
+            if message.contains("cannot start any token"), let line, tabStarts(line: line, in: text) {
+                message += " (a tab: YAML indents with spaces, never tabs)"
+            }
+            throw ValidationFailure([FieldError("", message, line: line)])
         } catch {
             throw ValidationFailure([FieldError("", "not valid YAML: \(error)")])
         }
@@ -58,6 +63,13 @@ public enum StrictYAML {
             throw ValidationFailure([FieldError("", "document too large after expanding aliases (more than \(limits.maxNodes) nodes)")])
         }
         return node
+    }
+
+    /// Whether 1-based `line` of `text` holds a tab outside quotes (where libyaml stops at a tab).
+    static func tabStarts(line: Int, in text: String) -> Bool {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard line >= 1, line <= lines.count else { return false }
+        return lines[line - 1].contains("\t")
     }
 
     /// Collections inside collections, at most (libyaml itself stops at 1000).

@@ -26,12 +26,24 @@ public struct JobValidator: Sendable {
     static let langevinKeys = JobLangevin.CodingKeys.allCases.map(\.rawValue)
     static let outputKeys = ["format", "quality", "upscale"]
 
+    /// Foundation's JSON parse error in a few words.
+    static func jsonReason(_ error: any Error) -> String {
+        let info = (error as NSError).userInfo
+        return (info["NSDebugDescription"] as? String) ?? "\(error)"
+    }
+
     /// Validates a job file. `fileName` supplies the default job name (its stem);
     /// `drawSeed` supplies a seed when the file has none. The sections are read in the
     /// order below (the sampler before the classes, which may come from the classifier).
     public func validate(_ bytes: [UInt8], fileName: String = "job.yml",
                          drawSeed: () -> UInt64 = { UInt64.random(in: 0 ..< (1 << 53)) }) throws(ValidationFailure) -> JobSpec {
         let root = try StrictYAML.load(bytes, limits: YAMLLimits(maxBytes: limits.jobFileBytes))
+        if fileName.lowercased().hasSuffix(".json") {
+            // YAML is a superset of JSON: a .json file must also be JSON, not YAML under that name.
+            do { _ = try JSONSerialization.jsonObject(with: Data(bytes)) } catch {
+                throw ValidationFailure([FieldError("", "a .json job file must be JSON (this is not: \(Self.jsonReason(error))); name the file .yml for YAML")])
+            }
+        }
         var r = NodeReader()
         guard let top = r.mapping(root, path: "", known: Self.topKeys) else { throw ValidationFailure(r.errors) }
         let name = nameSection(top, fileName: fileName, &r)
