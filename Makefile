@@ -79,9 +79,10 @@ $(TRAIN_PYTHON):
 
 # Trains (or continues) the UNet for TRAIN_SECONDS, then saves; run again to continue.
 # Starts from the committed bundle when training/work/diffusion.pt is absent. EMA
-# snapshots go to training/work/snapshots/step-N (evaluate them with scripts/evaluate_model.sh).
+# snapshots go to training/work/snapshots/step-N (evaluate them with scripts/evaluate_model.py).
+# One thread: two OpenMP threads on two cores shared with other work stall at every barrier.
 TRAIN_SECONDS ?= 3600
-TRAIN_ARGS ?= --batch 128 --lr 2e-4 --bf16 --min-snr 5 --snapshot-every 1500 --threads 2
+TRAIN_ARGS ?= --batch 128 --lr 2e-4 --bf16 --min-snr 5 --snapshot-every 1500 --threads 1
 .PHONY: train gamma
 train: $(TRAIN_PYTHON) data-deps
 	cd training && nice -n 10 ../$(TRAIN_PYTHON) train_diffusion.py --time-limit $(TRAIN_SECONDS) $(TRAIN_ARGS) \
