@@ -70,7 +70,8 @@ def main():
         ctl = lambda *a: subprocess.run([os.path.join(binp, "diffusionctl"), a[0], "--config", config, *a[1:]],
                                         capture_output=True, text=True)
         for _ in range(600):
-            if ctl("status", "--json").returncode == 0 and json.loads(ctl("status", "--json").stdout)["daemon"]["alive"]:
+            status = ctl("status", "--json")
+            if status.returncode == 0 and json.loads(status.stdout)["daemon"]["alive"]:
                 break
             time.sleep(0.2)
         names = args.jobs.split(",")

@@ -48,7 +48,7 @@ final class DaemonUnderTest {
         var env = ProcessInfo.processInfo.environment
         env["NOTIFY_SOCKET"] = notify.address
         env["OMP_WAIT_POLICY"] = "passive"
-        env["DIFFUSIOND_KERNELS_SELECTED"] = nil  // the daemon chooses its kernels itself (KernelSelection)
+        env[KernelSelection.markerVariable] = nil  // the daemon chooses its kernels itself
         env["DIFFUSIOND_TEST_GENERATOR"] = nil
         env["DIFFUSIOND_CONFIG"] = nil
         process.executableURL = URL(fileURLWithPath: bin + "/diffusiond")

@@ -32,18 +32,7 @@ import ModelBundles
 do {
     let args = CommandLine.arguments
     let policy = args.firstIndex(of: "--omp-wait-policy").flatMap { $0 + 1 < args.count ? args[$0 + 1] : nil } ?? "passive"
-    let env = ProcessInfo.processInfo.environment
-    var changes = KernelSelection.environmentChanges(loadedCore: ComputeRuntime.blasCoreName, features: .current,
-                                                     environment: env)
-    changes["OMP_WAIT_POLICY"] = nil
-    if policy != "inherit" && env["OMP_WAIT_POLICY"] != policy { changes["OMP_WAIT_POLICY"] = policy }
-    if !changes.isEmpty && env["DIFFUSIOND_KERNELS_SELECTED"] == nil {
-        setenv("DIFFUSIOND_KERNELS_SELECTED", env["OPENBLAS_CORETYPE"] ?? "", 1)
-        for (key, value) in changes { setenv(key, value, 1) }
-        let argv = args.map { strdup($0) } + [nil]
-        execv("/proc/self/exe", argv)
-        fatalError("could not restart with the benchmark environment")
-    }
+    KernelSelection.relaunchWithBestKernelsIfNeeded(waitPolicy: policy == "inherit" ? .inherit : .exactly(policy))
 }
 
 struct BenchError: Error, CustomStringConvertible {

@@ -76,7 +76,7 @@ import Testing
         p.arguments = ["--show-kernels"]
         var env = ProcessInfo.processInfo.environment
         env["OPENBLAS_CORETYPE"] = coreType
-        env["DIFFUSIOND_KERNELS_SELECTED"] = nil
+        env[KernelSelection.markerVariable] = nil
         env[KernelSelection.keepVariable] = keep ? "1" : nil
         p.environment = env
         let out = Pipe()

@@ -65,8 +65,9 @@ public enum KernelSelection {
         return nil
     }
 
-    /// Set in a restarted process so that it restarts at most once.
-    static let markerVariable = "DIFFUSIOND_KERNELS_SELECTED"
+    /// Set in a restarted process so that it restarts at most once (it holds the OPENBLAS_CORETYPE
+    /// the process first found, empty when unset); a child that should choose again clears it.
+    public static let markerVariable = "DIFFUSIOND_KERNELS_SELECTED"
     /// Set to 1 to keep the environment's OPENBLAS_CORETYPE even when it is below the CPU's best.
     public static let keepVariable = "DIFFUSIOND_KEEP_OPENBLAS_CORETYPE"
 
@@ -110,12 +111,27 @@ public enum KernelSelection {
         return changes
     }
 
+    /// How a restart treats OMP_WAIT_POLICY.
+    public enum WaitPolicy: Sendable {
+        /// Set it to passive when it is unset (the daemon's and the CLI's choice).
+        case passiveIfUnset
+        /// Set it to this value when it differs.
+        case exactly(String)
+        /// Leave it as the environment has it.
+        case inherit
+    }
+
     /// Restarts the process (same pid, same arguments) once with `environmentChanges` applied, when
     /// there are any; returns when nothing needs changing or the process was restarted already.
-    public static func relaunchWithBestKernelsIfNeeded() {
+    public static func relaunchWithBestKernelsIfNeeded(waitPolicy: WaitPolicy = .passiveIfUnset) {
         let env = ProcessInfo.processInfo.environment
         guard env[markerVariable] == nil else { return }
-        let changes = environmentChanges(loadedCore: ComputeRuntime.blasCoreName, features: .current, environment: env)
+        var changes = environmentChanges(loadedCore: ComputeRuntime.blasCoreName, features: .current, environment: env)
+        switch waitPolicy {
+        case .passiveIfUnset: break
+        case .inherit: changes["OMP_WAIT_POLICY"] = nil
+        case .exactly(let value): changes["OMP_WAIT_POLICY"] = env["OMP_WAIT_POLICY"] == value ? nil : value
+        }
         guard !changes.isEmpty else { return }
         setenv(markerVariable, env["OPENBLAS_CORETYPE"] ?? "", 1)
         for (key, value) in changes { setenv(key, value, 1) }

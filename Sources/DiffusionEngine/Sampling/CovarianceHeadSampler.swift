@@ -99,12 +99,12 @@ public struct CovarianceHeadSampler: RespacedChainSampler {
     public func step(_ step: Int, x: Tensor, modelOutput: Tensor, classifierGuidance: ClassifierGuidanceTerm?, noise: Tensor?) {
         let k = coefficients[step]
         let noise = k.addsNoise ? noise : nil
-        precondition(!k.addsNoise || noise != nil, "this step needs noise")
-        precondition(x.shape.count == 4 && modelOutput.shape.count == 4 && modelOutput.shape[0] == x.shape[0],
+        ensure(!k.addsNoise || noise != nil, "this step needs noise")
+        ensure(x.shape.count == 4 && modelOutput.shape.count == 4 && modelOutput.shape[0] == x.shape[0],
                      "model output \(modelOutput.shape) does not fit state \(x.shape)")
         let n = x.shape[0], perImage = x.count / max(n, 1)
         let outPerImage = modelOutput.count / max(n, 1)
-        precondition(outPerImage == 2 * perImage || outPerImage == 3 * perImage, "the model output lacks the covariance head")
+        ensure(outPerImage == 2 * perImage || outPerImage == 3 * perImage, "the model output lacks the covariance head")
         let headOffset = outPerImage - perImage
         let scale = classifierGuidance?.scale ?? 0
         let gradientCoefficient = scale * k.transform.sqrtOneMinusAlphaBar

@@ -84,19 +84,19 @@ public struct GammaEstimator {
         let transform = PredictionTransform(prediction: settings.prediction, alphaBar: abar)
         func sumOfSquares(classes: [Int]?) throws -> Double {
             let output = try network.predict(xt, timesteps: timesteps, classes: classes)
-            let channels = images.shape[1], plane = perImage / channels
             let outPerImage = output.count / n
             var total = 0.0
             for row in 0..<n {
+                // eps from the first C output channels (the rest is the learned variance): in NCHW they
+                // are the first perImage values of the row, aligned element for element with x_t.
+                let o = UnsafePointer(output.data + row * outPerImage), x = UnsafePointer(xt.data + row * perImage)
                 var s = 0.0
-                for j in 0..<perImage {
-                    // eps from the first C output channels (the rest is the learned variance).
-                    let c = j / plane, p = j % plane
-                    let o = output.data[row * outPerImage + c * plane + p]
-                    let x = xt.data[row * perImage + j]
-                    let e = transform.epsilon(x: PredictionTransform.Vector(repeating: x),
-                                              output: PredictionTransform.Vector(repeating: o))[0]
-                    s += Double(e) * Double(e)
+                var j = 0
+                while j < perImage {
+                    let lanes = min(16, perImage - j)
+                    let e = transform.epsilon(x: VectorLanes.load(x + j, lanes), output: VectorLanes.load(o + j, lanes))
+                    for l in 0..<lanes { s += Double(e[l]) * Double(e[l]) }
+                    j += 16
                 }
                 total += s / d
             }

@@ -24,7 +24,7 @@ public struct PredictorCorrectorSampler: DiffusionSampler {
 
     /// Creates the sampler over a respaced schedule.
     public init(schedule: RespacedSchedule, snr: Double, correctorSteps: Int, prediction: PredictionType) {
-        precondition(snr >= 0 && snr.isFinite && correctorSteps >= 0, "invalid predictor-corrector settings")
+        ensure(snr >= 0 && snr.isFinite && correctorSteps >= 0, "invalid predictor-corrector settings")
         self.schedule = schedule
         self.snr = snr
         self.correctorSteps = correctorSteps
@@ -52,7 +52,7 @@ public struct PredictorCorrectorSampler: DiffusionSampler {
         let scoreScale = Float(-1 / sqrtOneMinusAlphaBar[group])
         let scale = classifierGuidance?.scale ?? 0
         let noise = usesNoise(at: step) ? noise : nil
-        precondition(!usesNoise(at: step) || noise != nil, "this step needs noise")
+        ensure(!usesNoise(at: step) || noise != nil, "this step needs noise")
         let n = x.shape[0], perImage = x.count / max(n, 1), outPerImage = modelOutput.count / max(n, 1)
         let beta = betas[group]
         let score = UnsafeMutablePointer<Float>.allocate(capacity: perImage)
