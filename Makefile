@@ -20,7 +20,7 @@ SWIFTFLAGS ?= -c release -Xswiftc -target-cpu -Xswiftc $(CPU)
 APT_BUILD = libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev libsqlite3-dev
 APT_PYTHON = python3-torch python3-numpy python3-scipy
 APT_DATA = dataset-fashion-mnist
-APT_TOOLS = jq
+APT_TOOLS = jq rsync ed
 
 # Installs the Debian packages in $(1) that are missing (as root, or through sudo).
 define apt_ensure
@@ -49,7 +49,7 @@ build: deps
 # the daemon's pings; on two cores they must not starve each other.
 # The in-process tests run OpenBLAS's kernels of this CPU's tier, as the daemon does (KernelSelection).
 BLAS_CORE ?= $(shell scripts/openblas-core.sh)
-test: deps python-deps data-deps
+test: deps python-deps data-deps tool-deps
 	$(if $(BLAS_CORE),OPENBLAS_CORETYPE=$(BLAS_CORE)) $(SWIFT) test $(SWIFTFLAGS) --no-parallel
 	$(MAKE) test-python
 	$(MAKE) test-systemd

@@ -23,6 +23,7 @@ import Yams
 /// metrics: {enabled: true, features_model: fashion-mnist-features, min_images: 500}
 /// log_level: info                     # trace debug info notice warning error critical
 /// rescan_seconds: 60
+/// settle_seconds: 2                   # a file with no close or rename seen must stay unchanged this long
 /// ```
 public struct DaemonConfig: Sendable, Equatable {
     public var spool: String = "/var/spool/diffusiond"
@@ -38,6 +39,8 @@ public struct DaemonConfig: Sendable, Equatable {
     public var metrics = Metrics()
     public var logLevel: Logger.Level = .info
     public var rescanSeconds: Int = 60
+    /// How long a file in incoming/ that no close or rename announced must stay unchanged before it is claimed.
+    public var settleSeconds: Int = 2
     /// Selects the image generator. `engine` (the default) is the diffusion
     /// engine; `test` is `DeterministicTestGenerator`, for the daemon's own
     /// tests only (also selected by DIFFUSIOND_TEST_GENERATOR=1).
@@ -78,6 +81,7 @@ public struct DaemonConfig: Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case spool, output, state, models, defaultModel = "default_model", preload, cacheMemoryMB = "cache_memory_mb"
         case batchSize = "batch_size", threads, limits, metrics, logLevel = "log_level", rescanSeconds = "rescan_seconds"
+        case settleSeconds = "settle_seconds"
         case generator
     }
 
@@ -130,6 +134,7 @@ public struct DaemonConfig: Sendable, Equatable {
         if let n = map["batch_size"], let v = r.int(n, path: "batch_size", range: 1 ... 4096) { c.batchSize = v }
         if let n = map["threads"], let v = r.int(n, path: "threads", range: 1 ... 1024) { c.threads = v }
         if let n = map["rescan_seconds"], let v = r.int(n, path: "rescan_seconds", range: 1 ... 86_400) { c.rescanSeconds = v }
+        if let n = map["settle_seconds"], let v = r.int(n, path: "settle_seconds", range: 0 ... 3600) { c.settleSeconds = v }
         if let n = map["log_level"], let v = r.choice(n, path: "log_level", logLevels) { c.logLevel = Logger.Level(rawValue: v)! }
         if let n = map["generator"], let v = r.choice(n, path: "generator", Generator.allCases.map(\.rawValue)) { c.generator = Generator(rawValue: v)! }
         if let n = map["limits"], let m = r.mapping(n, path: "limits", known: Limits.CodingKeys.allCases.map(\.rawValue)) {

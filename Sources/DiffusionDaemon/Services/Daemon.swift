@@ -117,7 +117,8 @@ public final class Daemon: Sendable {
             WatchdogService(notifier: notifier, interval: SystemdNotifier.watchdogInterval(), lastBeat: lastBeat),
             ReloadService(reload: { [self] in self.reloadConfig() }),
             SpoolWatcherService(ingestor: ingestor, wakeRunner: wake,
-                                rescanInterval: { [config] in .seconds(config.current.rescanSeconds) }, logger: logger),
+                                rescanInterval: { [config] in .seconds(config.current.rescanSeconds) },
+                                settleSeconds: { [config] in Double(config.current.settleSeconds) }, logger: logger),
             JobRunnerService(runner: runner, wake: wake, onShutdown: { [notifier] in notifier.stopping() }),
         ]
         var groupConfig = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint],

@@ -7,17 +7,21 @@ import UnixSignals
 import Glibc
 #endif
 
-/// Watches spool/incoming: inotify, a scan at start, and a periodic rescan.
+/// Watches spool/incoming: inotify, a scan at start, and a periodic rescan; claims a
+/// file once it is complete (`IncomingReadiness`), rescanning often while one waits.
 public struct SpoolWatcherService: Service {
     let ingestor: SpoolIngestor
     let wakeRunner: Wakeup
     let rescanInterval: @Sendable () -> Duration
+    let settleSeconds: @Sendable () -> Double
     let logger: Logger
 
-    public init(ingestor: SpoolIngestor, wakeRunner: Wakeup, rescanInterval: @escaping @Sendable () -> Duration, logger: Logger) {
+    public init(ingestor: SpoolIngestor, wakeRunner: Wakeup, rescanInterval: @escaping @Sendable () -> Duration,
+                settleSeconds: @escaping @Sendable () -> Double, logger: Logger) {
         self.ingestor = ingestor
         self.wakeRunner = wakeRunner
         self.rescanInterval = rescanInterval
+        self.settleSeconds = settleSeconds
         self.logger = logger
     }
 
@@ -30,18 +34,23 @@ public struct SpoolWatcherService: Service {
             logger.warning("inotify unavailable; relying on rescans", metadata: ["error": "\(error)"])
             watcher = nil
         }
-        if !ingestor.ingestIncoming().isEmpty { wakeRunner.signal() }
+        var readiness = IncomingReadiness(settleSeconds: settleSeconds())
+        var scan = true
         var lastScan = ContinuousClock.now
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            var scan = false
             if let watcher {
-                let (names, overflow) = watcher.drain()
-                if overflow || names.contains(where: { !Spool.isIgnored($0) }) { scan = true }
+                let (events, overflow) = watcher.drain()
+                if overflow { readiness.forget() }
+                readiness.record(events)
+                if overflow || events.contains(where: { !Spool.isIgnored($0.name) && $0.change != .gone }) { scan = true }
             }
             if ContinuousClock.now - lastScan >= (watcher == nil ? .seconds(1) : rescanInterval()) { scan = true }
             if scan {
                 lastScan = ContinuousClock.now
-                if !ingestor.ingestIncoming().isEmpty { wakeRunner.signal() }
+                readiness.settleSeconds = settleSeconds()
+                let (jobs, waiting) = ingestor.ingestIncoming(readiness: readiness)
+                if !jobs.isEmpty { wakeRunner.signal() }
+                scan = waiting > 0
             }
             try? await Task.sleep(for: .milliseconds(200))
         }

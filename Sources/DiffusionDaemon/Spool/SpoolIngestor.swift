@@ -21,16 +21,22 @@ public final class SpoolIngestor: Sendable {
     /// Replaces the validator (after a config reload).
     public func update(validator: JobValidator) { self.validator.set(validator) }
 
-    /// Ingests every candidate in incoming/; returns the ids of new pending jobs.
+    /// Ingests every candidate in incoming/ that `readiness` calls complete (the others wait
+    /// for their writer); returns the ids of new pending jobs and how many files wait.
     @discardableResult
-    public func ingestIncoming() -> [Int64] {
+    public func ingestIncoming(readiness: IncomingReadiness) -> (jobs: [Int64], waiting: Int) {
         var pending: [Int64] = []
+        var waiting = 0
         for name in spool.candidates() {
             let path = spool.incoming + "/" + name
             guard let kind = Spool.entryKind(path) else { continue }
             if kind != "regular file" {
                 logger.warning("rejecting non-regular spool entry", metadata: ["name": "\(name)", "kind": "\(kind)"])
                 _ = try? spool.reject(path: path, name: name, error: "not a regular file (\(kind)); only regular job files are accepted")
+                continue
+            }
+            guard readiness.isComplete(name: name, path: path) else {
+                waiting += 1
                 continue
             }
             let ext = (name as NSString).pathExtension.lowercased()
@@ -46,7 +52,7 @@ public final class SpoolIngestor: Sendable {
                 logger.error("cannot claim job file", metadata: ["name": "\(name)", "error": "\(error)"])
             }
         }
-        return pending
+        return (pending, waiting)
     }
 
     /// Records a file already in active/ (claimed). Returns the job id when pending.
