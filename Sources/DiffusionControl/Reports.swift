@@ -12,9 +12,15 @@ import Glibc
 /// works while the daemon is down.
 public struct StatusReport: Codable, Sendable {
     public struct DaemonState: Codable, Sendable {
+        /// A daemon holds the state directory's lock (or, where the lock cannot be asked, its heartbeat is fresh).
         public var alive: Bool
+        /// Alive and writing its heartbeat (false for a stopped or wedged process).
+        public var responding: Bool
+        /// How `alive` was decided: "lock" or, where the lock file cannot be read, "heartbeat".
+        public var liveness: String
         public var pid: Int?
         public var heartbeatAgeSeconds: Double?
+        /// What the daemon is doing; nil when it is not running.
         public var status: String?
         public var startedAt: Double?
     }
@@ -59,16 +65,34 @@ public struct StatusReport: Codable, Sendable {
                    createdAt: job.createdAt, finishedAt: job.finishedAt, error: job.error)
     }
 
+    /// `lockDirectory`: the state directory, whose lock a running daemon holds (`DaemonLock`);
     /// `queueShown`: how many queued jobs to list (a long queue must not slow the answer down).
-    public static func build(store: any JobStore, now: Double = Date().timeIntervalSince1970, recent: Int = 10,
-                             queueShown: Int = 20) throws -> StatusReport {
+    public static func build(store: any JobStore, lockDirectory: String, now: Double = Date().timeIntervalSince1970,
+                             recent: Int = 10, queueShown: Int = 20) throws -> StatusReport {
         let hb = try store.heartbeat()
         let age = hb.map { now - $0.updatedAt }
-        var alive = (age ?? .infinity) < staleAfter && hb?.status != "stopping"
-        if alive, let pid = hb?.pid, kill(pid_t(pid), 0) != 0, errno == ESRCH { alive = false }
+        let alive: Bool
+        var pid = hb?.pid
+        let liveness: String
+        switch DaemonLock.holder(in: lockDirectory) {
+        case .held(let holder):
+            alive = true
+            liveness = "lock"
+            pid = holder ?? pid
+        case .free:
+            alive = false
+            liveness = "lock"
+        case .unknown:
+            // Heartbeat and pid only: what a user without access to the lock file can know.
+            liveness = "heartbeat"
+            alive = (age ?? .infinity) < staleAfter && hb?.status != "stopping"
+                && !(hb.map { kill(pid_t($0.pid), 0) != 0 && errno == ESRCH } ?? false)
+        }
+        // Responding: this daemon's own heartbeat is fresh (not the last one of a daemon before it).
+        let responding = alive && (age ?? .infinity) < staleAfter && (pid == nil || hb?.pid == pid)
         var active: Active?
         // The heartbeat lags the database by up to a second: a job it calls active may be done.
-        if alive, let hb, let id = hb.activeJobID, let job = try store.job(id: id), job.state == .active {
+        if responding, let hb, let id = hb.activeJobID, let job = try store.job(id: id), job.state == .active {
             let done = max(hb.imagesDone, (try? store.imageCount(jobID: id)) ?? 0)
             let left = hb.imagesTotal - done
             active = Active(jobID: id, name: job.name, imagesDone: done, imagesTotal: hb.imagesTotal,
@@ -83,16 +107,24 @@ public struct StatusReport: Codable, Sendable {
         let queue = try store.queue(limit: queueShown).map { summary($0, store: store) }
         let queueLength = try store.queueLength()
         let recentJobs = try store.jobs(states: [.done, .failed, .canceled], limit: recent).map { summary($0, store: store) }
-        return StatusReport(daemon: DaemonState(alive: alive, pid: hb?.pid, heartbeatAgeSeconds: age, status: hb?.status,
+        var status = responding ? hb?.status : nil
+        // The heartbeat lags the job rows by up to a second: a job just ended leaves the daemon idle.
+        if responding, active == nil, hb?.activeJobID != nil, status?.hasPrefix("running job") == true { status = "idle" }
+        return StatusReport(daemon: DaemonState(alive: alive, responding: responding, liveness: liveness,
+                                                pid: alive ? pid : hb?.pid, heartbeatAgeSeconds: age, status: status,
                                                 startedAt: hb?.startedAt),
-                            active: active, queue: queue, queueLength: queueLength, recent: recentJobs, cachedModels: alive ? (hb?.cachedModels ?? []) : [])
+                            active: active, queue: queue, queueLength: queueLength, recent: recentJobs, cachedModels: responding ? (hb?.cachedModels ?? []) : [])
     }
 
     /// The human-readable form.
     public func render(width: Int = 30) -> String {
         var out: [String] = []
-        if daemon.alive {
-            out.append("diffusiond: running (pid \(daemon.pid ?? 0), heartbeat \(String(format: "%.1f", daemon.heartbeatAgeSeconds ?? 0)) s ago) - \(daemon.status ?? "")")
+        let pid = daemon.pid.map { "pid \($0)" } ?? "pid unknown"
+        if daemon.alive && daemon.responding {
+            out.append("diffusiond: running (\(pid), heartbeat \(String(format: "%.1f", daemon.heartbeatAgeSeconds ?? 0)) s ago) - \(daemon.status ?? "")")
+        } else if daemon.alive {
+            let last = daemon.heartbeatAgeSeconds.map { "last heartbeat \(Self.duration($0)) ago" } ?? "no heartbeat yet"
+            out.append("diffusiond: running (\(pid)) but not responding: \(last) (stopped, starting or overloaded)")
         } else if let age = daemon.heartbeatAgeSeconds {
             out.append("diffusiond: not running (last heartbeat \(Self.duration(age)) ago)")
         } else {

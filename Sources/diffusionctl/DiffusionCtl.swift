@@ -37,10 +37,15 @@ struct DiffusionCtl: ParsableCommand {
             return DaemonConfig()
         }
 
-        func openStore() throws -> any JobStore {
+        /// The config with `--state` applied.
+        func effectiveConfig() throws -> DaemonConfig {
             var cfg = try loadConfig()
             if let state { cfg.state = state }
-            return try ProvenanceStore.openClient(path: cfg.databasePath)
+            return cfg
+        }
+
+        func openStore() throws -> any JobStore {
+            try ProvenanceStore.openClient(path: try effectiveConfig().databasePath)
         }
 
         func emit<T: Encodable>(_ value: T, text: () -> String) throws {

@@ -20,7 +20,7 @@ extension DiffusionCtl {
             let available = DirectoryModelCatalog(root: cfg.models).allModels()
             var cached: [String] = [], loads: [ModelLoadRow] = []
             if let store = try? common.openStore() {
-                let status = try StatusReport.build(store: store)
+                let status = try StatusReport.build(store: store, lockDirectory: try common.effectiveConfig().state)
                 cached = status.cachedModels
                 loads = try store.modelLoads(limit: 20)
             }

@@ -21,8 +21,15 @@ extension DiffusionCtl {
                 throw ExitCode(65)
             }
             let name = (file as NSString).lastPathComponent
+            guard Spool.entryKind(cfg.spoolIncoming) == "directory" else {
+                throw ValidationError("\(cfg.spoolIncoming) does not exist: diffusiond creates the spool when it first starts (systemctl start diffusiond), or the config names another spool")
+            }
             let queued = try Spool(root: cfg.spool).submit(bytes, name: name)
             try common.emit(["submitted": queued, "spool": cfg.spoolIncoming]) { "submitted \(file) as \(cfg.spoolIncoming)/\(queued)" }
+            let state = try common.effectiveConfig().state
+            if DaemonLock.holder(in: state) == .free {
+                FileHandle.standardError.write(Data("diffusionctl: no diffusiond is running on \(state); the job waits in \(cfg.spoolIncoming) until one starts (systemctl start diffusiond)\n".utf8))
+            }
         }
     }
 }

@@ -185,7 +185,7 @@ struct BadJobCase: CustomStringConvertible {
         try h.drop("after.yml", "name: after\nclasses: [Sneaker, 2]\nimages: 4\nseed: 11\n")
         try h.waitFor("the job dropped after the corpus", timeout: 60) { h.exists("spool/done/after.yml") }
         let store = try h.store()
-        #expect(try StatusReport.build(store: store).daemon.alive)
+        #expect(try StatusReport.build(store: store, lockDirectory: h.root + "/state").daemon.alive)
         let done = try store.jobs(states: [.done])
         #expect(Set(done.map(\.name)) == ["twin", "again", "after"] && done.count == 5)
         // Rejected job files are recorded with their error (non-job entries only in failed/).

@@ -287,7 +287,7 @@ struct HarnessError: Error, CustomStringConvertible {
         #expect(h.exists("out/\(good.id)-good/view/good-00000.jpg") && h.exists("out/\(good.id)-good/contact-sheet.png"))
         #expect(VerifyReport.build(path: images[0].path, store: store).ok)
         #expect(try store.jobs(states: [.failed]).count == 3) // bad-steps, bad-name, binary (non-jobs are not recorded)
-        let status = try StatusReport.build(store: store)
+        let status = try StatusReport.build(store: store, lockDirectory: h.root + "/state")
         #expect(status.daemon.alive)
 
         // Cancel: a long job stops at a batch boundary.
@@ -305,7 +305,7 @@ struct HarnessError: Error, CustomStringConvertible {
         let start = Date()
         #expect(h.signal(SIGTERM) == 0)
         #expect(Date().timeIntervalSince(start) < 10)
-        #expect(try StatusReport.build(store: store).daemon.alive == false)
+        #expect(try StatusReport.build(store: store, lockDirectory: h.root + "/state").daemon.alive == false)
     }
 
     @Test func sigtermStopsAtABatchBoundaryAndTheJobResumes() throws {

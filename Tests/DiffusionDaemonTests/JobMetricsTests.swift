@@ -8,22 +8,6 @@ import Testing
 /// Per-job metrics written by the real daemon, and `diffusionctl metrics` / `reference-stats` as
 /// real processes.
 @Suite(.serialized) struct JobMetricsTests {
-    /// Runs the built `diffusionctl` with `arguments`; returns its exit status and standard output.
-    func diffusionctl(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
-        let exeDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: [exeDir + "/diffusionctl", packageRoot + "/.build/release/diffusionctl"]
-            .first { FileManager.default.isExecutableFile(atPath: $0) }!)
-        p.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile(), errData = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self), String(decoding: errData, as: UTF8.self))
-    }
-
     @Test(.enabled(if: FileManager.default.fileExists(atPath: packageRoot + "/models/fashion-mnist-features/model.json")))
     func engineJobWritesMetricsJSONAndRows() throws {
         let h = try DaemonHarness(delayMs: 0, engine: true, batchSize: 64)

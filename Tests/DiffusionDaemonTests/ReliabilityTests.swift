@@ -104,7 +104,7 @@ import Glibc
         try h.waitFor("the job to wait for space", timeout: 60) {
             (try? store.heartbeat()?.status.contains("no space left on device")) == true
         }
-        let status = try StatusReport.build(store: store)
+        let status = try StatusReport.build(store: store, lockDirectory: h.root + "/state")
         let line = status.daemon.status ?? ""
         #expect(line.contains("waiting") && line.contains(out + "/1-big/big-") && line.contains("retrying every"), "\(line)")
         #expect(status.render().contains("no space left on device"))
@@ -192,7 +192,7 @@ import Glibc
             try store.insertJob(NewJob(name: "q\(i)", spoolName: "s\(i)", sourceName: "q\(i).yml", content: [], spec: "{}",
                                        state: .pending, priority: i == 300 ? 5 : 0, totalImages: 1))
         }
-        let report = try StatusReport.build(store: store)
+        let report = try StatusReport.build(store: store, lockDirectory: makeTempDir("nolock"))
         #expect(report.queueLength == 500 && report.queue.count == 20)
         #expect(report.queue.first?.name == "q300" && report.queue[1].name == "q0")
         #expect(report.render().contains("queue: 500 job(s) (the first 20 below)"))

@@ -38,3 +38,19 @@ let packageRoot: String = {
     for _ in 0 ..< 3 { url.deleteLastPathComponent() }
     return url.path
 }()
+
+/// Runs the built `diffusionctl` with `arguments`; returns its exit status, standard output and standard error.
+func diffusionctl(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+    let exeDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: [exeDir + "/diffusionctl", packageRoot + "/.build/release/diffusionctl"]
+        .first { FileManager.default.isExecutableFile(atPath: $0) }!)
+    p.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile(), errData = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+}

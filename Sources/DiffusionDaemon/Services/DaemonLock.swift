@@ -93,4 +93,33 @@ public final class DaemonLock: Sendable {
         guard n > 0 else { return nil }
         return Int(String(decoding: buf[0 ..< n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
     }
+
+    /// Who holds the lock of a directory, asked the way the kernel knows it.
+    public enum Holder: Sendable, Equatable {
+        /// A live process holds it (its pid as written in the lock file, when readable).
+        case held(pid: Int?)
+        /// Nobody: no daemon runs on that directory (the lock file may be left from one that did).
+        case free
+        /// The lock file could not be asked (the reason: permissions, ...).
+        case unknown(String)
+    }
+
+    /// Asks the lock file in `directory` without taking it for more than an instant:
+    /// a shared `flock` fails while a daemon holds its exclusive one.
+    public static func holder(in directory: String) -> Holder {
+        let path = (directory as NSString).appendingPathComponent(fileName)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else {
+            return errno == ENOENT ? .free : .unknown("cannot open \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        while flock(fd, LOCK_SH | LOCK_NB) != 0 {
+            let e = errno
+            if e == EINTR { continue }
+            if e == EWOULDBLOCK { return .held(pid: readPID(fd: fd)) }
+            return .unknown("cannot lock \(path): \(String(cString: strerror(e)))")
+        }
+        _ = flock(fd, LOCK_UN)
+        return .free
+    }
 }
