@@ -32,6 +32,10 @@ public struct StatusReport: Codable, Sendable {
         public var imagesTotal: Int
         public var imagesPerSecond: Double
         public var etaSeconds: Double?
+        /// The batch being sampled: its images and the steps done of its total (0 when unknown).
+        public var batchImages: Int
+        public var stepsDone: Int
+        public var stepsTotal: Int
         public var cancelRequested: Bool
     }
 
@@ -94,15 +98,14 @@ public struct StatusReport: Codable, Sendable {
         // The heartbeat lags the database by up to a second: a job it calls active may be done.
         if responding, let hb, let id = hb.activeJobID, let job = try store.job(id: id), job.state == .active {
             let done = max(hb.imagesDone, (try? store.imageCount(jobID: id)) ?? 0)
-            let left = hb.imagesTotal - done
             active = Active(jobID: id, name: job.name, imagesDone: done, imagesTotal: hb.imagesTotal,
-                            imagesPerSecond: hb.imagesPerSecond,
-                            etaSeconds: hb.imagesPerSecond > 0 ? Double(left) / hb.imagesPerSecond : nil,
-                            cancelRequested: job.cancelRequested)
+                            imagesPerSecond: hb.imagesPerSecond, etaSeconds: hb.etaSeconds, batchImages: hb.batchImages,
+                            stepsDone: hb.stepsDone, stepsTotal: hb.stepsTotal, cancelRequested: job.cancelRequested)
         } else if let job = try store.jobs(states: [.active], limit: 1).first {
             // The daemon died mid-job: show what the database knows.
             active = Active(jobID: job.id, name: job.name, imagesDone: (try? store.imageCount(jobID: job.id)) ?? 0,
-                            imagesTotal: job.totalImages, imagesPerSecond: 0, etaSeconds: nil, cancelRequested: job.cancelRequested)
+                            imagesTotal: job.totalImages, imagesPerSecond: 0, etaSeconds: nil, batchImages: 0, stepsDone: 0,
+                            stepsTotal: 0, cancelRequested: job.cancelRequested)
         }
         let queue = try store.queue(limit: queueShown).map { summary($0, store: store) }
         let queueLength = try store.queueLength()
@@ -131,12 +134,13 @@ public struct StatusReport: Codable, Sendable {
             out.append("diffusiond: not running (no heartbeat recorded)")
         }
         if let a = active {
-            let frac = a.imagesTotal > 0 ? Double(a.imagesDone) / Double(a.imagesTotal) : 0
+            let inBatch = a.stepsTotal > 0 ? Double(a.batchImages * a.stepsDone) / Double(a.stepsTotal) : 0
+            let frac = a.imagesTotal > 0 ? min(1, (Double(a.imagesDone) + inBatch) / Double(a.imagesTotal)) : 0
             let filled = Int((frac * Double(width)).rounded(.down))
             let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: max(0, width - filled))
-            var line = "active: job \(a.jobID) \(a.name) [\(bar)] \(a.imagesDone)/\(a.imagesTotal) images"
-            if a.imagesPerSecond > 0 { line += String(format: ", %.2f img/s", a.imagesPerSecond) }
-            if let eta = a.etaSeconds { line += ", ETA \(Self.duration(eta))" }
+            var line = "active: job \(a.jobID) \(a.name) [\(bar)] " + ProgressText.line(
+                imagesDone: a.imagesDone, imagesTotal: a.imagesTotal, batchImages: a.batchImages, stepsDone: a.stepsDone,
+                stepsTotal: a.stepsTotal, imagesPerSecond: a.imagesPerSecond, etaSeconds: a.etaSeconds)
             if a.cancelRequested { line += " (cancel requested)" }
             out.append(line)
         } else {
@@ -154,13 +158,7 @@ public struct StatusReport: Codable, Sendable {
         return out.joined(separator: "\n")
     }
 
-    public static func duration(_ s: Double) -> String {
-        guard s.isFinite else { return "?" }
-        let t = Int(s.rounded())
-        if t < 60 { return "\(t)s" }
-        if t < 3600 { return "\(t / 60)m\(String(format: "%02d", t % 60))s" }
-        return "\(t / 3600)h\(String(format: "%02d", (t % 3600) / 60))m"
-    }
+    public static func duration(_ s: Double) -> String { ProgressText.duration(s) }
 }
 
 /// The full provenance record of one job (`diffusionctl show`).

@@ -46,6 +46,8 @@ extension HeartbeatRow: FetchableRecord {
         self.init(pid: row["pid"], startedAt: row["started_at"], updatedAt: row["updated_at"],
                   status: row["status"], activeJobID: row["active_job_id"], imagesDone: row["images_done"],
                   imagesTotal: row["images_total"], imagesPerSecond: row["images_per_second"],
-                  cachedModels: jsonValue([String].self, row["cached_models"]) ?? [])
+                  cachedModels: jsonValue([String].self, row["cached_models"]) ?? [],
+                  batchImages: row["batch_images"], stepsDone: row["steps_done"], stepsTotal: row["steps_total"],
+                  etaSeconds: row["eta_seconds"])
     }
 }

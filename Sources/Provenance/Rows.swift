@@ -222,9 +222,20 @@ public struct HeartbeatRow: Codable, Sendable, Equatable {
     public var imagesTotal: Int
     public var imagesPerSecond: Double
     public var cachedModels: [String]
+    /// The batch being sampled: its images, and the steps done of its total.
+    public var batchImages: Int
+    public var stepsDone: Int
+    public var stepsTotal: Int
+    /// Seconds until the active job's last image, at the pace of this run (nil before its first step).
+    public var etaSeconds: Double?
 
     public init(pid: Int, startedAt: Double, updatedAt: Double, status: String, activeJobID: Int64? = nil,
-                imagesDone: Int = 0, imagesTotal: Int = 0, imagesPerSecond: Double = 0, cachedModels: [String] = []) {
+                imagesDone: Int = 0, imagesTotal: Int = 0, imagesPerSecond: Double = 0, cachedModels: [String] = [],
+                batchImages: Int = 0, stepsDone: Int = 0, stepsTotal: Int = 0, etaSeconds: Double? = nil) {
+        self.batchImages = batchImages
+        self.stepsDone = stepsDone
+        self.stepsTotal = stepsTotal
+        self.etaSeconds = etaSeconds
         self.pid = pid
         self.startedAt = startedAt
         self.updatedAt = updatedAt

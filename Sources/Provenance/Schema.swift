@@ -111,6 +111,14 @@ public enum Schema {
                 );
                 """)
         }
+        migrator.registerMigration("v2-heartbeat-step-progress") { db in
+            try db.execute(sql: """
+                ALTER TABLE heartbeat ADD COLUMN batch_images INTEGER NOT NULL DEFAULT 0; -- the batch being sampled
+                ALTER TABLE heartbeat ADD COLUMN steps_done INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE heartbeat ADD COLUMN steps_total INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE heartbeat ADD COLUMN eta_seconds REAL;                        -- NULL before the first step
+                """)
+        }
     }
 
     /// The names of all migrations this build knows.

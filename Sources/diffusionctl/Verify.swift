@@ -25,7 +25,11 @@ extension DiffusionCtl {
             var regeneration: RegenerationReport?
             if regenerate {
                 let cfg = try common.loadConfig()
-                regeneration = try RegenerationReport.build(path: image, modelsDirectory: cfg.models, threads: cfg.threads)
+                let started = Date()
+                let reporter = StepReporter(started: started)
+                regeneration = try RegenerationReport.build(path: image, modelsDirectory: cfg.models, threads: cfg.threads,
+                                                            progress: { reporter.report($0) })
+                reporter.finish()
             }
             if let regeneration {
                 try common.emit(Combined(verify: report, regeneration: regeneration)) {
@@ -37,4 +41,27 @@ extension DiffusionCtl {
             if !report.ok || regeneration?.identical == false { throw ExitCode(1) }
         }
     }
+}
+
+/// Regeneration progress on standard error: a line rewritten in place on a terminal, else a line
+/// about every 5 s (and the last step).
+final class StepReporter: Sendable {
+    let started: Date
+    let terminal = isatty(2) != 0
+    private let lastLine = Locked(Date.distantPast)
+
+    init(started: Date) { self.started = started }
+
+    func report(_ p: BatchProgress) {
+        let now = Date()
+        let last = p.completedSteps == p.totalSteps
+        guard terminal || last || now.timeIntervalSince(lastLine.current) >= 5 else { return }
+        lastLine.set(now)
+        let elapsed = now.timeIntervalSince(started)
+        let eta = p.completedSteps > 0 ? elapsed / Double(p.completedSteps) * Double(p.totalSteps - p.completedSteps) : 0
+        let text = "regenerating: step \(p.completedSteps)/\(p.totalSteps), \(ProgressText.duration(elapsed)) elapsed, ETA \(ProgressText.duration(eta))"
+        FileHandle.standardError.write(Data((terminal ? "\r\u{1B}[K" + text : text + "\n").utf8))
+    }
+
+    func finish() { if terminal { FileHandle.standardError.write(Data("\n".utf8)) } }
 }

@@ -49,6 +49,8 @@ final class DaemonHarness {
 
     let engine: Bool
     let defaultModel: String
+    /// Set in the daemon's environment at its next start (NOTIFY_SOCKET, ...).
+    var extraEnvironment: [String: String] = [:]
     let extraConfig: String
     var pid: Int32? { process?.processIdentifier }
 
@@ -87,6 +89,7 @@ final class DaemonHarness {
         env["DIFFUSIOND_TEST_DELAY_MS"] = String(delayMs)
         env.removeValue(forKey: "DIFFUSIOND_TEST_GENERATOR")
         env.removeValue(forKey: "NOTIFY_SOCKET")
+        env.merge(extraEnvironment) { $1 }
         p.environment = env
         // O_APPEND: several daemons (and restarts) share one log without overwriting each other.
         let fd = open(root + "/daemon.log", O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
@@ -241,6 +244,10 @@ struct HarnessError: Error, CustomStringConvertible {
         // Every image is reproducible from its embedded record alone.
         let regenerated = try RegenerationReport.build(path: resumed[3].path, modelsDirectory: packageRoot + "/models", threads: 1)
         #expect(regenerated.identical && regenerated.totalSamples == 784, "\(regenerated.render())")
+        // The same through `diffusionctl verify --regenerate`, which reports its steps on stderr as it goes.
+        let verify = try diffusionctl(["verify", "--regenerate", resumed[0].path, "--config", h.root + "/config.yml"])
+        #expect(verify.status == 0 && verify.output.contains("bit-identical"), "\(verify)")
+        #expect(verify.error.contains("regenerating: step 12/12"), "\(verify.error)")
         // The record lists the timesteps the network saw, in sampling order: ddim12 at T = 1000 is
         // stride 84 (the smallest with 12 steps), 924 down to 0.
         let record = try GenerationRecord.parse(resumed[0].record)

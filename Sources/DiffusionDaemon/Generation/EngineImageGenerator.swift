@@ -80,6 +80,8 @@ public final class EngineImageGenerator: ImageGenerator {
         do {
             x = try pipeline.generate(
                 imageIndices: indices, classes: plan.networkClasses,
+                progress: { context.progress(BatchProgress(images: indices.count, completedSteps: $0.completedSteps,
+                                                           totalSteps: $0.totalSteps)) },
                 isCancelled: context.shouldStop)
         } catch SamplingError.cancelled {
             throw CancellationError()

@@ -20,7 +20,9 @@ public struct RegenerationReport: Codable, Sendable {
     /// Reads `path`, resamples image `index` of the recorded job with the bundles in
     /// `modelsDirectory`, and compares. A JPEG is compared after encoding the regenerated pixels
     /// with the recorded quality (libjpeg is deterministic), a PNG directly.
-    public static func build(path: String, modelsDirectory: String, threads: Int) throws -> RegenerationReport {
+    /// `progress` is called after each sampling step.
+    public static func build(path: String, modelsDirectory: String, threads: Int,
+                             progress: @escaping @Sendable (BatchProgress) -> Void = { _ in }) throws -> RegenerationReport {
         let file = try ImageFile.read(path: path)
         guard let json = file.record.json else { throw RegenerationError("\(path) carries no generation record") }
         let record = try GenerationRecord.parse(json)
@@ -28,7 +30,7 @@ public struct RegenerationReport: Codable, Sendable {
         let cache = ModelCache(root: URL(fileURLWithPath: modelsDirectory, isDirectory: true), budgetBytes: .max)
         let currentHash = try cache.network(record.spec.model).0.bundle.contentHash
         let generated = try EngineImageGenerator.sample(job: record.spec, indices: [record.index],
-                                                        context: GenerationContext(), cache: cache)[0]
+                                                        context: GenerationContext(progress: progress), cache: cache)[0]
         var regenerated = generated.raster
         if file.format == .jpeg {
             let bytes = try ImageFile.encode(regenerated, format: .jpeg, quality: record.spec.output.quality ?? 95,

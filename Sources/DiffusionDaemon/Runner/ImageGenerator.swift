@@ -32,6 +32,20 @@ public struct GeneratedImage: Sendable, Equatable {
     public var raster: RasterImage { RasterImage(width: width, height: height, channels: channels, pixels: pixels) }
 }
 
+/// How far a generator is through one batch.
+public struct BatchProgress: Sendable, Equatable {
+    /// Images in the batch.
+    public var images: Int
+    public var completedSteps: Int
+    public var totalSteps: Int
+
+    public init(images: Int, completedSteps: Int, totalSteps: Int) {
+        self.images = images
+        self.completedSteps = completedSteps
+        self.totalSteps = totalSteps
+    }
+}
+
 /// What a generator may consult while it works.
 public struct GenerationContext: Sendable {
     /// True when the job should stop (user cancel or daemon shutdown): a
@@ -39,10 +53,14 @@ public struct GenerationContext: Sendable {
     public var shouldStop: @Sendable () -> Bool
     /// Threads the generator may use.
     public var threads: Int
+    /// Called after each sampling step of a batch (on the generator's thread: keep it short).
+    public var progress: @Sendable (BatchProgress) -> Void
 
-    public init(shouldStop: @escaping @Sendable () -> Bool = { false }, threads: Int = 1) {
+    public init(shouldStop: @escaping @Sendable () -> Bool = { false }, threads: Int = 1,
+                progress: @escaping @Sendable (BatchProgress) -> Void = { _ in }) {
         self.shouldStop = shouldStop
         self.threads = threads
+        self.progress = progress
     }
 }
 
@@ -122,16 +140,19 @@ public struct DeterministicTestGenerator: ImageGenerator {
 
     public func cachedModels() async -> [String] { [] }
 
+    /// Steps it reports per batch (its delay spread over them), as a sampler would.
+    public static let steps = 10
+
     public func generate(job: JobSpec, indices: [Int], context: GenerationContext) async throws -> [GeneratedImage] {
-        var out: [GeneratedImage] = []
-        for index in indices {
+        for step in 1 ... Self.steps {
             if context.shouldStop() { throw CancellationError() }
-            if delayPerImage > .zero { try await Task.sleep(for: delayPerImage) }
-            let cls = job.classFor(index: index)
-            out.append(Self.image(seed: job.seed, index: index, classIndex: cls?.index,
-                                  width: job.width, height: job.height, channels: job.channels))
+            if delayPerImage > .zero { try await Task.sleep(for: delayPerImage * indices.count / Self.steps) }
+            context.progress(BatchProgress(images: indices.count, completedSteps: step, totalSteps: Self.steps))
         }
-        return out
+        return indices.map { index in
+            Self.image(seed: job.seed, index: index, classIndex: job.classFor(index: index)?.index,
+                       width: job.width, height: job.height, channels: job.channels)
+        }
     }
 
     /// The image for (seed, index, class): a class-dependent pattern plus seeded noise.

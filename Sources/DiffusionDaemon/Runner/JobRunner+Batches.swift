@@ -20,8 +20,9 @@ extension JobRunner {
         let stop = stopRequested
         // Set when the job ends while a batch is still being sampled ahead, which then stops at its next step.
         let abandoned = Locked(false)
+        let activity = self.activity
         let context = GenerationContext(shouldStop: { canceled.current || stop.current || abandoned.current },
-                                        threads: cfg.threads)
+                                        threads: cfg.threads, progress: { step in activity.withLock { $0.record(step) } })
         let generator = self.generator
         func nextBatch(from start: Int) -> [Int] {
             Array(missing[start ..< min(start + max(1, config.current.batchSize), missing.count)])
@@ -95,10 +96,7 @@ extension JobRunner {
                         "job": "\(job.id)", "waited_seconds": "\(Int(Date().timeIntervalSince(waitingSince)))"])
                     activity.withLock { $0.status = "running job \(job.id) (\(spec.name))" }
                 }
-                activity.withLock {
-                    $0.imagesDone += 1
-                    $0.imagesThisRun += 1
-                }
+                activity.withLock { $0.recordImage() }
             }
             index = following
         }

@@ -143,12 +143,8 @@ public final class JobRunner: Sendable {
             return finisher.finish(job: job, outcome: .failed, error: "cannot read recorded images: \(error)")
         }
         activity.withLock {
-            $0.status = "running job \(job.id) (\(spec.name))"
-            $0.activeJobID = job.id
-            $0.imagesTotal = spec.totalImages
-            $0.imagesDone = spec.totalImages - missing.count
-            $0.imagesThisRun = 0
-            $0.runStarted = started
+            $0.startRun(jobID: job.id, status: "running job \(job.id) (\(spec.name))",
+                        done: spec.totalImages - missing.count, total: spec.totalImages, at: started)
         }
         defer {
             activity.withLock {

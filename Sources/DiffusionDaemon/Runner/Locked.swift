@@ -91,11 +91,51 @@ public struct DaemonActivity: Sendable, Equatable {
     /// Images written in this run of the job, and when it began (for images/s).
     public var imagesThisRun: Int = 0
     public var runStarted: Double = 0
+    /// The batch being sampled: its size and the steps done of its total.
+    public var batch = BatchProgress(images: 0, completedSteps: 0, totalSteps: 0)
+    /// Images of this run, counting the batch being sampled by its share of steps done
+    /// (never decreasing: a batch sampled ahead starts before the last one is written).
+    public var progressThisRun: Double = 0
 
     public init() {}
 
+    /// Resets the counters for a run of a job that has `done` of its `total` images.
+    public mutating func startRun(jobID: Int64, status: String, done: Int, total: Int, at started: Double) {
+        self.status = status
+        activeJobID = jobID
+        imagesTotal = total
+        imagesDone = done
+        imagesThisRun = 0
+        runStarted = started
+        batch = BatchProgress(images: 0, completedSteps: 0, totalSteps: 0)
+        progressThisRun = 0
+    }
+
+    /// After a step of the batch being sampled.
+    public mutating func record(_ step: BatchProgress) {
+        batch = step
+        let share = step.totalSteps > 0 ? Double(step.images * step.completedSteps) / Double(step.totalSteps) : 0
+        progressThisRun = min(Double(imagesTotal - imagesDone + imagesThisRun), max(progressThisRun, Double(imagesThisRun) + share))
+    }
+
+    /// After an image was written and recorded.
+    public mutating func recordImage() {
+        imagesDone += 1
+        imagesThisRun += 1
+        progressThisRun = max(progressThisRun, Double(imagesThisRun))
+    }
+
+    /// Images per second in this run, steps of the batch being sampled included.
     public var imagesPerSecond: Double {
         let dt = Date().timeIntervalSince1970 - runStarted
-        return imagesThisRun > 0 && dt > 0 ? Double(imagesThisRun) / dt : 0
+        return progressThisRun > 0 && dt > 0 ? progressThisRun / dt : 0
+    }
+
+    /// Seconds until the job's last image, at this run's pace (nil before the first step).
+    public var etaSeconds: Double? {
+        let rate = imagesPerSecond
+        guard rate > 0 else { return nil }
+        let left = Double(imagesTotal - imagesDone) - (progressThisRun - Double(imagesThisRun))
+        return max(0, left) / rate
     }
 }

@@ -127,9 +127,12 @@ public struct HeartbeatService: Service {
     func beat(started: Double, cached: [String], lastStatus: inout String, stopping: Bool) {
         let a = runner.activity.current
         let status = stopping ? "stopping" : a.status
+        let active = a.activeJobID != nil
         let hb = HeartbeatRow(pid: Int(getpid()), startedAt: started, updatedAt: Date().timeIntervalSince1970,
                               status: status, activeJobID: a.activeJobID, imagesDone: a.imagesDone,
-                              imagesTotal: a.imagesTotal, imagesPerSecond: a.imagesPerSecond, cachedModels: cached)
+                              imagesTotal: a.imagesTotal, imagesPerSecond: a.imagesPerSecond, cachedModels: cached,
+                              batchImages: active ? a.batch.images : 0, stepsDone: active ? a.batch.completedSteps : 0,
+                              stepsTotal: active ? a.batch.totalSteps : 0, etaSeconds: active ? a.etaSeconds : nil)
         do {
             try store.writeHeartbeat(hb)
             lastBeat.set(ContinuousClock.now)
@@ -137,7 +140,7 @@ public struct HeartbeatService: Service {
             logger.warning("cannot write heartbeat", metadata: ["error": "\(error)"])
         }
         var line = status
-        if a.activeJobID != nil { line += String(format: ": %d/%d images, %.1f img/s", a.imagesDone, a.imagesTotal, a.imagesPerSecond) }
+        if active { line += ": " + ProgressText.line(hb) }
         if line != lastStatus {
             notifier.status(line)
             lastStatus = line
