@@ -20,7 +20,7 @@ SWIFTFLAGS ?= -c release -Xswiftc -target-cpu -Xswiftc $(CPU)
 APT_BUILD = libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev libsqlite3-dev
 APT_PYTHON = python3-torch python3-numpy python3-scipy
 APT_DATA = dataset-fashion-mnist
-APT_TOOLS = jq rsync ed
+APT_TOOLS = jq rsync ed e2fsprogs
 
 # Installs the Debian packages in $(1) that are missing (as root, or through sudo).
 define apt_ensure

@@ -17,6 +17,7 @@ public protocol JobStore: Sendable {
     func claim(jobID: Int64, maxAttempts: Int, environmentID: Int64?) throws -> ClaimOutcome
     func transition(jobID: Int64, to: JobState, reason: String?, error: String?) throws
     func requeue(jobID: Int64, reason: String, refundAttempt: Bool) throws
+    func retry(jobID: Int64, reason: String) throws -> JobRow
     func recoverInterruptedJobs(maxAttempts: Int) throws -> (requeued: [Int64], poisoned: [Int64])
     func setOutput(jobID: Int64, outputDir: String, totalImages: Int) throws
     func requestCancel(jobID: Int64) throws -> CancelOutcome

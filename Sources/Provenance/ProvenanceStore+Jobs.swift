@@ -140,6 +140,27 @@ extension ProvenanceStore {
         }
     }
 
+    /// Puts a failed or canceled job back in the queue (`diffusionctl retry`): the one way out
+    /// of a final state. Its attempts start again from zero; its recorded images stay, so the
+    /// runner resumes at the first unrecorded one with the same spec and seed.
+    public func retry(jobID: Int64, reason: String) throws -> JobRow {
+        try writer.write { db in
+            guard let job = try Self.fetchJob(db, id: jobID) else { throw ProvenanceError.noSuchJob(jobID) }
+            guard job.state == .failed || job.state == .canceled else {
+                throw ProvenanceError.notRetryable(job: jobID, why: "it is \(job.state.rawValue); only failed or canceled jobs are retried")
+            }
+            guard job.spec != nil else {
+                throw ProvenanceError.notRetryable(job: jobID, why: "its job file was rejected (\(job.error ?? "invalid")); fix the file and submit it again")
+            }
+            try db.execute(sql: """
+                UPDATE jobs SET state = 'pending', attempts = 0, cancel_requested = 0, error = NULL, finished_at = NULL,
+                       updated_at = ? WHERE id = ?
+                """, arguments: [Self.now, jobID])
+            try Self.addTransition(db, id: jobID, from: job.state, to: .pending, reason: reason)
+            return try Self.fetchJob(db, id: jobID)!
+        }
+    }
+
     /// At start: every job still `active` was interrupted by a crash. Those that
     /// have used `maxAttempts` attempts are failed as poison jobs; the others go
     /// back to pending (their attempt stays counted).

@@ -7,6 +7,8 @@ public enum ProvenanceError: Error, CustomStringConvertible, Sendable {
     case unknownSchema(String)
     case noSuchJob(Int64)
     case invalidTransition(job: Int64, from: JobState, to: JobState)
+    /// `retry` of a job that is not failed or canceled, or that never had a valid spec.
+    case notRetryable(job: Int64, why: String)
 
     public var description: String {
         switch self {
@@ -14,6 +16,7 @@ public enum ProvenanceError: Error, CustomStringConvertible, Sendable {
         case let .unknownSchema(what): return "database schema not understood by this version: \(what)"
         case let .noSuchJob(id): return "no job \(id)"
         case let .invalidTransition(job, from, to): return "job \(job): cannot go from \(from.rawValue) to \(to.rawValue)"
+        case let .notRetryable(job, why): return "job \(job) cannot be retried: \(why)"
         }
     }
 }

@@ -13,7 +13,7 @@ struct DiffusionCtl: ParsableCommand {
         commandName: "diffusionctl",
         abstract: "Inspect and feed diffusiond.",
         version: DaemonVersion.string,
-        subcommands: [Status.self, Jobs.self, Show.self, Submit.self, Validate.self, Cancel.self, Models.self, Verify.self,
+        subcommands: [Status.self, Jobs.self, Show.self, Submit.self, Validate.self, Cancel.self, Retry.self, Models.self, Verify.self,
                       MetricsCommand.self, ReferenceStats.self, GammaTable.self])
 
     struct Common: ParsableArguments {

@@ -108,7 +108,7 @@ import Glibc
         let line = status.daemon.status ?? ""
         #expect(line.contains("waiting") && line.contains(out + "/1-big/big-") && line.contains("retrying every"), "\(line)")
         #expect(status.render().contains("no space left on device"))
-        #expect(h.log().contains("disk full: the job waits for space"))
+        #expect(h.log().contains("no space left on device: the job waits"))
         let job = try #require(try store.job(id: 1))
         #expect(job.state == .active)
         let recorded = try store.imageCount(jobID: 1)
@@ -135,7 +135,7 @@ import Glibc
         // Space returns: the job resumes on its own and completes, identical images.
         #expect(Self.run("/bin/mount", ["-o", "remount,size=64m", out]) == 0)
         try h.waitFor("the job to resume and finish", timeout: 60) { h.exists("spool/done/big.yml") }
-        #expect(h.log().contains("disk space available again; job resumed"))
+        #expect(h.log().contains("output writable again; job resumed"))
         #expect(h.signal(SIGTERM) == 0)
         let images = try store.images(jobID: 1)
         #expect(images.map(\.index) == Array(0 ..< 120))

@@ -79,20 +79,23 @@ extension JobRunner {
                         try writer.write(image: image, job: job, spec: spec, modelHash: modelHash, directory: dir,
                                          threads: config.current.threads)
                         break
-                    } catch let error where isOutOfSpace(error) {
-                        // A full disk is usually temporary: keep the image, wait, retry.
-                        if let outcome = await waitForSpace(job: job, spec: spec, imageIndex: image.index, error: error,
+                    } catch let error where writeFault(error) != nil {
+                        // A full disk, a folder made read-only or removed: usually fixed by someone. Keep
+                        // the image, say why, wait, retry (a removed folder is made again; the images
+                        // recorded in it are made again at the end of the job).
+                        if let outcome = await waitForWrite(job: job, spec: spec, imageIndex: image.index, error: error,
                                                             since: &waitingSince, canceled: canceled) {
                             await abandon(ahead)
                             return outcome
                         }
+                        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
                     } catch {
                         await abandon(ahead)
                         return finisher.finish(job: job, outcome: .failed, error: "cannot write image \(image.index): \(error)")
                     }
                 }
                 if let waitingSince {
-                    logger.notice("disk space available again; job resumed", metadata: [
+                    logger.notice("output writable again; job resumed", metadata: [
                         "job": "\(job.id)", "waited_seconds": "\(Int(Date().timeIntervalSince(waitingSince)))"])
                     activity.withLock { $0.status = "running job \(job.id) (\(spec.name))" }
                 }
@@ -103,32 +106,29 @@ extension JobRunner {
         return nil
     }
 
-    /// True for a write that failed because a file system is full (ENOSPC, EDQUOT, SQLITE_FULL).
-    func isOutOfSpace(_ error: any Error) -> Bool { Self.isOutOfSpace(error, store: store) }
+    /// What went wrong, for a write that failed in a way someone can fix while the job waits:
+    /// a full file system (ENOSPC, EDQUOT, SQLITE_FULL), a permission (EACCES, EPERM: a folder
+    /// made read-only or immutable), a read-only file system (EROFS), a missing folder (ENOENT).
+    /// Nil for any other error, which fails the job.
+    func writeFault(_ error: any Error) -> WriteFault? { WriteFault(error, store: store) }
 
-    static func isOutOfSpace(_ error: any Error, store: any JobStore) -> Bool {
-        if case let ImageCodecError.io(_, _, code)? = error as? ImageCodecError { return code == ENOSPC || code == EDQUOT }
-        if let e = error as? POSIXError { return e.code == .ENOSPC || e.code == .EDQUOT }
-        if let e = error as? CocoaError, e.code == .fileWriteOutOfSpace { return true }
-        return store.isOutOfSpace(error)
-    }
-
-    /// After a write failed for lack of space: nothing partial is visible (the
+    /// After a write failed with a `WriteFault`: nothing partial is visible (the
     /// image went to a hidden temporary that is removed; its row is written
     /// only after the file). Says why in the log and in the status, waits
     /// `spaceRetryInterval`, then lets the caller retry the same image. Returns
     /// an outcome instead when the job is canceled or the daemon stops meanwhile.
-    func waitForSpace(job: JobRow, spec: JobSpec, imageIndex: Int, error: any Error, since: inout Date?,
+    func waitForWrite(job: JobRow, spec: JobSpec, imageIndex: Int, error: any Error, since: inout Date?,
                       canceled: Locked<Bool>) async -> JobOutcome? {
         let path = outputDirectory(job: job, spec: spec) + "/" + Self.imageFileName(spec: spec, index: imageIndex)
         let retry = Int(spaceRetryInterval.components.seconds)
-        let reason = "no space left on device writing \(path) (\(error)); waiting for space, retrying every \(retry) s"
+        let fault = writeFault(error) ?? .noSpace
+        let reason = "\(fault.rawValue) writing \(path) (\(error)); \(fault.remedy), retrying every \(retry) s"
         if since == nil {
             since = Date()
-            logger.error("disk full: the job waits for space", metadata: ["job": "\(job.id)", "image": "\(imageIndex)",
-                                                                         "reason": "\(reason)"])
+            logger.error("\(fault.rawValue): the job waits", metadata: ["job": "\(job.id)", "image": "\(imageIndex)",
+                                                                       "reason": "\(reason)"])
         } else if Int(Date().timeIntervalSince(since!)) % 60 < retry {
-            logger.warning("still waiting for disk space", metadata: ["job": "\(job.id)", "reason": "\(reason)"])
+            logger.warning("still waiting to write", metadata: ["job": "\(job.id)", "reason": "\(reason)"])
         }
         activity.withLock { $0.status = "job \(job.id) (\(spec.name)) waiting: \(reason)" }
         let deadline = ContinuousClock.now + spaceRetryInterval
@@ -140,5 +140,46 @@ extension JobRunner {
             try? await Task.sleep(for: .milliseconds(200))
         }
         return nil
+    }
+}
+
+/// A write error someone can fix while the job waits (see `JobRunner.writeFault`).
+public enum WriteFault: String, Sendable {
+    case noSpace = "no space left on device"
+    case permission = "permission denied"
+    case readOnly = "read-only file system"
+    case missingFolder = "the output folder is missing"
+
+    /// What the job waits for, as the status line says it.
+    var remedy: String {
+        switch self {
+        case .noSpace: return "waiting for space"
+        case .permission, .readOnly: return "waiting until the output folder is writable"
+        case .missingFolder: return "making it again"
+        }
+    }
+
+    init?(_ error: any Error, store: any JobStore) {
+        var code: Int32?
+        if case let ImageCodecError.io(_, _, c)? = error as? ImageCodecError { code = c }
+        if let e = error as? POSIXError { code = e.code.rawValue }
+        if let e = error as? CocoaError {
+            switch e.code {
+            case .fileWriteOutOfSpace: code = ENOSPC
+            case .fileWriteNoPermission: code = EACCES
+            case .fileWriteVolumeReadOnly: code = EROFS
+            case .fileNoSuchFile: code = ENOENT
+            default: break
+            }
+        }
+        switch code {
+        case ENOSPC?, EDQUOT?: self = .noSpace
+        case EACCES?, EPERM?: self = .permission
+        case EROFS?: self = .readOnly
+        case ENOENT?: self = .missingFolder
+        default:
+            guard store.isOutOfSpace(error) else { return nil }
+            self = .noSpace
+        }
     }
 }

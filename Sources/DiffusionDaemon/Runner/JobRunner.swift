@@ -171,8 +171,29 @@ public final class JobRunner: Sendable {
         } catch {
             return finisher.finish(job: job, outcome: .failed, error: "cannot load model \(spec.model): \(error)")
         }
-        if let ended = await runBatches(job: job, spec: spec, missing: missing, modelHash: modelHash, directory: dir) {
-            return ended
+        // Then again for any image whose file went missing meanwhile (its folder removed mid-job):
+        // the folder must agree with the rows before the job is done.
+        var left = missing
+        for pass in 1 ... 3 where !left.isEmpty {
+            if pass > 1 {
+                logger.notice("images lost from the output folder are made again", metadata: [
+                    "job": "\(job.id)", "images": "\(left.count)"])
+            }
+            if let ended = await runBatches(job: job, spec: spec, missing: left, modelHash: modelHash, directory: dir) {
+                return ended
+            }
+            do {
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                _ = try reconcileOutputs(jobID: job.id, spec: spec, directory: dir)
+                left = try store.unrecordedIndices(jobID: job.id, total: spec.totalImages)
+            } catch {
+                return finisher.finish(job: job, outcome: .failed, error: "cannot check output folder \(dir): \(error)")
+            }
+            activity.withLock { $0.imagesDone = spec.totalImages - left.count }
+        }
+        if !left.isEmpty {
+            return finisher.finish(job: job, outcome: .failed,
+                                   error: "\(left.count) images kept disappearing from \(dir); retry with diffusionctl retry \(job.id)")
         }
         await finisher.finishOutputs(job: job, spec: spec, directory: dir, started: started, config: config.current)
         return finisher.finish(job: job, outcome: .done, error: nil)

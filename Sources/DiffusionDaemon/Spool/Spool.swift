@@ -1,3 +1,4 @@
+import Digests
 import Foundation
 import ImageCodecs
 #if canImport(Glibc)
@@ -181,6 +182,24 @@ public struct Spool: Sendable {
         guard Self.entryKind(src) != nil else { return nil }
         return try reject(path: src, name: Self.originalName(ofSpoolName: spoolName), error: error)
     }
+
+    /// Removes a job's file from failed/ (and its .error) when a job is retried: the file
+    /// named `name` or a numbered variant of it whose content has the SHA-256 `sha256`.
+    public func removeFailedCopy(named name: String, sha256: String) {
+        let stem = (name as NSString).deletingPathExtension, ext = (name as NSString).pathExtension
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: failed)) ?? []
+        for candidate in names where candidate == name || (candidate.hasPrefix(stem + "-") && candidate.hasSuffix("." + ext)) {
+            let path = failed + "/" + candidate
+            guard Self.entryKind(path) == "regular file", let bytes = try? readFile(path),
+                  SHA256Hex.of(bytes) == sha256 else { continue }
+            unlink(path)
+            unlink(path + ".error")
+            try? AtomicFile.syncDirectory(failed)
+            return
+        }
+    }
+
+    private func readFile(_ path: String) throws -> [UInt8] { try FileBytes.read(path: path, limit: 16 << 20) }
 
     /// Submits a job file the way `diffusionctl submit` does: write a hidden
     /// temporary in incoming/, fsync, rename to the final name (made unique), fsync the directory.
