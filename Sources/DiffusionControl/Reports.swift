@@ -170,6 +170,8 @@ public struct JobReport: Codable, Sendable {
     public var images: [ImageRow]
     public var metrics: [MetricRow]
     public var environment: EnvironmentRow?
+    /// The bundles the job used (UNet, classifier, features) with their content hashes.
+    public var models: [JobModelRow]
 
     public static func build(store: any JobStore, jobID: Int64) throws -> JobReport {
         guard let job = try store.job(id: jobID) else { throw ProvenanceError.noSuchJob(jobID) }
@@ -179,7 +181,8 @@ public struct JobReport: Codable, Sendable {
                          content: String(decoding: try store.jobContent(id: jobID) ?? [], as: UTF8.self),
                          transitions: try store.transitions(jobID: jobID), images: images,
                          metrics: try store.metrics(jobID: jobID),
-                         environment: try job.environmentID.flatMap { try store.environment(id: $0) })
+                         environment: try job.environmentID.flatMap { try store.environment(id: $0) },
+                         models: try store.jobModels(jobID: jobID))
     }
 
     public func render() -> String {
@@ -191,6 +194,10 @@ public struct JobReport: Codable, Sendable {
                    "  priority \(job.priority), attempts \(job.attempts), images \(images.count)/\(job.totalImages)",
                    "  output: \(job.outputDir ?? "-")"]
         if let e = job.error { out.append("  error: \(e)") }
+        if !models.isEmpty {
+            out.append("models:")
+            for m in models { out.append("  \(m.role.rawValue): \(m.name) (sha256 \(m.sha256))") }
+        }
         out.append("transitions:")
         for tr in transitions { out.append("  \(t(tr.at))  \(tr.from?.rawValue ?? "-") -> \(tr.to.rawValue)  \(tr.reason ?? "")") }
         if let spec { out.append("spec:"); out.append(spec.jsonString(pretty: true).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")) }

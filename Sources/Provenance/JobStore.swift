@@ -35,6 +35,8 @@ public protocol JobStore: Sendable {
 
     // Models, metrics, environment (ProvenanceStore+Models.swift)
     func recordModelLoad(_ load: ModelLoadRow) throws
+    func recordJobModel(_ row: JobModelRow) throws
+    func jobModels(jobID: Int64) throws -> [JobModelRow]
     func modelLoads(limit: Int) throws -> [ModelLoadRow]
     func replaceMetrics(jobID: Int64, with metrics: [MetricRow]) throws
     func metrics(jobID: Int64) throws -> [MetricRow]

@@ -12,6 +12,26 @@ extension ProvenanceStore {
         }
     }
 
+    /// Records (or replaces) the bundle a job used in `row.role`.
+    public func recordJobModel(_ row: JobModelRow) throws {
+        try writer.write { db in
+            try db.execute(sql: """
+                INSERT INTO job_models (job_id, role, name, sha256) VALUES (?, ?, ?, ?)
+                ON CONFLICT(job_id, role) DO UPDATE SET name = excluded.name, sha256 = excluded.sha256
+                """, arguments: [row.jobID, row.role.rawValue, row.name, row.sha256])
+        }
+    }
+
+    /// The bundles a job used, by role (unet, classifier, features).
+    public func jobModels(jobID: Int64) throws -> [JobModelRow] {
+        try writer.read { db in
+            try JobModelRow.fetchAll(db, sql: """
+                SELECT * FROM job_models WHERE job_id = ?
+                ORDER BY CASE role WHEN 'unet' THEN 0 WHEN 'classifier' THEN 1 ELSE 2 END
+                """, arguments: [jobID])
+        }
+    }
+
     /// Every load, newest first.
     public func modelLoads(limit: Int = 100) throws -> [ModelLoadRow] {
         try writer.read { db in

@@ -119,6 +119,17 @@ public enum Schema {
                 ALTER TABLE heartbeat ADD COLUMN eta_seconds REAL;                        -- NULL before the first step
                 """)
         }
+        migrator.registerMigration("v3-job-models") { db in
+            try db.execute(sql: """
+                CREATE TABLE job_models (
+                    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+                    role TEXT NOT NULL CHECK (role IN ('unet', 'classifier', 'features')),
+                    name TEXT NOT NULL,
+                    sha256 TEXT NOT NULL,            -- the bundle's content hash when the job used it
+                    PRIMARY KEY (job_id, role)
+                );
+                """)
+        }
     }
 
     /// The names of all migrations this build knows.

@@ -117,6 +117,9 @@ import Glibc
         r.record([("e.yml", .created), ("e.yml", .closed)], now: now)
         #expect(!r.isComplete(name: "e.yml", path: empty, now: now + 1))
         #expect(r.isComplete(name: "e.yml", path: empty, now: now + 5.1))
+        // The order files completed in breaks ties between equal ctimes (the kernel's clock is coarse).
+        r.record([("z.yml", .movedIn), ("b.yml", .closed)], now: now)
+        #expect(r.arrivalIndex("z.yml") < r.arrivalIndex("b.yml") && r.arrivalIndex("never.yml") == Int.max)
         // Gone from the folder: never complete.
         #expect(!r.isComplete(name: "x.yml", path: dir + "/x.yml", now: now + 100))
     }

@@ -1,6 +1,8 @@
 import DiffusionControl
 import DiffusionDaemon
+import Digests
 import Foundation
+import ImageCodecs
 import Metrics
 import Provenance
 import Testing
@@ -19,9 +21,38 @@ import Testing
         sampler: {kind: ddpm, steps: 10}
         seed: 5
         """)
-        try h.waitFor("the job", timeout: 300) { h.exists("spool/done/measured.yml") }
+        try h.drop("guided.yml", """
+        name: guided
+        mode: classifier-guided
+        classes: [Bag]
+        images: 8
+        sampler: {kind: ddim, steps: 5, guidance_scale: 1.5}
+        seed: 5
+        """)
+        try h.waitFor("the jobs", timeout: 300) { h.exists("spool/done/measured.yml") && h.exists("spool/done/guided.yml") }
         #expect(h.signal(SIGTERM) == 0)
         let store = try h.store()
+        // Every bundle a job used is named with its content hash (the SHA-256 of its model.json),
+        // in the job's rows and, for the networks that made them, in each image's record.
+        func bundleHash(_ name: String) throws -> String {
+            SHA256Hex.of(try FileBytes.read(path: packageRoot + "/models/\(name)/model.json"))
+        }
+        let (unet, classifier, features) = (try bundleHash("fashion-mnist"), try bundleHash("fashion-mnist-classifier"),
+                                            try bundleHash("fashion-mnist-features"))
+        let models1 = try store.jobModels(jobID: 1).map { "\($0.role.rawValue) \($0.name) \($0.sha256)" }
+        #expect(models1 == ["unet fashion-mnist \(unet)", "features fashion-mnist-features \(features)"], "\(models1)")
+        #expect(try store.jobModels(jobID: 2).map { "\($0.role.rawValue) \($0.name) \($0.sha256)" }
+                == ["unet fashion-mnist \(unet)", "classifier fashion-mnist-classifier \(classifier)",
+                    "features fashion-mnist-features \(features)"])
+        for image in try store.images(jobID: 2) {
+            let record = try GenerationRecord.parse(image.record)
+            #expect(record.model.hash == unet && record.classifier?.hash == classifier && record.classifier?.name == "fashion-mnist-classifier")
+            let embedded = try #require(try ImageFile.read(path: image.path).record.json)
+            #expect(try GenerationRecord.parse(embedded).classifier?.hash == classifier)
+        }
+        #expect(try store.images(jobID: 1).allSatisfy { (try? GenerationRecord.parse($0.record).classifier) == .some(nil) })
+        let show = try diffusionctl(["show", "2", "--config", h.root + "/config.yml"])
+        #expect(show.output.contains("classifier: fashion-mnist-classifier (sha256 \(classifier))"), "\(show.output.prefix(600))")
         let job = try #require(try store.job(id: 1))
         let dir = try #require(job.outputDir)
         // metrics.json: KID, precision/recall, class accuracy; FID omitted at N = 24 with its reason.

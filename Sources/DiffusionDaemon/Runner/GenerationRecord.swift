@@ -38,13 +38,15 @@ public struct GenerationRecord: Codable, Sendable, Equatable {
     public var seedDerivation: String
     public var classRef: ClassRef?
     public var model: ModelRef
+    /// The classifier that guided the image (classifier-guided jobs only).
+    public var classifier: ModelRef?
     public var spec: JobSpec
     public var software: Software
     public var fields: [String: String]
     public var createdAt: String
 
     enum CodingKeys: String, CodingKey {
-        case format, job, index, seed, seedDerivation = "seed_derivation", classRef = "class", model, spec
+        case format, job, index, seed, seedDerivation = "seed_derivation", classRef = "class", model, classifier, spec
         case software, fields, createdAt = "created_at"
     }
 
@@ -68,6 +70,7 @@ public struct GenerationRecord: Codable, Sendable, Equatable {
         if let v = s.variance { pairs.append(("Variance", v.rawValue)) }
         if let g = s.guidanceScale { pairs.append((spec.mode == .classifierFree ? "CFG scale" : "Classifier scale", String(g))) }
         if let c = s.classifier { pairs.append(("Classifier", c)) }
+        if let c = classifier { pairs.append(("Classifier hash", String(c.hash.prefix(10)))) }
         if let l = s.langevin {
             pairs.append(("Langevin", "levels \(l.levels), steps per level \(l.stepsPerLevel), step size \(l.stepSize), final denoise \(l.finalDenoising)"))
         }

@@ -19,7 +19,7 @@ struct ImageWriter: Sendable {
     }
 
     /// Writes image file, viewing copy and row; `threads` goes into the image's record.
-    func write(image: GeneratedImage, job: JobRow, spec: JobSpec, modelHash: String, directory: String, threads: Int) throws {
+    func write(image: GeneratedImage, job: JobRow, spec: JobSpec, models: JobModels, directory: String, threads: Int) throws {
         guard image.width > 0, image.height > 0, image.channels == 1 || image.channels == 3,
               image.pixels.count == image.width * image.height * image.channels else {
             throw ImageCodecError.invalidArgument("image \(image.index) has an invalid geometry")
@@ -31,7 +31,7 @@ struct ImageWriter: Sendable {
         let record = GenerationRecord(
             job: .init(id: job.id, name: spec.name, fileSHA256: job.contentSHA256), index: image.index, seed: image.seed,
             seedDerivation: image.recordFields["seed_derivation"] ?? JobSpec.seedDerivation, classRef: cls,
-            model: .init(name: spec.model, hash: modelHash), spec: spec,
+            model: models.unet, classifier: models.classifier, spec: spec,
             software: .init(name: "diffusiond", version: DaemonVersion.string, host: host, kernel: env.kernel,
                             kernelVersions: env.kernelVersions, precision: env.precision, threads: threads),
             fields: image.recordFields, createdAt: createdAt)
@@ -97,4 +97,10 @@ struct ImageWriter: Sendable {
         }
         return (removed, staleRows)
     }
+}
+
+/// The bundles behind a job's images, with their content hashes, as each record names them.
+struct JobModels: Sendable {
+    var unet: GenerationRecord.ModelRef
+    var classifier: GenerationRecord.ModelRef?
 }

@@ -27,6 +27,8 @@ struct JobFinisher: Sendable {
         do {
             let report = try await quality.measure(images: rows, config: cfg)
             let json = try report.jsonData()
+            try? store.recordJobModel(JobModelRow(jobID: job.id, role: .features, name: report.featuresModel,
+                                                  sha256: report.featuresModelHash))
             try AtomicFile.write([UInt8](json), to: directory + "/metrics.json")
             metricRows += JobQualityMeter.rows(jobID: job.id, report: report, reportJSON: String(decoding: json, as: UTF8.self))
             logger.info("job measured", metadata: [

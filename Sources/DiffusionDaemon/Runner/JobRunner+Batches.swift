@@ -6,7 +6,7 @@ import Provenance
 extension JobRunner {
     /// Samples and writes the images `missing` of a prepared job, batch by batch. Returns nil once
     /// every image is written, or the outcome that ended the job early (already recorded).
-    func runBatches(job: JobRow, spec: JobSpec, missing: [Int], modelHash: String, directory dir: String) async -> JobOutcome? {
+    func runBatches(job: JobRow, spec: JobSpec, missing: [Int], models: JobModels, directory dir: String) async -> JobOutcome? {
         let cfg = config.current
         // A cancel flag polled from the database while the job runs.
         let canceled = Locked(false)
@@ -76,7 +76,7 @@ extension JobRunner {
                 var waitingSince: Date?
                 while true {
                     do {
-                        try writer.write(image: image, job: job, spec: spec, modelHash: modelHash, directory: dir,
+                        try writer.write(image: image, job: job, spec: spec, models: models, directory: dir,
                                          threads: config.current.threads)
                         break
                     } catch let error where writeFault(error) != nil {

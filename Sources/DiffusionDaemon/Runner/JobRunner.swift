@@ -158,7 +158,7 @@ public final class JobRunner: Sendable {
         logger.info("job started", metadata: ["job": "\(job.id)", "name": "\(spec.name)", "attempt": "\(job.attempts)",
                                               "images": "\(spec.totalImages)", "remaining": "\(missing.count)"])
 
-        let modelHash: String
+        let models: JobModels
         do {
             for name in [spec.model] + (spec.sampler.classifier.map { [$0] } ?? []) {
                 if let loaded = try await generator.preload(model: name) {
@@ -167,7 +167,15 @@ public final class JobRunner: Sendable {
                     logger.info("model loaded", metadata: ["model": "\(name)", "seconds": "\(loaded.loadSeconds)"])
                 }
             }
-            modelHash = try await generator.modelHash(spec.model)
+            var classifier: GenerationRecord.ModelRef?
+            if let name = spec.sampler.classifier, spec.mode == .classifierGuided {
+                classifier = .init(name: name, hash: try await generator.modelHash(name))
+            }
+            models = JobModels(unet: .init(name: spec.model, hash: try await generator.modelHash(spec.model)), classifier: classifier)
+            try store.recordJobModel(JobModelRow(jobID: job.id, role: .unet, name: models.unet.name, sha256: models.unet.hash))
+            if let classifier {
+                try store.recordJobModel(JobModelRow(jobID: job.id, role: .classifier, name: classifier.name, sha256: classifier.hash))
+            }
         } catch {
             return finisher.finish(job: job, outcome: .failed, error: "cannot load model \(spec.model): \(error)")
         }
@@ -179,7 +187,7 @@ public final class JobRunner: Sendable {
                 logger.notice("images lost from the output folder are made again", metadata: [
                     "job": "\(job.id)", "images": "\(left.count)"])
             }
-            if let ended = await runBatches(job: job, spec: spec, missing: left, modelHash: modelHash, directory: dir) {
+            if let ended = await runBatches(job: job, spec: spec, missing: left, models: models, directory: dir) {
                 return ended
             }
             do {

@@ -24,6 +24,9 @@ public struct IncomingReadiness: Sendable {
     }
 
     private(set) var states: [String: State] = [:]
+    /// The order in which files completed (closed or renamed in), by name.
+    private var completions: [String: Int] = [:]
+    private var completed = 0
     /// How long a file without a close or rename must stay unchanged.
     public var settleSeconds: Double
 
@@ -35,14 +38,25 @@ public struct IncomingReadiness: Sendable {
             switch change {
             case .created: states[name] = .created(now)
             case .written: states[name] = .writing
-            case .closed, .movedIn: states[name] = .complete(now)
-            case .gone: states.removeValue(forKey: name)
+            case .closed, .movedIn:
+                states[name] = .complete(now)
+                completed += 1
+                completions[name] = completed
+            case .gone:
+                states.removeValue(forKey: name)
+                completions.removeValue(forKey: name)
             }
         }
     }
 
     /// Forgets every event (after an overflow): each file then settles as if found by a scan.
-    public mutating func forget() { states.removeAll() }
+    public mutating func forget() {
+        states.removeAll()
+        completions.removeAll()
+    }
+
+    /// Where `name` came in the order files completed (Int.max when no event was seen).
+    public func arrivalIndex(_ name: String) -> Int { completions[name] ?? Int.max }
 
     /// Whether the regular file `name` at `path` may be claimed now.
     public func isComplete(name: String, path: String, now: Double = Self.wallClock()) -> Bool {

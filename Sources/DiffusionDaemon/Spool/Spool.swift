@@ -51,15 +51,17 @@ public struct Spool: Sendable {
     }
 
     /// Names in incoming/ that are not ignored, in arrival order: by the time each file took its
-    /// present name and content (its ctime, to the nanosecond: set by the last write and by the
-    /// rename into incoming/, unlike the mtime that `mv`, `cp -p` and `rsync -t` carry over), then name.
-    public func candidates() -> [String] {
+    /// present name and content (its ctime: set by the last write and by the rename into
+    /// incoming/, unlike the mtime that `mv`, `cp -p` and `rsync -t` carry over), then, for equal
+    /// ctimes (the kernel's clock ticks every few milliseconds), by `arrival` (the order the
+    /// watcher saw them complete in), then name.
+    public func candidates(arrival: (String) -> Int = { _ in 0 }) -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: incoming)) ?? []
-        return names.filter { !Self.isIgnored($0) }.map { name -> (String, Int, Int) in
+        return names.filter { !Self.isIgnored($0) }.map { name -> (String, Int, Int, Int) in
             var st = stat()
-            guard lstat(incoming + "/" + name, &st) == 0 else { return (name, 0, 0) }
-            return (name, Int(st.st_ctim.tv_sec), Int(st.st_ctim.tv_nsec))
-        }.sorted { ($0.1, $0.2, $0.0) < ($1.1, $1.2, $1.0) }.map(\.0)
+            guard lstat(incoming + "/" + name, &st) == 0 else { return (name, 0, 0, 0) }
+            return (name, Int(st.st_ctim.tv_sec), Int(st.st_ctim.tv_nsec), arrival(name))
+        }.sorted { ($0.1, $0.2, $0.3, $0.0) < ($1.1, $1.2, $1.3, $1.0) }.map(\.0)
     }
 
     /// What kind of directory entry a path is, without following symlinks.

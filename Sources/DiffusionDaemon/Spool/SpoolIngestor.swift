@@ -27,7 +27,7 @@ public final class SpoolIngestor: Sendable {
     public func ingestIncoming(readiness: IncomingReadiness) -> (jobs: [Int64], waiting: Int) {
         var pending: [Int64] = []
         var waiting = 0
-        for name in spool.candidates() {
+        for name in spool.candidates(arrival: readiness.arrivalIndex) {
             let path = spool.incoming + "/" + name
             guard let kind = Spool.entryKind(path) else { continue }
             if kind != "regular file" {
