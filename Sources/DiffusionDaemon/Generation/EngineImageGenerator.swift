@@ -153,18 +153,21 @@ public struct SamplingPlan: Sendable {
             networkClasses = requested
             useConditionalGamma = true
         case .classifierGuided:
-            // The pipeline feeds the UNet its null class: the classifier alone steers the class.
+            // A conditional network sees its null class (the classifier alone steers) or, with
+            // network_label: requested (the default without a null class), the requested class.
             c.guidance = .classifier
             c.guidanceScale = s.guidanceScale ?? 0
+            c.guidedNetworkClass = conditionalNetwork ? (s.networkLabel ?? (manifest.nullClass == nil ? .requested : .null)) : .null
             networkClasses = requested
-            if conditionalNetwork && manifest.nullClass == nil {
-                throw GenerationError.unusableModel(manifest.name, "classifier guidance needs a null class or an unconditional network")
+            if conditionalNetwork && manifest.nullClass == nil && c.guidedNetworkClass == .null {
+                throw GenerationError.unusableModel(job.model, "has no null class: under classifier guidance its network sees the requested class (network_label: requested)")
             }
+            useConditionalGamma = c.guidedNetworkClass == .requested
         case .unconditional:
             networkClasses = conditionalNetwork ? nullLabels : nil
         }
         if conditionalNetwork && networkClasses == nil {
-            throw GenerationError.unusableModel(manifest.name, "a class-conditional network without a null class cannot sample \(job.mode.rawValue)")
+            throw GenerationError.unusableModel(job.model, "a class-conditional network without a null class cannot sample \(job.mode.rawValue)")
         }
         configuration = c
         gamma = useConditionalGamma ? (tables?.conditional ?? tables?.unconditional) : tables?.unconditional

@@ -30,6 +30,25 @@ extension SamplerKind {
     public static var jobNames: [String] { allCases.map(\.jobName) }
 }
 
+extension GuidedNetworkClass {
+    /// The name in job files (`sampler.network_label`): `null-class` or `requested`.
+    public var jobName: String {
+        switch self {
+        case .null: "null-class"
+        case .requested: "requested"
+        }
+    }
+
+    /// The value a job file names, or nil.
+    public init?(jobName: String) {
+        guard let v = GuidedNetworkClass.allCases.first(where: { $0.jobName == jobName }) else { return nil }
+        self = v
+    }
+
+    /// Every job-file name.
+    public static var jobNames: [String] { allCases.map(\.jobName) }
+}
+
 /// `sampler.langevin` of a job file and of the stored job spec: the engine's parameters under the
 /// schema's keys (`final_denoise`); the noise range is not part of the schema and keeps its default.
 struct JobLangevin: Codable {

@@ -46,6 +46,8 @@ public struct SamplerSpec: Codable, Sendable, Equatable {
     public var langevin: LangevinParameters?
     /// Clip the x0 prediction to [-1, 1] at every step.
     public var clip: Bool
+    /// What a conditional network sees under classifier guidance (`network_label`); nil otherwise.
+    public var networkLabel: GuidedNetworkClass?
 
     public init(kind: SamplerKind, steps: Int? = nil, respacing: String? = nil, eta: Double? = nil,
                 variance: VarianceType? = nil, guidanceScale: Double? = nil, classifier: String? = nil,
@@ -63,6 +65,7 @@ public struct SamplerSpec: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case kind, steps, respacing, eta, variance, guidanceScale = "guidance_scale", classifier, langevin, clip
+        case networkLabel = "network_label"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -80,6 +83,12 @@ public struct SamplerSpec: Codable, Sendable, Equatable {
         classifier = try c.decodeIfPresent(String.self, forKey: .classifier)
         langevin = try c.decodeIfPresent(JobLangevin.self, forKey: .langevin)?.parameters
         clip = try c.decode(Bool.self, forKey: .clip)
+        if let label = try c.decodeIfPresent(String.self, forKey: .networkLabel) {
+            guard let value = GuidedNetworkClass(jobName: label) else {
+                throw DecodingError.dataCorruptedError(forKey: .networkLabel, in: c, debugDescription: "unknown network_label \(label)")
+            }
+            networkLabel = value
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -93,6 +102,7 @@ public struct SamplerSpec: Codable, Sendable, Equatable {
         try c.encodeIfPresent(classifier, forKey: .classifier)
         try c.encodeIfPresent(langevin.map(JobLangevin.init), forKey: .langevin)
         try c.encode(clip, forKey: .clip)
+        try c.encodeIfPresent(networkLabel?.jobName, forKey: .networkLabel)
     }
 
     /// The timesteps kept from the original process of length `T`: guided-diffusion's

@@ -108,7 +108,7 @@ extension JobValidator {
         return (sampler, sm)
     }
 
-    func guidanceSection(_ sm: [String: Node], mode: GenerationMode, modelName: String, sampler: inout SamplerSpec,
+    func guidanceSection(_ sm: [String: Node], mode: GenerationMode, modelName: String, model: ModelInfo?, sampler: inout SamplerSpec,
                          _ r: inout NodeReader) -> ModelInfo? {
         if mode.usesGuidanceScale {
             sampler.guidanceScale = mode == .classifierFree ? 3.0 : 1.0
@@ -131,6 +131,9 @@ extension JobValidator {
             } else if let c = catalog.model(named: cname), c.kind == "classifier" {
                 classifier = c
                 sampler.classifier = cname
+                if let model, model.isConditional, c.classes != model.classes {
+                    r.fail("sampler.classifier", "classifier \(cname)'s classes (\(c.classes.joined(separator: ", "))) are not those of model \(model.name) (\(model.classes.joined(separator: ", ")))", sm["classifier"])
+                }
             } else {
                 let known = catalog.allModels().filter { $0.kind == "classifier" }.map(\.name)
                 r.fail("sampler.classifier", "unknown classifier \"\(cname)\"; known: \(known.isEmpty ? "none" : known.joined(separator: ", "))", sm["classifier"])
@@ -138,6 +141,32 @@ extension JobValidator {
         } else if let n = sm["classifier"] {
             r.fail("sampler.classifier", "applies only to classifier-guided mode, not \(mode.rawValue)", n)
         }
+        networkLabelSection(sm, mode: mode, model: model, sampler: &sampler, &r)
         return classifier
+    }
+
+    /// `sampler.network_label` (classifier guidance on a conditional model): the label the network
+    /// sees. Default: its null class when it has one, else the requested class (ADM-G).
+    func networkLabelSection(_ sm: [String: Node], mode: GenerationMode, model: ModelInfo?, sampler: inout SamplerSpec,
+                             _ r: inout NodeReader) {
+        let given = sm["network_label"]
+        guard mode == .classifierGuided else {
+            if let given { r.fail("sampler.network_label", "applies only to classifier-guided mode, not \(mode.rawValue)", given) }
+            return
+        }
+        guard let model, model.isConditional else {
+            if let given, let model {
+                r.fail("sampler.network_label", "model \(model.name) is unconditional: its network sees no label", given)
+            }
+            return
+        }
+        var label: GuidedNetworkClass = model.nullClass == nil ? .requested : .null
+        if let given, let s = r.choice(given, path: "sampler.network_label", GuidedNetworkClass.jobNames) {
+            label = GuidedNetworkClass(jobName: s)!
+            if label == .null && model.nullClass == nil {
+                r.fail("sampler.network_label", "model \(model.name) has no null class; its network can only see the requested class (network_label: requested)", given)
+            }
+        }
+        sampler.networkLabel = label
     }
 }

@@ -50,7 +50,7 @@ public struct JobValidator: Sendable {
         let (modelName, model) = modelSection(top, &r)
         let mode = modeSection(top, model: model, &r)
         var (sampler, sm) = samplerSection(top, model: model, &r)
-        let classifier = guidanceSection(sm, mode: mode, modelName: modelName, sampler: &sampler, &r)
+        let classifier = guidanceSection(sm, mode: mode, modelName: modelName, model: model, sampler: &sampler, &r)
         modeAgainstModel(top, mode: mode, model: model, &r)
         let classes = classesSection(top, mode: mode, model: model, classifier: classifier, &r)
         let (perClass, total) = countsSection(top, mode: mode, classes: classes, &r)

@@ -52,6 +52,15 @@ public enum GuidanceKind: String, Codable, Sendable, Hashable, CaseIterable {
     case classifierFree = "classifier_free"
 }
 
+/// The label a class-conditional network sees under classifier guidance.
+public enum GuidedNetworkClass: String, Codable, Sendable, Hashable, CaseIterable {
+    /// The null class: the network is unconditional, the classifier alone steers the class.
+    case null
+    /// The requested class, as guided-diffusion's ADM-G does with a conditional model: the
+    /// network is conditioned and the classifier's gradient steers further.
+    case requested
+}
+
 /// Everything that determines a job's samples, with defaults; Codable as the provenance record.
 ///
 /// Together with the model weights, the image indices and the classes, this value fixes every
@@ -76,6 +85,9 @@ public struct SamplingConfiguration: Codable, Sendable, Hashable {
     /// The label meaning "no class" (model.json `null_class`); required for classifier-free guidance.
     /// Under classifier guidance a network with a null class is fed that label (the classifier steers).
     public var nullClass: Int? = nil
+    /// What a conditional network sees under classifier guidance; default its null class. Only for
+    /// classifier guidance; encoded only when `requested` (earlier records keep their bytes).
+    public var guidedNetworkClass: GuidedNetworkClass = .null
     /// Langevin settings; only for langevin (other samplers reject non-default values).
     public var langevin: LangevinParameters = LangevinParameters()
     /// c in the Analytic-DPM last-step bound (c (2/255) sqrt(pi/2))^2; nil (default) means 2 for
@@ -102,6 +114,7 @@ public struct SamplingConfiguration: Codable, Sendable, Hashable {
         case analyticLastStepClipFactor = "analytic_last_step_clip_factor"
         case snr
         case correctorSteps = "corrector_steps"
+        case guidedNetworkClass = "guided_network_class"
     }
 
     /// Decodes a record; missing keys take the defaults.
@@ -121,6 +134,7 @@ public struct SamplingConfiguration: Codable, Sendable, Hashable {
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
         snr = try c.decodeIfPresent(Double.self, forKey: .snr)
         correctorSteps = try c.decodeIfPresent(Int.self, forKey: .correctorSteps)
+        guidedNetworkClass = try c.decodeIfPresent(GuidedNetworkClass.self, forKey: .guidedNetworkClass) ?? .null
     }
 
     /// Encodes every field, nil optionals as null, so the record is complete.
@@ -140,5 +154,6 @@ public struct SamplingConfiguration: Codable, Sendable, Hashable {
         try c.encode(seed, forKey: .seed)
         try c.encodeIfPresent(snr, forKey: .snr)
         try c.encodeIfPresent(correctorSteps, forKey: .correctorSteps)
+        if guidedNetworkClass != .null { try c.encode(guidedNetworkClass, forKey: .guidedNetworkClass) }
     }
 }

@@ -57,11 +57,12 @@ extension SamplingPipeline {
         let noise = Tensor(shape: imageShape.batch(n))
         var timesteps = [Int](repeating: 0, count: classifierFree ? 2 * n : n)
         // Classifier-free guidance evaluates (x, class) and (x, null) in one batch. Under classifier
-        // guidance a network with a null class sees that label: the classifier alone steers the class.
+        // guidance a network with a null class sees that label (the classifier alone steers the
+        // class) unless `guidedNetworkClass` is `requested`; one without sees the requested class.
         let modelClasses: [Int]?
         if classifierFree {
             modelClasses = classes! + [Int](repeating: configuration.nullClass!, count: n)
-        } else if guidance == .classifier, let null = configuration.nullClass {
+        } else if guidance == .classifier, configuration.guidedNetworkClass == .null, let null = configuration.nullClass {
             modelClasses = [Int](repeating: null, count: n)
         } else {
             modelClasses = classes

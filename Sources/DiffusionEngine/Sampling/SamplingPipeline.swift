@@ -108,6 +108,9 @@ public final class SamplingPipeline {
         case .classifierFree:
             guard config.nullClass != nil else { throw invalid("null_class", "classifier-free guidance needs the null class label") }
         }
+        if config.guidance != .classifier && config.guidedNetworkClass != .null {
+            throw invalid("guided_network_class", "applies to classifier guidance only")
+        }
         if config.guidance != .none && !config.guidanceScale.isFinite {
             throw invalid("guidance_scale", "must be finite, got \(config.guidanceScale)")
         }
