@@ -25,9 +25,13 @@ extension DiffusionCtl {
             let validator = JobValidator(config: cfg, catalog: DirectoryModelCatalog(root: cfg.models))
             do {
                 let spec = try validator.validate(bytes, fileName: file)
-                if common.json { print(spec.jsonString(pretty: true)) } else {
+                let shown = Self.withoutDrawnSeed(spec)
+                if common.json { print(shown) } else {
                     print("\(file): ok (\(spec.totalImages) images, \(spec.sampler.kind.jobName), model \(spec.model))")
-                    print(spec.jsonString(pretty: true))
+                    if spec.seedDrawn {
+                        print("seed: none in the file; the daemon draws one when it accepts the job (diffusionctl show JOB prints it)")
+                    }
+                    print(shown)
                 }
             } catch {
                 if common.json {
@@ -37,6 +41,17 @@ extension DiffusionCtl {
                 }
                 throw ExitCode(65)
             }
+        }
+
+        /// The spec as JSON; a seed validate drew itself is shown as null (the daemon draws its own).
+        static func withoutDrawnSeed(_ spec: JobSpec) -> String {
+            let text = spec.jsonString(pretty: true)
+            guard spec.seedDrawn, var object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+                return text
+            }
+            object["seed"] = NSNull()
+            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
+            return String(decoding: data, as: UTF8.self)
         }
     }
 }

@@ -188,9 +188,10 @@ struct BadJobCase: CustomStringConvertible {
         #expect(try StatusReport.build(store: store, lockDirectory: h.root + "/state").daemon.alive)
         let done = try store.jobs(states: [.done])
         #expect(Set(done.map(\.name)) == ["twin", "again", "after"] && done.count == 5)
-        // Rejected job files are recorded with their error (non-job entries only in failed/).
+        // Every rejected entry (job files, links, FIFOs, folders) is a failed job with its error.
         let failed = try store.jobs(states: [.failed], limit: 1000)
         #expect(failed.allSatisfy { ($0.error ?? "").isEmpty == false })
+        #expect(Set(failed.map(\.sourceName)) == Set(cases.map(\.file)), "\(Set(cases.map(\.file)).subtracting(failed.map(\.sourceName)))")
 
         // Output: one folder per valid job, nothing else.
         let folders = try FileManager.default.contentsOfDirectory(atPath: h.root + "/out").filter { $0 != DaemonLock.fileName }.sorted()

@@ -293,9 +293,16 @@ struct HarnessError: Error, CustomStringConvertible {
         #expect(images.count == 4 && images.allSatisfy { $0.format == "jpeg" && $0.className == "Trouser" })
         #expect(h.exists("out/\(good.id)-good/view/good-00000.jpg") && h.exists("out/\(good.id)-good/contact-sheet.png"))
         #expect(VerifyReport.build(path: images[0].path, store: store).ok)
-        #expect(try store.jobs(states: [.failed]).count == 3) // bad-steps, bad-name, binary (non-jobs are not recorded)
+        // Every reject is a failed job, entries that are no job file (a symlink, a .txt) included,
+        // so that status and jobs show them with their reason.
+        let failed = try store.jobs(states: [.failed])
+        #expect(Set(failed.map(\.sourceName)) == ["bad-steps.yml", "bad-name.yml", "binary.yml", "notes.txt", "link.yml"])
+        #expect(failed.first { $0.sourceName == "link.yml" }?.error?.contains("not a regular file (symbolic link)") == true)
         let status = try StatusReport.build(store: store, lockDirectory: h.root + "/state")
         #expect(status.daemon.alive)
+        #expect(status.render().contains("link  failed  0/0 images  not a regular file (symbolic link)"), "\(status.render())")
+        let jobs = try diffusionctl(["jobs", "--config", h.root + "/config.yml"])
+        #expect(jobs.output.contains("notes") && jobs.output.contains("link"), "\(jobs.output)")
 
         // Cancel: a long job stops at a batch boundary.
         try h.drop("long.yml", "name: long\nclasses: [2]\nimages: 2000\n")

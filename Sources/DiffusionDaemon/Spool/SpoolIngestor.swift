@@ -32,7 +32,7 @@ public final class SpoolIngestor: Sendable {
             guard let kind = Spool.entryKind(path) else { continue }
             if kind != "regular file" {
                 logger.warning("rejecting non-regular spool entry", metadata: ["name": "\(name)", "kind": "\(kind)"])
-                _ = try? spool.reject(path: path, name: name, error: "not a regular file (\(kind)); only regular job files are accepted")
+                rejectEntry(path: path, name: name, error: "not a regular file (\(kind)); only regular job files are accepted")
                 continue
             }
             guard readiness.isComplete(name: name, path: path) else {
@@ -41,8 +41,7 @@ public final class SpoolIngestor: Sendable {
             }
             let ext = (name as NSString).pathExtension.lowercased()
             if !Spool.jobExtensions.contains(ext) {
-                _ = try? spool.reject(path: path, name: name,
-                                      error: "unsupported file name: job files end in .yml, .yaml or .json")
+                rejectEntry(path: path, name: name, error: "unsupported file name: job files end in .yml, .yaml or .json")
                 continue
             }
             do {
@@ -83,6 +82,15 @@ public final class SpoolIngestor: Sendable {
             logger.error("cannot record job", metadata: ["file": "\(original)", "error": "\(error)"])
             return nil
         }
+    }
+
+    /// An entry of incoming/ that is no job file (a symlink, a directory, another extension):
+    /// moved to failed/ unopened, and recorded as a failed job so that `status` and `jobs` show it.
+    func rejectEntry(path: String, name: String, error: String) {
+        let moved = try? spool.reject(path: path, name: name, error: error)
+        let stem = SafeName.sanitize((name as NSString).deletingPathExtension)
+        _ = try? store.insertJob(NewJob(name: stem, spoolName: Spool.makeSpoolName(for: name), sourceName: name, content: [],
+                                        spec: nil, state: .failed, error: error + (moved.map { " (moved to failed/\($0))" } ?? "")))
     }
 
     func recordRejected(spoolName: String, original: String, content: [UInt8], errors: ValidationFailure) {
