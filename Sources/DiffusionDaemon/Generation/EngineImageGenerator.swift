@@ -61,7 +61,7 @@ public final class EngineImageGenerator: ImageGenerator {
 
     /// Samples `indices` of `job` (runs on the compute thread).
     static func sample(job: JobSpec, indices: [Int], context: GenerationContext, cache: ModelCache) throws -> [GeneratedImage] {
-        let unet = try cache.network(job.model).0
+        let unet = try cache.network(job.model, head: job.sampler.kind.covarianceHead).0
         guard let predictor = unet.predictor else { throw GenerationError.unusableModel(job.model, "not a UNet bundle") }
         let manifest = unet.bundle.manifest
         var classifier: ClassifierGuidanceGradient?

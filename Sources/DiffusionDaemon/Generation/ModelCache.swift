@@ -30,8 +30,9 @@ final class LoadedNetwork: @unchecked Sendable {
         self.loadSeconds = loadSeconds
     }
 
-    /// Loads and verifies the bundle folder `directory` and builds its network.
-    static func load(directory: URL) throws -> LoadedNetwork {
+    /// Loads and verifies the bundle folder `directory` and builds its network (a UNet with the
+    /// covariance head `head` when asked for one).
+    static func load(directory: URL, head: CovarianceHeadKind? = nil) throws -> LoadedNetwork {
         let started = DispatchTime.now()
         let bundle = try ModelBundle(directory: directory)
         var predictor: UNetNoisePredictor?
@@ -40,7 +41,7 @@ final class LoadedNetwork: @unchecked Sendable {
         var gamma: (unconditional: [Double], conditional: [Double]?)?
         switch bundle.manifest.kind {
         case "unet":
-            predictor = UNetNoisePredictor(try bundle.makeUNet())
+            predictor = UNetNoisePredictor(try head.map { try bundle.makeUNet(covarianceHead: $0) } ?? bundle.makeUNet())
             gamma = try bundle.gammaTables()
         case "classifier":
             classifier = ClassifierGuidanceGradient(try bundle.makeClassifier())
@@ -73,12 +74,14 @@ final class ModelCache: @unchecked Sendable {
         self.budgetBytes = budgetBytes
     }
 
-    /// The cached network `name`, and whether this call loaded it.
-    func network(_ name: String) throws -> (LoadedNetwork, loadedNow: Bool) {
+    /// The cached network `name` (with the covariance head `head`: cached apart, as "name+sn"), and
+    /// whether this call loaded it.
+    func network(_ name: String, head: CovarianceHeadKind? = nil) throws -> (LoadedNetwork, loadedNow: Bool) {
+        let key = head.map { "\(name)+\($0.rawValue)" } ?? name
         lock.lock()
-        if let hit = entries[name] {
-            order.removeAll { $0 == name }
-            order.append(name)
+        if let hit = entries[key] {
+            order.removeAll { $0 == key }
+            order.append(key)
             lock.unlock()
             return (hit, false)
         }
@@ -86,12 +89,12 @@ final class ModelCache: @unchecked Sendable {
         guard !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else {
             throw GenerationError.unusableModel(name, "not a bundle name")
         }
-        let loaded = try LoadedNetwork.load(directory: root.appendingPathComponent(name, isDirectory: true))
+        let loaded = try LoadedNetwork.load(directory: root.appendingPathComponent(name, isDirectory: true), head: head)
         lock.lock(); defer { lock.unlock() }
-        entries[name] = loaded
-        order.append(name)
+        entries[key] = loaded
+        order.append(key)
         var total = entries.values.reduce(0) { $0 + $1.bytes }
-        while total > budgetBytes, let oldest = order.first, oldest != name {
+        while total > budgetBytes, let oldest = order.first, oldest != key {
             order.removeFirst()
             if let gone = entries.removeValue(forKey: oldest) { total -= gone.bytes }
         }

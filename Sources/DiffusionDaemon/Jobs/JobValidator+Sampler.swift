@@ -19,10 +19,12 @@ extension JobValidator {
                 }
             }
         }
-        if let head = kind.covarianceHead {
+        if let head = kind.covarianceHead, let model, !model.covarianceHeads.contains(head) {
             r.fail(sm["kind"] == nil ? "sampler" : "sampler.kind",
-                   "\(kind.jobName) needs the model's \(head.rawValue.uppercased()) covariance head (\(head.rawValue)-head.safetensors, " +
-                   "trained with training/train_heads.py); the daemon does not load heads yet: use analytic-ddpm or analytic-ddim",
+                   "\(kind.jobName) needs the model's \(head.rawValue.uppercased()) covariance head, and \(model.name) ships none " +
+                   "(\(head.fileName), trained with training/train_heads.py --kind \(head.rawValue) --export); " +
+                   (model.covarianceHeads.isEmpty ? "use analytic-ddpm or analytic-ddim"
+                                                  : "it ships \(model.covarianceHeads.map { $0.rawValue.uppercased() }.joined(separator: ", "))"),
                    sm["kind"] ?? top["sampler"])
         }
         var sampler = SamplerSpec(kind: kind)

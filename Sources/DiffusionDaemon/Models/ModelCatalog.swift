@@ -18,9 +18,13 @@ public struct ModelInfo: Codable, Sendable, Equatable {
     public var diffusionSteps: Int?
     /// The variance the model was trained for (unet bundles).
     public var variance: VarianceType?
+    /// The Extended-Analytic-DPM heads the bundle ships (sn-head.safetensors, npr-head.safetensors).
+    public var covarianceHeads: [CovarianceHeadKind]
 
     public init(kind: String, name: String, classes: [String], nullClass: Int? = nil, height: Int, width: Int,
-                channels: Int, diffusionSteps: Int? = 1000, variance: VarianceType? = .learnedRange) {
+                channels: Int, diffusionSteps: Int? = 1000, variance: VarianceType? = .learnedRange,
+                covarianceHeads: [CovarianceHeadKind] = []) {
+        self.covarianceHeads = covarianceHeads
         self.kind = kind
         self.name = name
         self.classes = classes
@@ -71,6 +75,7 @@ public struct DirectoryModelCatalog: ModelCatalog {
               let m = try? JSONDecoder().decode(BundleManifest.self, from: data), let geometry = m.data else { return nil }
         return ModelInfo(kind: m.kind, name: folder, classes: m.classes ?? [], nullClass: m.nullClass,
                          height: geometry.height, width: geometry.width, channels: geometry.channels,
-                         diffusionSteps: m.diffusion?.steps, variance: m.diffusion?.variance)
+                         diffusionSteps: m.diffusion?.steps, variance: m.diffusion?.variance,
+                         covarianceHeads: CovarianceHeadKind.allCases.filter { m.files[$0.fileName] != nil })
     }
 }
