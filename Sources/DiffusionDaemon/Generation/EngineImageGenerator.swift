@@ -134,6 +134,8 @@ public struct SamplingPlan: Sendable {
         c.ddpmVariance = s.variance
         c.clipDenoised = s.clip
         if let l = s.langevin { c.langevin = l }
+        c.snr = s.snr
+        c.correctorSteps = s.correctorSteps
         c.nullClass = manifest.nullClass
         c.seed = job.seed
         let conditionalNetwork: Bool = {

@@ -48,6 +48,9 @@ public struct SamplerSpec: Codable, Sendable, Equatable {
     public var clip: Bool
     /// What a conditional network sees under classifier guidance (`network_label`); nil otherwise.
     public var networkLabel: GuidedNetworkClass?
+    /// The pc corrector's signal-to-noise ratio and its Langevin steps per predictor step (pc only).
+    public var snr: Double?
+    public var correctorSteps: Int?
 
     public init(kind: SamplerKind, steps: Int? = nil, respacing: String? = nil, eta: Double? = nil,
                 variance: VarianceType? = nil, guidanceScale: Double? = nil, classifier: String? = nil,
@@ -66,6 +69,7 @@ public struct SamplerSpec: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case kind, steps, respacing, eta, variance, guidanceScale = "guidance_scale", classifier, langevin, clip
         case networkLabel = "network_label"
+        case snr, correctorSteps = "corrector_steps"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -89,6 +93,8 @@ public struct SamplerSpec: Codable, Sendable, Equatable {
             }
             networkLabel = value
         }
+        snr = try c.decodeIfPresent(Double.self, forKey: .snr)
+        correctorSteps = try c.decodeIfPresent(Int.self, forKey: .correctorSteps)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -103,6 +109,8 @@ public struct SamplerSpec: Codable, Sendable, Equatable {
         try c.encodeIfPresent(langevin.map(JobLangevin.init), forKey: .langevin)
         try c.encode(clip, forKey: .clip)
         try c.encodeIfPresent(networkLabel?.jobName, forKey: .networkLabel)
+        try c.encodeIfPresent(snr, forKey: .snr)
+        try c.encodeIfPresent(correctorSteps, forKey: .correctorSteps)
     }
 
     /// The timesteps kept from the original process of length `T`: guided-diffusion's

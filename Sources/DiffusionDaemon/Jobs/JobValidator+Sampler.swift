@@ -90,6 +90,23 @@ extension JobValidator {
             r.fail("sampler.variance", "applies only to ddpm (the analytic samplers and ddim choose their own)", n)
         }
 
+        if kind == .predictorCorrector {
+            // Score SDE's defaults: snr 0.16, one corrector step per predictor step.
+            sampler.snr = 0.16
+            sampler.correctorSteps = 1
+            if let n = sm["snr"], let v = r.double(n, path: "sampler.snr", range: 0.001 ... 10) { sampler.snr = v }
+            if let n = sm["corrector_steps"], let v = r.int(n, path: "sampler.corrector_steps", range: 1 ... 100) {
+                sampler.correctorSteps = v
+                if let st = sampler.steps, st * (1 + v) > 10 * limits.steps {
+                    r.fail("sampler.corrector_steps", "\(st) steps x (1 + \(v)) = \(st * (1 + v)) network evaluations, more than \(10 * limits.steps)", n)
+                }
+            }
+        } else {
+            for key in ["snr", "corrector_steps"] where sm[key] != nil {
+                r.fail("sampler.\(key)", "applies only to the pc sampler, not \(kind.jobName)", sm[key])
+            }
+        }
+
         if kind == .langevin {
             var l = LangevinParameters()
             if let n = sm["langevin"], let m = r.mapping(n, path: "sampler.langevin", known: Self.langevinKeys) {
