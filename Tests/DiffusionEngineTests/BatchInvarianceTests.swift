@@ -30,7 +30,8 @@ import Testing
     }
 
     /// Batches of other sizes, orders and compositions, including a doubled one and a tail.
-    static let batches: [[Int]] = [[7], [3, 4, 5, 6, 7], Array(5 ..< 20), [19, 7, 0], Array(0 ..< 20) + Array(0 ..< 20),
+    /// (Padded to each chunk size the probe admits: 7 and 15 images to 16, 17 and 20 to 32, 40 to 64.)
+    static let batches: [[Int]] = [[7], [3, 4, 5, 6, 7], Array(5 ..< 20), Array(2 ..< 19), [19, 7, 0], Array(0 ..< 20) + Array(0 ..< 20),
                                    Array(repeating: Array(0 ..< 20), count: 4).flatMap { $0 }.reversed(),
                                    Array(repeating: Array(0 ..< 20), count: 15).flatMap { $0 }]
 
@@ -67,5 +68,24 @@ import Testing
             let differing = Self.mismatches(reference, batch, try gradients(batch))
             #expect(differing.isEmpty, "batch of \(batch.count): images \(differing) differ")
         }
+    }
+
+    /// The ladder takes full chunks of 64, then the smallest admitted size for the tail; it admits
+    /// only sizes whose probe output matches a full chunk's.
+    @Test func ladderChunksAndProbe() throws {
+        var ladder = ChunkLadder(sizes: [16, 32, 64])
+        #expect([1, 16, 17, 32, 33, 64, 65].map(ladder.rows) == [16, 16, 32, 32, 64, 64, 64])
+        var calls: [(rows: Int, used: Int, first: Int)] = []
+        ladder.forEachChunk(of: Tensor(shape: [150, 1, 2, 2])) { chunk, used, first in
+            calls.append((chunk.shape[0], used, first))
+        }
+        #expect(calls.map(\.rows) == [64, 64, 32] && calls.map(\.used) == [64, 64, 22] && calls.map(\.first) == [0, 64, 128])
+        // A probe whose 32-row output differs from a full chunk's first rows admits 16 only.
+        let probed = ChunkLadder.probed { rows in (0 ..< rows).map { Float($0) + (rows == 32 ? 0.5 : 0) } }
+        #expect(probed.sizes == [16, 64])
+        let predictor = UNetNoisePredictor(try ADMUNet(architecture: Self.unetArchitecture,
+                                                       weights: try RandomWeights.adm(Self.unetArchitecture)))
+        #expect(predictor.chunkSizes.last == 64)
+        print("chunk sizes admitted on this machine: \(predictor.chunkSizes)")
     }
 }
