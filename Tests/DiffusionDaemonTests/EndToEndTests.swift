@@ -252,6 +252,7 @@ struct HarnessError: Error, CustomStringConvertible {
         // stride 84 (the smallest with 12 steps), 924 down to 0.
         let record = try GenerationRecord.parse(resumed[0].record)
         #expect(record.fields["timesteps"] == "924,840,756,672,588,504,420,336,252,168,84,0")
+        #expect(record.fields["chunk_sizes"]?.hasSuffix("64") == true)
         // Real samples, not a blank: the pixels vary.
         let first = try ImageFile.read(path: resumed[0].path).image.pixels
         #expect(Set(first).count > 20)

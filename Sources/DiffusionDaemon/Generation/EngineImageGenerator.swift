@@ -101,6 +101,8 @@ public final class EngineImageGenerator: ImageGenerator {
                 recordFields: ["sampling_configuration": configurationJSON,
                                "network_evaluations": "\(evaluations)",
                                "timesteps": visited,
+                               // The network call sizes whose per-image bits the probe found identical here.
+                               "chunk_sizes": predictor.chunkSizes.map(String.init).joined(separator: ","),
                                "seed_derivation": "Philox4x32-10 keyed by the job seed; counter (element/4, image index, draw); draw 0 is x_T, draw k+1 the noise of chain step k"])
         }
     }
