@@ -86,6 +86,21 @@ import Glibc
     }
 }
 
+extension CompleteFileTests {
+    /// A file that waits out its settle time (there before the daemon watched) keeps its place:
+    /// a file renamed in after it, complete at once, is held back until the first is claimed.
+    @Test func aSettlingFileKeepsItsPlaceInTheQueue() throws {
+        let h = try DaemonHarness(delayMs: 0, fashionStubs: true, extraConfig: "settle_seconds: 2")
+        try FileManager.default.createDirectory(atPath: h.root + "/spool/incoming", withIntermediateDirectories: true)
+        try "name: first\n\(Self.body)".write(toFile: h.root + "/spool/incoming/first.yml", atomically: false, encoding: .utf8)
+        try h.start()
+        try h.drop("second.yml", "name: second\n\(Self.body)")
+        try h.waitFor("both jobs", timeout: 60) { h.exists("spool/done/first.yml") && h.exists("spool/done/second.yml") }
+        let jobs = try h.store().jobs().sorted { $0.id < $1.id }.map(\.name)
+        #expect(jobs == ["first", "second"])
+    }
+}
+
 /// `IncomingReadiness` on events and files made here.
 @Suite struct IncomingReadinessTests {
     @Test func eventsDecideAndFilesWithoutEventsSettle() throws {

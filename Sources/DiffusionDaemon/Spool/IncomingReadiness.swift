@@ -55,6 +55,9 @@ public struct IncomingReadiness: Sendable {
         completions.removeAll()
     }
 
+    /// Whether a writer has `name` open (written to since its last close).
+    public func isBeingWritten(_ name: String) -> Bool { states[name] == .writing }
+
     /// Where `name` came in the order files completed (Int.max when no event was seen).
     public func arrivalIndex(_ name: String) -> Int { completions[name] ?? Int.max }
 

@@ -22,11 +22,14 @@ public final class SpoolIngestor: Sendable {
     public func update(validator: JobValidator) { self.validator.set(validator) }
 
     /// Ingests every candidate in incoming/ that `readiness` calls complete (the others wait
-    /// for their writer); returns the ids of new pending jobs and how many files wait.
+    /// for their writer); returns the ids of new pending jobs and how many files wait. A file
+    /// that only waits out its settle time holds back the files that arrived after it, so the
+    /// queue keeps arrival order; one still being written does not hold back the others.
     @discardableResult
     public func ingestIncoming(readiness: IncomingReadiness) -> (jobs: [Int64], waiting: Int) {
         var pending: [Int64] = []
         var waiting = 0
+        var heldBack = false
         for name in spool.candidates(arrival: readiness.arrivalIndex) {
             let path = spool.incoming + "/" + name
             guard let kind = Spool.entryKind(path) else { continue }
@@ -36,6 +39,11 @@ public final class SpoolIngestor: Sendable {
                 continue
             }
             guard readiness.isComplete(name: name, path: path) else {
+                if !readiness.isBeingWritten(name) { heldBack = true }
+                waiting += 1
+                continue
+            }
+            if heldBack {
                 waiting += 1
                 continue
             }
