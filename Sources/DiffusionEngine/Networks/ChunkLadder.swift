@@ -36,6 +36,18 @@ struct ChunkLadder {
         return ChunkLadder(sizes: sizes + [fullRows])
     }
 
+    /// `cache`, or (stored there) the ladder probed with `evaluate(x, timesteps)` on deterministic
+    /// probe images of `imageShape` with timesteps spread over 0..<1000.
+    static func cached(_ cache: inout ChunkLadder?, imageShape: [Int],
+                       evaluate: (Tensor, [Int]) throws -> [Float]) rethrows -> ChunkLadder {
+        if let cache { return cache }
+        let ladder = try probed { rows in
+            try evaluate(probeInput(rows: rows, imageShape: imageShape), (0 ..< rows).map { 61 * $0 % 1000 })
+        }
+        cache = ladder
+        return ladder
+    }
+
     /// The size of the chunk that takes the next `remaining` images.
     func rows(for remaining: Int) -> Int { sizes.first { $0 >= remaining } ?? Self.fullRows }
 

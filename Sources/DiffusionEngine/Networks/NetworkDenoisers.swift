@@ -22,17 +22,13 @@ public final class UNetNoisePredictor: NoisePredictor, @unchecked Sendable {
 
     /// The ladder, probed once: the candidates whose outputs match a full chunk's bit for bit.
     private func ladder() throws -> ChunkLadder {
-        if let chunks { return chunks }
         let a = network.architecture
-        let probed = try ChunkLadder.probed { rows in
-            let x = ChunkLadder.probeInput(rows: rows, imageShape: [a.inChannels, a.imageSize, a.imageSize])
+        return try ChunkLadder.cached(&chunks, imageShape: [a.inChannels, a.imageSize, a.imageSize]) { x, t in
+            let rows = t.count
             let out = Tensor(shape: [rows, network.outputChannels, a.imageSize, a.imageSize])
-            try network.forward(x, timesteps: (0 ..< rows).map { 61 * $0 % 1000 },
-                                classes: a.numClasses.map { k in (0 ..< rows).map { $0 % k } }, into: out)
+            try network.forward(x, timesteps: t, classes: a.numClasses.map { k in (0 ..< rows).map { $0 % k } }, into: out)
             return out.array
         }
-        chunks = probed
-        return probed
     }
 
     /// C, or 2C when the network learns its variance; plus C with a covariance head.
@@ -88,15 +84,10 @@ public final class ClassifierGuidanceGradient: ClassifierGradient, @unchecked Se
 
     /// The ladder, probed once on the gradient itself.
     private func ladder() throws -> ChunkLadder {
-        if let chunks { return chunks }
         let a = network.architecture
-        let probed = try ChunkLadder.probed { rows in
-            let x = ChunkLadder.probeInput(rows: rows, imageShape: [a.inChannels, a.imageSize, a.imageSize])
-            return try network.logProbabilityGradient(x, timesteps: (0 ..< rows).map { 61 * $0 % 1000 },
-                                                      classes: (0 ..< rows).map { $0 % network.classCount }).gradient.array
+        return try ChunkLadder.cached(&chunks, imageShape: [a.inChannels, a.imageSize, a.imageSize]) { x, t in
+            try network.logProbabilityGradient(x, timesteps: t, classes: t.indices.map { $0 % network.classCount }).gradient.array
         }
-        chunks = probed
-        return probed
     }
 
     /// The gradient [N, C, H, W] of sum_n log p(classes[n] | x_n, t_n).
