@@ -135,12 +135,17 @@ public struct ModelBundle: Sendable {
     }
 
     /// Builds the UNet with an SN-DPM or NPR-DPM head (see `ADMUNet.init(_:covarianceHead:weights:)`);
-    /// its keys and shapes are checked against the architecture. Throws when the bundle lacks the head.
+    /// its keys and shapes are checked against the architecture. Throws when the bundle lacks the head,
+    /// or when the head records (metadata `unet_sha256`) that it was trained on other UNet weights.
     public func makeUNet(covarianceHead kind: CovarianceHeadKind) throws -> ADMUNet {
         guard manifest.files[kind.fileName] != nil else {
             throw BundleError.invalidManifest("bundle \(manifest.name) has no \(kind.rawValue) head (\(kind.fileName) is not listed in model.json)")
         }
-        return try ADMUNet(try makeUNet(), covarianceHead: kind, weights: try safeTensors(kind.fileName).tensors())
+        let head = try safeTensors(kind.fileName)
+        if let trainedOn = head.metadata["unet_sha256"], let weights = manifest.files["model.safetensors"], trainedOn != weights {
+            throw BundleError.invalidManifest("\(kind.fileName) of bundle \(manifest.name) was trained on other UNet weights (sha256 \(trainedOn.prefix(12)), the bundle's are \(weights.prefix(12))); train it again: training/train_heads.py --kind \(kind.rawValue) --export")
+        }
+        return try ADMUNet(try makeUNet(), covarianceHead: kind, weights: head.tensors())
     }
 
     /// Analytic-DPM's Gamma tables (gamma.safetensors), indexed by original timestep: "gamma" for the

@@ -1,4 +1,5 @@
 import DiffusionEngine
+import Digests
 import Foundation
 import ModelBundles
 import Testing
@@ -42,5 +43,36 @@ import Testing
         let analytic = try Self.validator.validate(Array(job("ddpm").utf8), fileName: "job.yml")
         #expect(try EngineImageGenerator.sample(job: analytic, indices: [0, 1], context: GenerationContext(), cache: cache).flatMap(\.pixels)
                 != x.pixelBytes())
+    }
+
+    /// A head that records other UNet weights than the bundle's is refused at load, by name.
+    @Test func aHeadTrainedOnOtherWeightsIsRefused() throws {
+        let dir = makeTempDir("stale-head") + "/tiny-unet-cond"
+        defer { try? FileManager.default.removeItem(atPath: (dir as NSString).deletingLastPathComponent) }
+        try FileManager.default.copyItem(atPath: Self.models + "/tiny-unet-cond", toPath: dir)
+        // Rewrite the head's safetensors header with metadata naming other weights.
+        let path = dir + "/sn-head.safetensors"
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let n = Int(bytes[0 ..< 8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        var header = try #require(try JSONSerialization.jsonObject(with: Data(bytes[8 ..< 8 + n])) as? [String: Any])
+        header["__metadata__"] = ["unet_sha256": String(repeating: "ab", count: 32)]
+        var json = [UInt8](try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]))
+        while json.count % 8 != 0 { json.append(0x20) }
+        let length = (0 ..< 8).map { UInt8((UInt64(json.count) >> (8 * UInt64($0))) & 0xFF) }
+        let rewritten = length + json + bytes[(8 + n)...]
+        try Data(rewritten).write(to: URL(fileURLWithPath: path))
+        let manifestPath = dir + "/model.json"
+        var manifest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: manifestPath))) as? [String: Any])
+        var files = try #require(manifest["files"] as? [String: String])
+        files["sn-head.safetensors"] = SHA256Hex.of(rewritten)
+        manifest["files"] = files
+        try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys]).write(to: URL(fileURLWithPath: manifestPath))
+        let bundle = try ModelBundle(directory: URL(fileURLWithPath: dir, isDirectory: true))
+        do {
+            _ = try bundle.makeUNet(covarianceHead: .sn)
+            Issue.record("a head trained on other weights was loaded")
+        } catch {
+            #expect("\(error)".contains("was trained on other UNet weights"), "\(error)")
+        }
     }
 }
