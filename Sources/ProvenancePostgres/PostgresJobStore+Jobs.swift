@@ -181,12 +181,16 @@ extension PostgresJobStore {
         }
     }
 
-    /// At start: every job still `active` was interrupted; those that used `maxAttempts` fail as
-    /// poison jobs, the others go back to pending (their attempt stays counted).
+    /// At start: every job still `active` that this host claimed (its environment names `host`;
+    /// or claimed with no environment) was interrupted; those that used `maxAttempts` fail as
+    /// poison jobs, the others go back to pending (their attempt stays counted). The active jobs
+    /// of other hosts are theirs: they run now, or their daemon recovers them when it starts.
     public func recoverInterruptedJobs(maxAttempts: Int) throws -> (requeued: [Int64], poisoned: [Int64]) {
         try transaction { c in
             let active = try fetchJobs("""
-                SELECT \(unescaped: JobRow.postgresColumns) FROM jobs WHERE state = 'active' ORDER BY id FOR UPDATE
+                SELECT \(unescaped: JobRow.postgresColumns) FROM jobs WHERE state = 'active'
+                AND (environment_id IS NULL OR environment_id IN (SELECT id FROM environment WHERE host = \(host)))
+                ORDER BY id FOR UPDATE
                 """, on: c)
             var requeued: [Int64] = [], poisoned: [Int64] = []
             let now = Self.now

@@ -15,14 +15,17 @@ import Provenance
 public final class PostgresJobStore: JobStore {
     /// The database (no password).
     public let url: PostgresStoreURL
+    /// This host's name as its environments record it: start-up recovery takes only the active jobs of this host.
+    public let host: String
     let password: String?
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
     let connection = NIOLockedValueBox<PostgresConnection?>(nil)
     static let connectionIDs = NIOLockedValueBox(0)
 
-    init(url: PostgresStoreURL, password: String?, logger: Logger) {
+    init(url: PostgresStoreURL, password: String?, host: String, logger: Logger) {
         self.url = url
+        self.host = host
         self.password = password
         self.logger = logger
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -31,10 +34,10 @@ public final class PostgresJobStore: JobStore {
     deinit { close() }
 
     /// Opens the daemon's store: connects and applies the migrations it lacks (once, whichever
-    /// daemon comes first).
-    public static func openDaemon(url: PostgresStoreURL, password: String?,
+    /// daemon comes first). `host` is the name the daemon records in its environment.
+    public static func openDaemon(url: PostgresStoreURL, password: String?, host: String = ProcessInfo.processInfo.hostName,
                                   logger: Logger = Logger(label: "diffusiond.postgres")) throws -> PostgresJobStore {
-        let store = PostgresJobStore(url: url, password: password, logger: logger)
+        let store = PostgresJobStore(url: url, password: password, host: host, logger: logger)
         try store.migrate()
         return store
     }
@@ -43,7 +46,7 @@ public final class PostgresJobStore: JobStore {
     /// applied or the database has migrations this version lacks.
     public static func openClient(url: PostgresStoreURL, password: String?,
                                   logger: Logger = Logger(label: "diffusionctl.postgres")) throws -> PostgresJobStore {
-        let store = PostgresJobStore(url: url, password: password, logger: logger)
+        let store = PostgresJobStore(url: url, password: password, host: ProcessInfo.processInfo.hostName, logger: logger)
         let applied = try store.appliedMigrations()
         if applied.isEmpty { throw ProvenanceError.unknownSchema("no migrations applied in \(url)") }
         try PostgresSchema.checkKnown(applied)

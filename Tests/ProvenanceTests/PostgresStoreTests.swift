@@ -93,6 +93,24 @@ struct PostgresStoreTests {
         #expect((claimed.of(0) + claimed.of(1)).sorted() == ids)
     }
 
+    @Test func aStartingDaemonRecoversOnlyTheActiveJobsOfItsOwnHost() throws {
+        let db = try server.createDatabase()
+        let here = try PostgresJobStore.openDaemon(url: url(db), password: server.password, host: "here")
+        let there = try PostgresJobStore.openDaemon(url: url(db), password: server.password, host: "there")
+        func environment(_ host: String) throws -> Int64 {
+            try here.recordEnvironment(EnvironmentRow(version: "1", host: host, kernel: "test", kernelVersions: [:], threads: 1))
+        }
+        let mine = try insertTestJob(here, name: "mine"), theirs = try insertTestJob(here, name: "theirs")
+        let anonymous = try insertTestJob(here, name: "anonymous")
+        _ = try here.claim(jobID: mine.id, maxAttempts: 3, environmentID: try environment("here"))
+        _ = try there.claim(jobID: theirs.id, maxAttempts: 3, environmentID: try environment("there"))
+        _ = try here.claim(jobID: anonymous.id, maxAttempts: 3, environmentID: nil)
+        let recovered = try here.recoverInterruptedJobs(maxAttempts: 3)
+        #expect(recovered.requeued == [mine.id, anonymous.id] && recovered.poisoned.isEmpty)
+        #expect(try here.job(id: theirs.id)?.state == .active)
+        #expect(try there.recoverInterruptedJobs(maxAttempts: 3).requeued == [theirs.id])
+    }
+
     @Test func aDroppedConnectionIsOpenedAgain() throws {
         let db = try server.createDatabase()
         let store = try PostgresJobStore.openDaemon(url: url(db), password: server.password)
