@@ -16,24 +16,28 @@ extension PostgresJobStore {
         }
     }
 
+    /// A job's image rows by index.
     public func images(jobID: Int64) throws -> [ImageRow] {
         try read { c in
             try rows("SELECT * FROM images WHERE job_id = \(jobID) ORDER BY idx", on: c).map(ImageRow.init(postgres:))
         }
     }
 
+    /// One image row of a job, if recorded.
     public func image(jobID: Int64, index: Int) throws -> ImageRow? {
         try read { c in
             try rows("SELECT * FROM images WHERE job_id = \(jobID) AND idx = \(index)", on: c).first.map(ImageRow.init(postgres:))
         }
     }
 
+    /// The indices of a job's recorded images.
     public func recordedIndices(jobID: Int64) throws -> Set<Int> {
         try read { c in
             Set(try rows("SELECT idx FROM images WHERE job_id = \(jobID)", on: c).map { try $0.makeRandomAccess()[0].decode(Int.self) })
         }
     }
 
+    /// How many images of a job are recorded.
     public func imageCount(jobID: Int64) throws -> Int {
         try read { c in try scalar("SELECT COUNT(*) FROM images WHERE job_id = \(jobID)", as: Int.self, on: c) ?? 0 }
     }

@@ -43,10 +43,12 @@ extension PostgresJobStore {
         try rows(query, on: c).map(JobRow.init(postgres:))
     }
 
+    /// The job with this id, if any.
     public func job(id: Int64) throws -> JobRow? {
         try read { c in try fetchJob(c, id: id) }
     }
 
+    /// The job claimed under this file name in spool/active, if any.
     public func job(spoolName: String) throws -> JobRow? {
         try read { c in
             try fetchJobs("SELECT \(unescaped: JobRow.postgresColumns) FROM jobs WHERE spool_name = \(spoolName)", on: c).first
@@ -236,12 +238,14 @@ extension PostgresJobStore {
         }
     }
 
+    /// True when a cancel of the job was asked for.
     public func isCancelRequested(jobID: Int64) throws -> Bool {
         try read { c in
             try scalar("SELECT cancel_requested FROM jobs WHERE id = \(jobID)", as: Int.self, on: c).map { $0 != 0 } ?? false
         }
     }
 
+    /// A job's state changes, oldest first.
     public func transitions(jobID: Int64) throws -> [TransitionRow] {
         try read { c in
             try rows("SELECT * FROM job_transitions WHERE job_id = \(jobID) ORDER BY id", on: c).map(TransitionRow.init(postgres:))

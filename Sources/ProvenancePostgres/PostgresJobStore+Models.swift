@@ -4,6 +4,7 @@ import Provenance
 /// The PostgreSQL store: model loads, the bundles of each job, metrics and environments, with the
 /// semantics of `ProvenanceStore+Models.swift`.
 extension PostgresJobStore {
+    /// Records one load of a model bundle.
     public func recordModelLoad(_ load: ModelLoadRow) throws {
         try transaction { c in
             try execute("""
@@ -53,6 +54,7 @@ extension PostgresJobStore {
         }
     }
 
+    /// A job's metric rows, in the order recorded.
     public func metrics(jobID: Int64) throws -> [MetricRow] {
         try read { c in
             try rows("SELECT * FROM metrics WHERE job_id = \(jobID) ORDER BY id", on: c).map(MetricRow.init(postgres:))
@@ -79,6 +81,7 @@ extension PostgresJobStore {
         }
     }
 
+    /// The environment with this id, if any.
     public func environment(id: Int64) throws -> EnvironmentRow? {
         try read { c in
             try rows("SELECT * FROM environment WHERE id = \(id)", on: c).first.map(EnvironmentRow.init(postgres:))
@@ -106,6 +109,7 @@ extension PostgresJobStore {
         }
     }
 
+    /// The heartbeat row, if a daemon wrote one.
     public func heartbeat() throws -> HeartbeatRow? {
         try read { c in try rows("SELECT * FROM heartbeat WHERE id = 1", on: c).first.map(HeartbeatRow.init(postgres:)) }
     }

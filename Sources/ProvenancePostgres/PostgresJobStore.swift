@@ -69,6 +69,7 @@ public final class PostgresJobStore: JobStore {
         (error as? PostgresStoreError)?.sqlState == PostgresStoreError.diskFull
     }
 
+    /// True when `error` (thrown by this store) is the server's disk_full.
     public func isOutOfSpace(_ error: any Error) -> Bool { Self.isOutOfSpace(error) }
 
     // MARK: - Running statements
