@@ -21,6 +21,8 @@ APT_BUILD = libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev libsqlite3-dev
 APT_PYTHON = python3-torch python3-numpy python3-scipy
 APT_DATA = dataset-fashion-mnist
 APT_TOOLS = jq rsync ed e2fsprogs
+# The PostgreSQL store's tests start a throwaway server of Debian's postgresql (initdb, pg_ctl).
+APT_TEST = postgresql
 
 # Installs the Debian packages in $(1) that are missing (as root, or through sudo).
 define apt_ensure
@@ -32,7 +34,7 @@ define apt_ensure
 	fi
 endef
 
-.PHONY: deps python-deps data-deps tool-deps build test test-python test-systemd models install uninstall demo
+.PHONY: deps python-deps data-deps tool-deps test-deps build test test-python test-systemd models install uninstall demo
 deps:
 	$(call apt_ensure,$(APT_BUILD))
 python-deps:
@@ -41,6 +43,8 @@ data-deps:
 	$(call apt_ensure,$(APT_DATA))
 tool-deps:
 	$(call apt_ensure,$(APT_TOOLS))
+test-deps:
+	$(call apt_ensure,$(APT_TEST))
 
 build: deps
 	$(SWIFT) build $(SWIFTFLAGS)
@@ -49,7 +53,7 @@ build: deps
 # the daemon's pings; on two cores they must not starve each other.
 # The in-process tests run OpenBLAS's kernels of this CPU's tier, as the daemon does (KernelSelection).
 BLAS_CORE ?= $(shell scripts/openblas-core.sh)
-test: deps python-deps data-deps tool-deps
+test: deps python-deps data-deps tool-deps test-deps
 	$(if $(BLAS_CORE),OPENBLAS_CORETYPE=$(BLAS_CORE)) $(SWIFT) test $(SWIFTFLAGS) --no-parallel
 	$(MAKE) test-python
 	$(MAKE) test-systemd

@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", exact: "1.33.2"),
     ],
     targets: [
         // C libraries, one system-library target each.
@@ -67,12 +68,22 @@ let package = Package(
             ]
         ),
 
+        // The same record in a PostgreSQL database that daemons on several hosts share (docs/scale-out.md).
+        .target(
+            name: "ProvenancePostgres",
+            dependencies: [
+                "Provenance", "Digests",
+                .product(name: "PostgresNIO", package: "postgres-nio", moduleAliases: ["Metrics": "SwiftMetrics"]),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // The daemon below its main loop: config, job files, spool, runner, notify, services,
         // and the engine behind the ImageGenerator protocol.
         .target(
             name: "DiffusionDaemon",
             dependencies: [
-                "DiffusionEngine", "ModelBundles", "ImageCodecs", "Provenance", "Metrics", "Digests",
+                "DiffusionEngine", "ModelBundles", "ImageCodecs", "Provenance", "ProvenancePostgres", "Metrics", "Digests",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -105,6 +116,7 @@ let package = Package(
         // The benchmarks behind BENCHMARKS.md: engine throughput, the daemon end to end, the
         // quality sweep's samples and their metrics (make bench).
         // What the daemon's tests and the benchmark's daemon stage share: the notify socket.
+        // and a throwaway PostgreSQL server for the store tests.
         .target(name: "DaemonTestSupport"),
 
         .executableTarget(
@@ -120,11 +132,12 @@ let package = Package(
 
         .testTarget(name: "DiffusionEngineTests", dependencies: ["DiffusionEngine", "ModelBundles", "Digests"]),
         .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs"]),
-        .testTarget(name: "ProvenanceTests", dependencies: ["Provenance"]),
+        .testTarget(name: "ProvenanceTests", dependencies: ["Provenance", "ProvenancePostgres", "DaemonTestSupport"]),
         .testTarget(name: "MetricsTests", dependencies: ["Metrics", "DiffusionEngine", "ModelBundles", "ImageCodecs"]),
         .testTarget(
             name: "DiffusionDaemonTests",
-            dependencies: ["DiffusionDaemon", "DiffusionControl", "Provenance", "ImageCodecs", "Metrics", "Digests", "DaemonTestSupport", "diffusiond",
+            dependencies: ["DiffusionDaemon", "DiffusionControl", "Provenance", "ProvenancePostgres", "ImageCodecs", "Metrics", "Digests",
+                           "DaemonTestSupport", "diffusiond",
                            "diffusionctl"]
         ),
     ]

@@ -1,8 +1,8 @@
 /// The record the daemon and `diffusionctl` keep, as operations: claims and transitions of jobs,
 /// their images, model loads, metrics, the environment and the daemon's heartbeat, and the
-/// queries over them. `ProvenanceStore` implements it on SQLite; the runner, the services and
-/// the reports see only this protocol, so another database (PostgreSQL) can implement it
-/// without touching them. Every method is synchronous and safe to call from any thread; a
+/// queries over them. `ProvenanceStore` implements it on SQLite and `PostgresJobStore`
+/// (ProvenancePostgres) on a PostgreSQL database several daemons share; the runner, the services
+/// and the reports see only this protocol. Every method is synchronous and safe to call from any thread; a
 /// write either happens entirely or throws.
 public protocol JobStore: Sendable {
     // Jobs (ProvenanceStore+Jobs.swift)

@@ -44,8 +44,9 @@ struct DiffusionCtl: ParsableCommand {
             return cfg
         }
 
+        /// The store the config names (`store`: the SQLite file under `state`, or PostgreSQL).
         func openStore() throws -> any JobStore {
-            try ProvenanceStore.openClient(path: try effectiveConfig().databasePath)
+            try StoreOpener.open(try effectiveConfig(), as: .client)
         }
 
         func emit<T: Encodable>(_ value: T, text: () -> String) throws {

@@ -2,9 +2,9 @@ import Foundation
 
 extension DaemonConfig {
     /// The keys a SIGHUP reload does not apply: the folders, and what is fixed when the daemon
-    /// starts (the generator's threads and model cache, the log level, the preloaded models).
+    /// starts (the generator's threads and model cache, the log level, the preloaded models, the store).
     public static let restartOnlyKeys = ["spool", "output", "state", "models", "threads", "cache_memory_mb", "log_level",
-                                         "preload", "generator"]
+                                         "preload", "generator", "store", "store_password_file"]
 
     /// The config a reload applies when `self` runs and `new` was read: `new`, with the keys of
     /// `restartOnlyKeys` kept as they are, and the names of those that changed (they need a restart).
@@ -24,6 +24,8 @@ extension DaemonConfig {
         keep("log_level", \.logLevel)
         keep("preload", \.preload)
         keep("generator", \.generator)
+        keep("store", \.store)
+        keep("store_password_file", \.storePasswordFile)
         return (applied, changed)
     }
 }

@@ -12,7 +12,9 @@ import Yams
 /// ```yaml
 /// spool: /var/spool/diffusiond        # incoming/ active/ done/ failed/ below it
 /// output: /var/lib/diffusiond/output  # one folder per job
-/// state: /var/lib/diffusiond/state    # diffusiond.sqlite (the provenance database)
+/// state: /var/lib/diffusiond/state    # diffusiond.sqlite (the provenance database) and the lock
+/// store: sqlite                       # or postgresql://USER@HOST:PORT/DB, shared by several hosts
+/// store_password_file: /etc/diffusiond/store-password   # else $DIFFUSIOND_STORE_PASSWORD
 /// models: /usr/local/share/diffusiond/models
 /// default_model: fashion-mnist
 /// preload: [fashion-mnist]
@@ -45,6 +47,10 @@ public struct DaemonConfig: Sendable, Equatable {
     /// engine; `test` is `DeterministicTestGenerator`, for the daemon's own
     /// tests only (also selected by DIFFUSIOND_TEST_GENERATOR=1).
     public var generator: Generator = .engine
+    /// The database of the record: the SQLite file under `state`, or a shared PostgreSQL database.
+    public var store: StoreLocation = .sqlite
+    /// The file whose first line is the PostgreSQL password (else $DIFFUSIOND_STORE_PASSWORD).
+    public var storePasswordFile: String?
 
     /// The closed set of `generator` values.
     public enum Generator: String, Sendable, CaseIterable {
@@ -82,7 +88,7 @@ public struct DaemonConfig: Sendable, Equatable {
         case spool, output, state, models, defaultModel = "default_model", preload, cacheMemoryMB = "cache_memory_mb"
         case batchSize = "batch_size", threads, limits, metrics, logLevel = "log_level", rescanSeconds = "rescan_seconds"
         case settleSeconds = "settle_seconds"
-        case generator
+        case generator, store, storePasswordFile = "store_password_file"
     }
 
     public init() {}
@@ -137,6 +143,18 @@ public struct DaemonConfig: Sendable, Equatable {
         if let n = map["settle_seconds"], let v = r.int(n, path: "settle_seconds", range: 0 ... 3600) { c.settleSeconds = v }
         if let n = map["log_level"], let v = r.choice(n, path: "log_level", logLevels) { c.logLevel = Logger.Level(rawValue: v)! }
         if let n = map["generator"], let v = r.choice(n, path: "generator", Generator.allCases.map(\.rawValue)) { c.generator = Generator(rawValue: v)! }
+        if let n = map["store"], let v = r.string(n, path: "store") {
+            do { c.store = try StoreLocation.parse(v) } catch { r.fail("store", error.description, n) }
+        }
+        var passwordFile = ""
+        path(.storePasswordFile, &passwordFile)
+        if !passwordFile.isEmpty {
+            if c.store == .sqlite {
+                r.fail("store_password_file", "only a postgresql:// store takes a password", map["store_password_file"])
+            } else {
+                c.storePasswordFile = passwordFile
+            }
+        }
         if let n = map["limits"], let m = r.mapping(n, path: "limits", known: Limits.CodingKeys.allCases.map(\.rawValue)) {
             if let n = m["images_per_job"], let v = r.int(n, path: "limits.images_per_job", range: 1 ... 1_000_000) { c.limits.imagesPerJob = v }
             if let n = m["steps"], let v = r.int(n, path: "limits.steps", range: 1 ... 100_000) { c.limits.steps = v }

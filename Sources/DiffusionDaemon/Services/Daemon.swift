@@ -12,7 +12,8 @@ import UnixSignals
 /// try await daemon.run()   // until SIGTERM/SIGINT
 /// ```
 public final class Daemon: Sendable {
-    public let store: ProvenanceStore
+    /// The record: the SQLite file under `state` or the shared PostgreSQL database (`store`).
+    public let store: any JobStore
     public let runner: JobRunner
     public let ingestor: SpoolIngestor
     public let spool: Spool
@@ -44,7 +45,7 @@ public final class Daemon: Sendable {
                                                 attributes: [.posixPermissions: 0o750])
         // One daemon per spool, output and state directory: a second one stops here.
         lock = try DaemonLock(directories: [config.state, config.spool, config.output])
-        store = try ProvenanceStore.openDaemon(path: config.databasePath)
+        store = try StoreOpener.open(config, as: .daemon, logger: logger)
         runner = JobRunner(store: store, generator: generator, config: config, spool: spool, logger: logger)
         ingestor = SpoolIngestor(spool: spool, store: store, validator: JobValidator(config: config, catalog: catalog), logger: logger)
     }
@@ -126,7 +127,7 @@ public final class Daemon: Sendable {
         groupConfig.maximumGracefulShutdownDuration = .seconds(60)
         let group = ServiceGroup(configuration: groupConfig)
         notifier.ready(status: "ready: spool \(cfg.spool)")
-        logger.info("diffusiond ready", metadata: ["spool": "\(cfg.spool)", "database": "\(cfg.databasePath)",
+        logger.info("diffusiond ready", metadata: ["spool": "\(cfg.spool)", "database": "\(StoreOpener.describe(cfg))",
                                                    "pid": "\(getpid())"])
         try await group.run()
         logger.info("diffusiond stopped")
