@@ -21,6 +21,9 @@ import Testing
         sampler: {kind: ddpm, steps: 10}
         seed: 5
         """)
+        // The second job once the first is claimed, so that the ids follow (two renames within one
+        // tick of the kernel's coarse clock, before the watch exists, would fall back to name order).
+        try h.waitFor("the first job's claim", timeout: 60) { (try? h.store().job(id: 1)) != nil }
         try h.drop("guided.yml", """
         name: guided
         mode: classifier-guided
