@@ -42,6 +42,10 @@ import Glibc
     @Test func aSlowWriterIsClaimedOnlyAfterItCloses() throws {
         let h = try DaemonHarness(delayMs: 0, fashionStubs: true, extraConfig: "settle_seconds: 1")
         try h.start()
+        // The services run (the watch is in place) once the heartbeat is written: a file the daemon
+        // starts on while a writer pauses in it has no event to go by (see IncomingReadiness).
+        try h.waitFor("the heartbeat", timeout: 30) { (try? h.store().heartbeat()) != nil }
+        usleep(500_000)
         // One open, the first half, 3 s of silence (longer than the settle time and a rescan), the rest.
         let script = "exec 3> spool/incoming/slow.yml; printf 'name: slow\\n' >&3; sleep 3; printf '\(Self.body.replacingOccurrences(of: "\n", with: "\\n"))' >&3"
         let writer = Process()

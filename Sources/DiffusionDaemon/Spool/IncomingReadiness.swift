@@ -11,7 +11,9 @@ import Glibc
 /// for writing and waits for the close, however long the writer pauses. A file
 /// the watcher has no close or rename for (there before the daemon started,
 /// linked in, after an event-queue overflow, or without inotify) is complete
-/// once its inode has not changed for the settle time. An empty file also waits
+/// once its inode has not changed for the settle time (so a writer that pauses longer than that
+/// in a file the daemon found at its start is not seen: write elsewhere and rename, or keep the
+/// settle time above the pauses). An empty file also waits
 /// the settle time after its close (`touch` before an editor writes it).
 public struct IncomingReadiness: Sendable {
     enum State: Sendable, Equatable {
