@@ -45,6 +45,12 @@ struct DiffusionCtl: ParsableCommand {
         }
 
         /// The store the config names (`store`: the SQLite file under `state`, or PostgreSQL).
+        /// Says on stderr that no daemon holds the lock of `state`, so `what` waits until one starts.
+        func warnWhenNoDaemon(state: String, what: String) {
+            guard DaemonLock.holder(in: state) == .free else { return }
+            FileHandle.standardError.write(Data("diffusionctl: no diffusiond is running on \(state); \(what) until one starts (systemctl start diffusiond)\n".utf8))
+        }
+
         func openStore() throws -> any JobStore {
             try StoreOpener.open(try effectiveConfig(), as: .client)
         }

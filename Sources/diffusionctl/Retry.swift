@@ -33,9 +33,7 @@ extension DiffusionCtl {
                              "images": String(row.totalImages)]) {
                 "job \(job) (\(row.name)) queued again: \(done) of \(row.totalImages) images are recorded; it resumes at the next"
             }
-            if DaemonLock.holder(in: cfg.state) == .free {
-                FileHandle.standardError.write(Data("diffusionctl: no diffusiond is running on \(cfg.state); the job waits until one starts\n".utf8))
-            }
+            common.warnWhenNoDaemon(state: cfg.state, what: "the job waits")
         }
     }
 }

@@ -26,10 +26,7 @@ extension DiffusionCtl {
             }
             let queued = try Spool(root: cfg.spool).submit(bytes, name: name)
             try common.emit(["submitted": queued, "spool": cfg.spoolIncoming]) { "submitted \(file) as \(cfg.spoolIncoming)/\(queued)" }
-            let state = try common.effectiveConfig().state
-            if DaemonLock.holder(in: state) == .free {
-                FileHandle.standardError.write(Data("diffusionctl: no diffusiond is running on \(state); the job waits in \(cfg.spoolIncoming) until one starts (systemctl start diffusiond)\n".utf8))
-            }
+            common.warnWhenNoDaemon(state: try common.effectiveConfig().state, what: "the job waits in \(cfg.spoolIncoming)")
         }
     }
 }
