@@ -15,7 +15,7 @@ import Testing
         } } } }
         let raw = Tensor(shape: [2 * n, 2, 1, plane], values: values)
         let out = Tensor(shape: [n, 2, 1, plane])
-        SamplingPipeline.combineClassifierFree(raw, into: out, images: n, guidedCount: plane, perImage: 2 * plane, weight: 0.5)
+        SamplingPipeline.combineClassifierFree(raw, firstRow: 0, rows: n, into: out, images: n, guidedCount: plane, perImage: 2 * plane, weight: 0.5)
         for image in 0..<n { for j in 0..<plane {
             let cond = Float(image * 100 + j), uncond = Float(1000 + image * 100 + j)
             #expect(out.data[image * 2 * plane + j] == 1.5 * cond - 0.5 * uncond)
