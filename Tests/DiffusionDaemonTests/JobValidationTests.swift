@@ -1,4 +1,5 @@
 import DiffusionDaemon
+import DiffusionEngine
 import Foundation
 import Testing
 
@@ -44,7 +45,24 @@ import Testing
         let g = try validate("mode: classifier-guided\nclasses: 3\nimages: 2\n")
         #expect(g.sampler.classifier == "fashion-mnist-classifier" && g.sampler.guidanceScale == 1)
         let l = try validate("sampler: {kind: langevin, langevin: {levels: 10}}\nimages: 1\n")
-        #expect(l.sampler.steps == nil && l.sampler.langevin?.levels == 10 && l.sampler.langevin?.stepsPerLevel == 5)
+        #expect(l.sampler.steps == nil && l.sampler.langevin?.levels == 10 && l.sampler.langevin?.stepsPerLevel == 2)
+    }
+
+    /// A new job gets the tuned noise range; `sigma_max` / `sigma_min` override it, are recorded, and a
+    /// stored spec from before they were recorded reads back with the range it ran with.
+    @Test func langevinNoiseRange() throws {
+        let tuned = try validate("sampler: {kind: langevin}\nimages: 1\n")
+        #expect(tuned.sampler.langevin == LangevinParameters.jobDefaults)
+        let set = try validate("sampler: {kind: langevin, langevin: {sigma_max: 20, sigma_min: 0.05}}\nimages: 1\n")
+        #expect(set.sampler.langevin?.sigmaMax == 20 && set.sampler.langevin?.sigmaMin == 0.05)
+        let json = set.jsonString()
+        #expect(json.contains("\"sigma_max\":20") && json.contains("\"sigma_min\":0.05"))
+        #expect(try JobSpec.fromJSON(json) == set)
+        // The record of a job stored before the range was part of it: no sigma keys.
+        let old = json.replacingOccurrences(of: ",\"sigma_max\":20", with: "").replacingOccurrences(of: ",\"sigma_min\":0.05", with: "")
+        #expect(!old.contains("sigma_"))
+        let legacy = try JobSpec.fromJSON(old).sampler.langevin
+        #expect(legacy?.sigmaMax == 1 && legacy?.sigmaMin == 0.01, "an old record keeps the engine's legacy range 1 -> 0.01")
     }
 
     /// Each class of bad input, and the field its error must name.
@@ -93,6 +111,8 @@ import Testing
         ("images: 2\nsampler: {kind: langevin, steps: 10}\n", "sampler.steps", "does not apply"),
         ("images: 2\nsampler: {kind: langevin, langevin: {step_size: 0}}\n", "sampler.langevin.step_size", "between"),
         ("images: 2\nsampler: {kind: ddim, langevin: {levels: 3}}\n", "sampler.langevin", "applies only"),
+        ("images: 2\nsampler: {kind: langevin, langevin: {sigma_max: 0.5, sigma_min: 1}}\n", "sampler.langevin.sigma_min", "above sigma_max"),
+        ("images: 2\nsampler: {kind: langevin, langevin: {sigma_max: 0}}\n", "sampler.langevin.sigma_max", "between"),
         ("images: 2\nsampler: {clip: maybe}\n", "sampler.clip", "true or false"),
         ("images: 2\nextra: 1\n", "extra", "unknown key"),
         ("- images: 2\n", "", "expected a mapping"),

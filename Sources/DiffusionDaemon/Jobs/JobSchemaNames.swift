@@ -50,7 +50,8 @@ extension GuidedNetworkClass {
 }
 
 /// `sampler.langevin` of a job file and of the stored job spec: the engine's parameters under the
-/// schema's keys (`final_denoise`); the noise range is not part of the schema and keeps its default.
+/// schema's keys (`final_denoise`). A stored spec from before `sigma_max`/`sigma_min` were recorded
+/// decodes to the range it ran with (the engine's legacy 1 -> 0.01), so its images regenerate bit for bit.
 struct JobLangevin: Codable {
     var parameters: LangevinParameters
 
@@ -58,13 +59,17 @@ struct JobLangevin: Codable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case levels, stepsPerLevel = "steps_per_level", stepSize = "step_size", finalDenoise = "final_denoise"
+        case sigmaMax = "sigma_max", sigmaMin = "sigma_min"
     }
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        let legacy = LangevinParameters()
         parameters = LangevinParameters(levels: try c.decode(Int.self, forKey: .levels),
                                         stepsPerLevel: try c.decode(Int.self, forKey: .stepsPerLevel),
                                         stepSize: try c.decode(Double.self, forKey: .stepSize),
+                                        sigmaMax: try c.decodeIfPresent(Double.self, forKey: .sigmaMax) ?? legacy.sigmaMax,
+                                        sigmaMin: try c.decodeIfPresent(Double.self, forKey: .sigmaMin) ?? legacy.sigmaMin,
                                         finalDenoising: try c.decode(Bool.self, forKey: .finalDenoise))
     }
 
@@ -73,6 +78,8 @@ struct JobLangevin: Codable {
         try c.encode(parameters.levels, forKey: .levels)
         try c.encode(parameters.stepsPerLevel, forKey: .stepsPerLevel)
         try c.encode(parameters.stepSize, forKey: .stepSize)
+        try c.encode(parameters.sigmaMax, forKey: .sigmaMax)
+        try c.encode(parameters.sigmaMin, forKey: .sigmaMin)
         try c.encode(parameters.finalDenoising, forKey: .finalDenoise)
     }
 }

@@ -108,12 +108,17 @@ extension JobValidator {
         }
 
         if kind == .langevin {
-            var l = LangevinParameters()
+            var l = LangevinParameters.jobDefaults
             if let n = sm["langevin"], let m = r.mapping(n, path: "sampler.langevin", known: Self.langevinKeys) {
                 if let n = m["levels"], let v = r.int(n, path: "sampler.langevin.levels", range: 1 ... limits.steps) { l.levels = v }
                 if let n = m["steps_per_level"], let v = r.int(n, path: "sampler.langevin.steps_per_level", range: 1 ... 1000) { l.stepsPerLevel = v }
                 if let n = m["step_size"], let v = r.double(n, path: "sampler.langevin.step_size", range: 1e-12 ... 1) { l.stepSize = v }
                 if let n = m["final_denoise"], let v = r.bool(n, path: "sampler.langevin.final_denoise") { l.finalDenoising = v }
+                if let n = m["sigma_max"], let v = r.double(n, path: "sampler.langevin.sigma_max", range: 1e-4 ... 1e4) { l.sigmaMax = v }
+                if let n = m["sigma_min"], let v = r.double(n, path: "sampler.langevin.sigma_min", range: 1e-4 ... 1e4) { l.sigmaMin = v }
+                if l.sigmaMin > l.sigmaMax {
+                    r.fail("sampler.langevin.sigma_min", "\(l.sigmaMin) is above sigma_max \(l.sigmaMax): the levels run from sigma_max down to sigma_min", m["sigma_min"] ?? n)
+                }
             }
             if l.levels * l.stepsPerLevel > 10 * limits.steps {
                 r.fail("sampler.langevin", "levels x steps_per_level = \(l.levels * l.stepsPerLevel) network evaluations, more than \(10 * limits.steps)", sm["langevin"])

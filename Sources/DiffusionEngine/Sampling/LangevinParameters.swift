@@ -1,5 +1,7 @@
 /// Settings of NCSN annealed Langevin dynamics (Song & Ermon); the one parameter set of the engine and
-/// of job files (`sampler.langevin`), with one set of defaults: 100 levels x 5 steps, eps = 2e-5.
+/// of job files (`sampler.langevin`). Two sets of defaults, each for one reader: `init()`'s (1 -> 0.01,
+/// 100 levels x 5 steps, eps = 2e-5) are what records without a noise range ran with; `jobDefaults`
+/// (tuned on the shipped model) is what a new job file gets.
 public struct LangevinParameters: Codable, Sendable, Hashable {
     /// Number of noise levels L.
     public var levels: Int
@@ -31,6 +33,12 @@ public struct LangevinParameters: Codable, Sendable, Hashable {
     /// 100 steps and the final denoising step as in the defaults. Not the defaults themselves: those fix
     /// the bits of every Langevin job recorded so far (regeneration rebuilds a job from its settings).
     public static let dataRangeScaled = LangevinParameters(stepSize: 8e-5, sigmaMax: 2, sigmaMin: 0.02)
+
+    /// What a new job file gets for the keys it leaves out (spool/examples/README.md): sigma_1 = 50, near
+    /// the largest distance between two training images (42 over 3,000 Fashion-MNIST images in [-1, 1]:
+    /// NCSNv2's first technique), sigma_L = 0.02 (NCSN's 0.01 for data in [0, 1]), 100 levels x 2 steps and
+    /// eps = 2e-4 (eps / sigma_L^2 = 0.5), the best of a sweep on the shipped model (BENCHMARKS.md).
+    public static let jobDefaults = LangevinParameters(levels: 100, stepsPerLevel: 2, stepSize: 2e-4, sigmaMax: 50, sigmaMin: 0.02)
 
     enum CodingKeys: String, CodingKey {
         case levels
