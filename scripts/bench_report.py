@@ -309,11 +309,25 @@ def section_quality(results, lines, rel, plots):
                      + f" | {row['n']} | {row['seed']} | `{row['id']}` | {t} |")
     lines.append("")
     lines.append(f"Samplers: {', '.join(g['samplers'])} at K = {', '.join(map(str, g['steps']))} (respacing: the schema default, "
-                 "`ddimK` for the DDIM kinds, K evenly spaced sections otherwise); annealed Langevin (step size "
-                 f"{g['langevin'][0]['step_size'] if g['langevin'] else '–'}, σ from 1 to 0.01, final denoising step) at "
-                 + ", ".join(f"{b['levels']} levels x {b['steps_per_level']} steps (+1) = {b['network_evaluations']}" for b in g["langevin"])
-                 + " network evaluations per image.")
+                 "`ddimK` for the DDIM kinds, diffusers' linspace for DPM-Solver++, K evenly spaced sections otherwise); " + langevin_text(g, rows))
     lines.append(plot(rel, plots, "fid_vs_nfe.png", "FID against network evaluations per image, one line per sampler"))
+
+
+def langevin_text(g, rows):
+    """How the Langevin group's rows were run, from the grid the run recorded."""
+    parts = []
+    if g["langevin"]:
+        b0 = g["langevin"][0]
+        lo, hi = b0.get("sigma_min", 0.01), b0.get("sigma_max", 1)
+        parts.append(f"annealed Langevin (step size {b0['step_size']:g}, σ geometric from {hi:g} to {lo:g}, final denoising step) at "
+                     + ", ".join(f"{b['levels']} levels x {b['steps_per_level']} steps (+1) = {b['network_evaluations']}" for b in g["langevin"])
+                     + " network evaluations per image")
+    pc = [r for r in rows if r["id"].startswith("pc-")]
+    if pc:
+        parts.append("predictor-corrector (`kind: pc`: an ancestral predictor on K respaced steps, one Langevin corrector step "
+                     "after each, snr 0.16, each image's step size from its own norms) at K = "
+                     + ", ".join(r["steps_label"].split(" ")[0] for r in pc))
+    return "; ".join(parts) + "."
 
 
 def section_guidance(results, lines, rel, plots):
@@ -325,7 +339,7 @@ def section_guidance(results, lines, rel, plots):
     s = st["result"]
     rows, quality, q = quality_rows(results)
     g = s["grid"]
-    lines.append(f"At one fixed sampler ({g['guidance_sampler']}), N = {s['n']}, seed {s['seed']}. Classifier guidance "
+    lines.append(f"At one fixed sampler ({g['guidance_sampler']}), N = {s.get('guidance_n') or s['n']}, seed {s['seed']}. Classifier guidance "
                  f"(`mode: classifier-guided`, classifier `{s['classifier']}`) feeds the UNet its null class, so scale 0 is "
                  "unconditional sampling; each step adds a classifier forward and backward pass. Classifier-free guidance "
                  "(`mode: classifier-free`) evaluates the UNet on the conditional and the null-class row, eps = (1 + w) eps(x, c) - w eps(x, null); "
@@ -362,13 +376,22 @@ def findings(results, lines, notes_path):
                   "and class accuracy (Dhariwal & Nichol 2021; Ho & Salimans 2021).", ""]
     else:
         for k in (10, 25):
-            for analytic, baselines in (("analytic-ddpm", ["ddpm-fixed-small", "ddpm-learned-range"]), ("analytic-ddim", ["ddim-eta0"])):
-                a = measured.get(f"{analytic}-k{k}")
-                for b in baselines:
-                    base = measured.get(f"{b}-k{k}")
-                    if a and base:
-                        verdict = "holds" if a["fid"] < base["fid"] else "does **not** hold"
-                        lines.append(f"- K = {k}: {analytic} FID {a['fid']:.2f} against {b} {base['fid']:.2f}: the finding {verdict}.")
+            for family, baselines in (("ddpm", ["ddpm-fixed-small", "ddpm-learned-range"]), ("ddim", ["ddim-eta0"])):
+                order = [(f"sn-{family}", "SN"), (f"npr-{family}", "NPR"), (f"analytic-{family}", "Analytic")]
+                got = {name: measured.get(f"{rid}-k{k}") for rid, name in order}
+                base = {b: measured.get(f"{b}-k{k}") for b in baselines}
+                for b, bq in base.items():
+                    a = got["Analytic"]
+                    if a and bq:
+                        verdict = "holds" if a["fid"] < bq["fid"] else "does **not** hold"
+                        lines.append(f"- K = {k}: analytic-{family} FID {a['fid']:.2f} against {b} {bq['fid']:.2f}: the finding {verdict}.")
+                if all(got.values()) and all(base.values()):
+                    sn, npr, an = got["SN"]["fid"], got["NPR"]["fid"], got["Analytic"]["fid"]
+                    worst = min(bq["fid"] for bq in base.values())
+                    checks = [("SN < NPR", sn < npr), ("NPR <= Analytic", npr <= an), ("Analytic < baseline", an < worst)]
+                    text = ", ".join(f"{name}: {'yes' if ok else '**no**'}" for name, ok in checks)
+                    lines.append(f"- K = {k}, {family.upper()}-type: SN {sn:.2f}, NPR {npr:.2f}, Analytic {an:.2f}, best baseline {worst:.2f} "
+                                 f"(Bao et al.'s ordering SN < NPR <= Analytic < baseline): {text}.")
         for group, prefix in (("classifier_guidance", "classifier-s"), ("classifier_free", "cfg-w")):
             series = sorted(((r["x"], measured[r["id"]]) for r in rows if r["group"] == group and r["id"] in measured), key=lambda t: t[0])
             if len(series) >= 2:

@@ -37,6 +37,8 @@ struct SweepRowResult: Codable {
 
 struct SamplingResult: Codable {
     var n: Int
+    /// Images per row of the guidance groups (older results: n).
+    var guidanceN: Int?
     var seed: UInt64
     var model: String
     var classifier: String
@@ -52,19 +54,19 @@ func runSamplingStage(plan: SweepPlan, calibration: SamplingCalibration, options
     let generator = EngineImageGenerator(modelsDirectory: plan.modelsDirectory, cacheBytes: 2048 << 20,
                                          threads: options.dnnlThreads ?? ComputeRuntime.dnnlThreads)
     var results: [SweepRowResult] = []
-    let total = plan.rows.reduce(0.0) { $0 + calibration.seconds($1, n: plan.n) }
+    let total = plan.rows.reduce(0.0) { $0 + calibration.seconds($1, n: $1.n) }
     var done = 0.0
     let started = seconds()
     for (i, row) in plan.rows.enumerated() {
-        let expected = calibration.seconds(row, n: plan.n)
+        let expected = calibration.seconds(row, n: row.n)
         let (key, keyText) = try plan.cacheKey(row)
         let path = plan.cachePath(row)
         var result = SweepRowResult(
-            id: row.id, group: row.group, series: row.series, x: row.x, n: plan.n, seed: plan.seed, settings: row.settings,
+            id: row.id, group: row.group, series: row.series, x: row.x, n: row.n, seed: plan.seed, settings: row.settings,
             stepsLabel: row.stepsLabel,
             networkEvaluationsPerImage: row.networkEvaluationsPerImage, classifierEvaluationsPerImage: row.classifierEvaluationsPerImage,
             job: plan.jobYAML(row), cacheFile: path, cacheKey: key, cached: false, expectedSeconds: expected)
-        if !options.refreshSamples, let set = try? SampleCache.read(path), set.metadata["key"] == keyText, set.count == plan.n {
+        if !options.refreshSamples, let set = try? SampleCache.read(path), set.metadata["key"] == keyText, set.count == row.n {
             result.cached = true
             result.samplingConfiguration = set.metadata["sampling_configuration"].flatMap(JSONValue.parse)
             result.seconds = set.metadata["seconds"].flatMap(Double.init)
@@ -74,26 +76,26 @@ func runSamplingStage(plan: SweepPlan, calibration: SamplingCalibration, options
             do {
                 let job = try plan.job(row)
                 let t0 = seconds()
-                let images = try await generator.generate(job: job, indices: Array(0..<plan.n), context: GenerationContext(threads: 2))
+                let images = try await generator.generate(job: job, indices: Array(0..<row.n), context: GenerationContext(threads: options.dnnlThreads ?? ComputeRuntime.dnnlThreads))
                 let elapsed = seconds() - t0
                 guard let first = images.first else { throw BenchError("no images") }
                 let c = first.channels, h = first.height, w = first.width, plane = h * w
-                var pixels = [UInt8](repeating: 0, count: plan.n * c * plane)
+                var pixels = [UInt8](repeating: 0, count: row.n * c * plane)
                 for (k, image) in images.enumerated() {
                     for ch in 0..<c { for p in 0..<plane { pixels[(k * c + ch) * plane + p] = image.pixels[p * c + ch] } }
                 }
                 let configuration = first.recordFields["sampling_configuration"] ?? "{}"
                 let date = ResultsFile.isoDate()
                 try SampleCache.write(SampleSet(
-                    pixels: pixels, shape: [plan.n, c, h, w], requestedClasses: images.map { $0.classIndex ?? -1 },
+                    pixels: pixels, shape: [row.n, c, h, w], requestedClasses: images.map { $0.classIndex ?? -1 },
                     metadata: ["key": keyText, "row": row.id, "job": plan.jobYAML(row), "sampling_configuration": configuration,
                                "seconds": String(elapsed), "date": date]), to: path)
                 result.samplingConfiguration = JSONValue.parse(configuration)
                 result.seconds = elapsed
                 result.samplingDate = date
                 log(String(format: "[%d/%d] %@: %d images in %@ (expected %@; %.0f network rows/s)", i + 1, plan.rows.count, row.id,
-                           plan.n, formatSeconds(elapsed), formatSeconds(expected),
-                           Double(row.networkEvaluationsPerImage * plan.n) / elapsed))
+                           row.n, formatSeconds(elapsed), formatSeconds(expected),
+                           Double(row.networkEvaluationsPerImage * row.n) / elapsed))
             } catch {
                 result.error = "\(error)"
                 log("[\(i + 1)/\(plan.rows.count)] \(row.id): FAILED: \(error)")
@@ -105,7 +107,7 @@ func runSamplingStage(plan: SweepPlan, calibration: SamplingCalibration, options
             log(String(format: "    %.0f%% of the expected work, %@ elapsed", 100 * done / total, formatSeconds(seconds() - started)))
         }
     }
-    return SamplingResult(n: plan.n, seed: plan.seed, model: plan.model, classifier: plan.classifier,
+    return SamplingResult(n: plan.n, guidanceN: plan.guidanceN, seed: plan.seed, model: plan.model, classifier: plan.classifier,
                           classes: "image i asks for class i mod 10, N/10 images per class", grid: plan.grid,
                           calibration: calibration, cacheDirectory: plan.cacheDirectory, rows: results)
 }
@@ -115,6 +117,6 @@ func expectedSamplingSeconds(plan: SweepPlan, calibration: SamplingCalibration, 
     plan.rows.reduce(0.0) { sum, row in
         if !options.refreshSamples, let (key, text) = try? plan.cacheKey(row), key.count > 0,
            let set = try? SampleCache.read(plan.cachePath(row)), set.metadata["key"] == text { return sum }
-        return sum + calibration.seconds(row, n: plan.n)
+        return sum + calibration.seconds(row, n: row.n)
     }
 }

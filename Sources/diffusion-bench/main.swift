@@ -18,7 +18,8 @@
 //       [--no-onnx] [--no-peak] [--no-classifier] [--classifier-bundle DIR] [--python PATH]
 //     daemon:     [--bin DIR (default: this executable's folder)] [--work training/work] [--warm-repeats 3]
 //     sampling, quality: [--models models] [--model fashion-mnist] [--samples training/work/bench-samples]
-//       [--n N] [--seed S] [--only ID[,ID...]] [--refresh-samples]
+//       [--n N] [--guidance-n N] [--seed S] [--only ID[,ID...]]
+//       [--langevin-settings sigma_max=V,sigma_min=V,step_size=V] [--refresh-samples]
 //     all:        [--blas-threads N] [--dnnl-threads N] [--omp-wait-policy passive|active|inherit]
 import DiffusionEngine
 import Foundation
@@ -68,6 +69,9 @@ struct Options {
     var model = "fashion-mnist"
     var samples = "training/work/bench-samples"
     var n: Int? = nil
+    var guidanceN: Int? = nil
+    /// Overrides of the Langevin rows' settings (`sigma_max=50,step_size=1e-4`): tuning runs.
+    var langevinSettings: [String: Double] = [:]
     var seed: UInt64 = 2026
     var only: [String]? = nil
     var refreshSamples = false
@@ -77,7 +81,7 @@ let usage = """
     usage: diffusion-bench [--quick] [--stages throughput,daemon,sampling,quality] [--plan] [--results FILE] [--invocation TEXT]
            [--bundle DIR] [--batches 1,16,64,256] [--seconds S] [--no-torch] [--no-onnx] [--no-peak] [--no-classifier]
            [--classifier-bundle DIR] [--python PATH] [--bin DIR] [--work DIR] [--warm-repeats N]
-           [--models DIR] [--model NAME] [--samples DIR] [--n N] [--seed S] [--only ID,...] [--refresh-samples]
+           [--models DIR] [--model NAME] [--samples DIR] [--n N] [--guidance-n N] [--seed S] [--langevin-settings K=V,...] [--only ID,...] [--refresh-samples]
            [--blas-threads N] [--dnnl-threads N] [--omp-wait-policy passive|active|inherit]
     """
 
@@ -122,6 +126,15 @@ func parseOptions() -> Options {
         case "--model": o.model = value(a)
         case "--samples": o.samples = value(a)
         case "--n": o.n = number(a)
+        case "--guidance-n": o.guidanceN = number(a)
+        case "--langevin-settings":
+            for pair in value(a).split(separator: ",") {
+                let kv = pair.split(separator: "=")
+                guard kv.count == 2, let v = Double(kv[1]), ["sigma_max", "sigma_min", "step_size"].contains(String(kv[0])) else {
+                    print("--langevin-settings: KEY=VALUE pairs of sigma_max, sigma_min, step_size, got \(pair)"); exit(2)
+                }
+                o.langevinSettings[String(kv[0])] = v
+            }
         case "--seed": o.seed = number(a)
         case "--only": o.only = value(a).split(separator: ",").map(String.init)
         case "--refresh-samples": o.refreshSamples = true
@@ -131,6 +144,7 @@ func parseOptions() -> Options {
         }
     }
     if let n = o.n, n < 10 || n % 10 != 0 { print("--n must be a positive multiple of 10 (classes i mod 10, balanced)"); exit(2) }
+    if let n = o.guidanceN, n < 10 || n % 10 != 0 { print("--guidance-n must be a positive multiple of 10 (classes i mod 10, balanced)"); exit(2) }
     return o
 }
 
@@ -157,6 +171,10 @@ func stageCommand(_ stage: Stage) -> String {
     }
     if stage == .sampling || stage == .quality {
         if let n = options.n { parts += ["--n", "\(n)"] }
+        if let n = options.guidanceN { parts += ["--guidance-n", "\(n)"] }
+        if !options.langevinSettings.isEmpty {
+            parts += ["--langevin-settings", options.langevinSettings.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")]
+        }
         if options.seed != 2026 { parts += ["--seed", "\(options.seed)"] }
     }
     return parts.joined(separator: " ")
@@ -171,12 +189,12 @@ do {
         case .throughput: log("  throughput: ~\(formatSeconds(expectedThroughputSeconds(options)))")
         case .daemon: log("  daemon: ~\(formatSeconds(expectedDaemonSeconds(options, calibration: assumed)))")
         case .sampling:
-            log("  sampling: \(plan.rows.count) rows of N = \(plan.n), seed \(plan.seed): ~\(formatSeconds(expectedSamplingSeconds(plan: plan, calibration: assumed, options: options))) for the rows not cached")
+            log("  sampling: \(plan.rows.count) rows of N = \(plan.n) (guidance \(plan.guidanceN)), seed \(plan.seed): ~\(formatSeconds(expectedSamplingSeconds(plan: plan, calibration: assumed, options: options))) for the rows not cached")
             if options.plan {
                 for row in plan.rows {
                     log(String(format: "    %@ %5d network + %4d classifier evaluations per image, ~%@", row.id.padding(toLength: 26, withPad: " ", startingAt: 0) as NSString,
                                row.networkEvaluationsPerImage, row.classifierEvaluationsPerImage,
-                               formatSeconds(assumed.seconds(row, n: plan.n))))
+                               formatSeconds(assumed.seconds(row, n: row.n))))
                 }
             }
         case .quality: log("  quality: ~\(formatSeconds(expectedQualitySeconds(plan: plan)))")
