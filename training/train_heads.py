@@ -47,6 +47,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--state", help="checkpoint (default training/work/heads-<kind>.pt)")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (PyTorch 2)")
+    ap.add_argument("--relative", action="store_true",
+                    help="weight each sample's loss by 1 / m_t^2, m_t the per-timestep mean of the target (NPR: 1 - Gamma_t "
+                         "from the bundle's gamma.safetensors; SN: 1); same minimiser, balanced gradients across t")
+    ap.add_argument("--reset-optimizer", action="store_true", help="fresh Adam moments on resume (after changing the loss)")
     ap.add_argument("--export", action="store_true", help="write the EMA head into a bundle after the run")
     ap.add_argument("--export-to", help="bundle folder to write the head into (default --bundle)")
     args = ap.parse_args()
@@ -78,10 +82,30 @@ def main():
     if os.path.exists(state_path):
         st = torch.load(state_path, weights_only=False)
         assert st["kind"] == args.kind, f"{state_path} holds a {st['kind']} head"
-        head.load_state_dict(st["head"]); ema.load_state_dict(st["ema"]); opt.load_state_dict(st["opt"])
+        head.load_state_dict(st["head"]); ema.load_state_dict(st["ema"])
+        if not args.reset_optimizer:
+            opt.load_state_dict(st["opt"])
         step, wall, rng = st["step"], st["wall"], st["rng"]
         torch.set_rng_state(st["torch_rng"])
-        print(f"resumed at step {step} ({wall / 60:.1f} min so far)", flush=True)
+        for group in opt.param_groups:
+            group["lr"] = args.lr  # the learning rate asked now, not the one saved
+        print(f"resumed at step {step} ({wall / 60:.1f} min so far), lr {args.lr:g}", flush=True)
+
+    probe_images, probe_labels = common.load_split("t10k")
+    probe_x0 = common.to_model_range(probe_images[:64])
+    probe_y = torch.from_numpy(probe_labels[:64]) if arch.get("num_classes") else None
+    probe_noise = torch.from_numpy(np.random.default_rng(12345).standard_normal(probe_x0.shape).astype(np.float32))
+
+    def probe():
+        """Mean EMA head output against the mean target on 64 test images at t = 100, 500, 900."""
+        parts = []
+        with torch.no_grad():
+            for n in (100, 500, 900):
+                t = torch.full((len(probe_x0),), n, dtype=torch.long)
+                out, features = unet.forward_with_features(diffusion.q_sample(probe_x0, t, probe_noise), t, probe_y)
+                target = probe_noise ** 2 if args.kind == "sn" else (probe_noise - out[:, :channels]) ** 2
+                parts.append(f"t={n} head {ema(features).mean().item():.4f} target {target.mean().item():.4f}")
+        return "; ".join(parts)
 
     def save():
         tmp = state_path + ".tmp"
@@ -90,6 +114,17 @@ def main():
                     "bundle_sha256": manifest["files"]["model.safetensors"]}, tmp)
         os.replace(tmp, state_path)
 
+    # Per-timestep loss weights: 1 for plain training; 1 / m_t^2 with --relative, where m_t is the mean of
+    # the target at t (NPR: E[(eps - eps_theta)^2] = 1 - Gamma_t for the optimal eps_theta, Gamma_t of the
+    # bundle's conditional table), so every timestep weighs by its relative error. Any positive weight per t
+    # keeps the minimiser E[target | x_n]; it only stops the small-t samples from drowning the rest.
+    weights = torch.ones(diffusion.T)
+    if args.relative and args.kind == "npr":
+        gamma_path = os.path.join(args.bundle, "gamma.safetensors")
+        tables = common.load_safetensors(gamma_path)
+        gamma = tables.get("gamma_conditional", tables["gamma"]).double()
+        weights = (1.0 / (1.0 - gamma).clamp(min=1e-4) ** 2).float()
+        weights = weights / weights.mean()
     log_path = os.path.splitext(state_path)[0] + "-log.csv"
     new_log = not os.path.exists(log_path)
     log = open(log_path, "a", newline="")
@@ -116,7 +151,7 @@ def main():
         with autocast():
             pred = head(features.detach()).float()
         target = noise ** 2 if args.kind == "sn" else (noise - eps_theta) ** 2
-        loss = ((target - pred) ** 2).sum(dim=(1, 2, 3)).mean()
+        loss = (weights[t] * ((target - pred) ** 2).sum(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -137,11 +172,13 @@ def main():
             acc, n_acc = 0.0, 0
         if step % 1000 == 0:
             save()
+            print(f"probe at step {step}: {probe()}", flush=True)
     if n_acc:
         writer.writerow([step, acc / n_acc, round(wall, 1)])
         print(f"step {step} loss {acc / n_acc:.4f} ({wall / 60:.1f} min)", flush=True)
     save()
     log.close()
+    print(f"probe at step {step}: {probe()}", flush=True)
 
     if args.export:
         folder = args.export_to or args.bundle
@@ -149,6 +186,7 @@ def main():
         path = os.path.join(folder, name)
         common.save_safetensors({k: v.float() for k, v in ema.state_dict().items()}, path,
                                 metadata={"kind": args.kind, "steps": step, "wall_seconds": round(wall),
+                                          "loss_weighting": "relative (1 / m_t^2)" if args.relative else "none",
                                           "unet_sha256": manifest["files"]["model.safetensors"]})
         with open(os.path.join(folder, "model.json")) as f:
             target_manifest = json.load(f)
