@@ -99,6 +99,9 @@ public final class PostgresJobStore: JobStore {
                 if let c = current, !c.isClosed {
                     conn = c
                 } else {
+                    if current != nil {
+                        logger.notice("connection to the store closed; reconnecting", metadata: ["store": "\(url)"])
+                    }
                     current = nil
                     conn = try connect()
                     current = conn
