@@ -101,7 +101,8 @@ public struct StatusReport: Codable, Sendable {
         // The heartbeat lags the database by up to a second: a job it calls active may be done.
         if responding, let hb, let id = hb.activeJobID, let job = try store.job(id: id), job.state == .active {
             let done = max(hb.imagesDone, (try? store.imageCount(jobID: id)) ?? 0)
-            active = Active(jobID: id, name: job.name, imagesDone: done, imagesTotal: hb.imagesTotal,
+            // The heartbeat counts this worker's shard; the job's images are counted over all its shards.
+            active = Active(jobID: id, name: job.name, imagesDone: done, imagesTotal: max(hb.imagesTotal, job.totalImages),
                             imagesPerSecond: hb.imagesPerSecond, etaSeconds: hb.etaSeconds, batchImages: hb.batchImages,
                             stepsDone: hb.stepsDone, stepsTotal: hb.stepsTotal, cancelRequested: job.cancelRequested)
         } else if let job = try store.jobs(states: [.active], limit: 1).first {

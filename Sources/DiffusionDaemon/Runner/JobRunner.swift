@@ -159,7 +159,7 @@ public final class JobRunner: Sendable {
             return finisher.end(claim, error: error, failing: "cannot prepare output folder \(dir)")
         }
         activity.withLock {
-            $0.startRun(jobID: job.id, status: "running job \(job.id) (\(spec.name)) \(Self.describe(claim))",
+            $0.startRun(jobID: job.id, status: "running job \(job.id) (\(spec.name))" + Self.describe(claim),
                         done: claim.indices.count - missing.count, total: claim.indices.count, at: started)
         }
         defer { activity.withLock { $0.endRun() } }
@@ -202,9 +202,9 @@ public final class JobRunner: Sendable {
         return await endShard(claim, spec: spec, directory: dir, started: started)
     }
 
-    /// "shard 2 [12, 18)", or nothing for a whole job.
+    /// " shard 2 [12, 18)", or nothing for a whole job (the status line of one host stays as it was).
     static func describe(_ claim: ShardClaim) -> String {
-        claim.indices == 0 ..< claim.job.totalImages && claim.shard == 0 ? "" : "shard \(claim.shard) [\(claim.indices.lowerBound), \(claim.indices.upperBound))"
+        claim.indices == 0 ..< claim.job.totalImages && claim.shard == 0 ? "" : " shard \(claim.shard) [\(claim.indices.lowerBound), \(claim.indices.upperBound))"
     }
 
     /// The claim's indices without a row, ascending.
