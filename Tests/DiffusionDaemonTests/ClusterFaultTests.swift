@@ -78,7 +78,9 @@ struct ClusterFaultTests {
         for k in 1 ... 3 { try cluster.start(k) }
         try cluster.drop(into: 3, "killed.yml", Self.job("killed"))
         let (victim, shard) = try cluster.waitForWorkerMidShard(job: "killed")
-        // diffusionctl status on any host: every worker, and the job's progress over its shards.
+        cluster.signal(victim, SIGKILL)
+        let before = try cluster.store().recordedIndices(jobID: shard.jobID)
+        // diffusionctl status on any host (the job waits for the dead worker's lease): every worker, and the job over its shards.
         let status = try cluster.ctl(on: 1, ["status", "--config", cluster.root + "/w1.yml"])
         #expect(status.output.contains("workers: 3") && status.output.contains("jobs running:"), "\(status)")
         for k in 1 ... 3 { #expect(status.output.contains("  w\(k)  "), "\(status.output)") }
@@ -89,8 +91,6 @@ struct ClusterFaultTests {
         #expect(jobs.contains { $0["id"] as? Int == Int(shard.jobID) && $0["shards_total"] as? Int == 6 && $0["images_total"] as? Int == 48 },
                 "\(json.output)")
         #expect((report?["workers"] as? [[String: Any]])?.compactMap { $0["worker"] as? String } == ["w1", "w2", "w3"])
-        cluster.signal(victim, SIGKILL)
-        let before = try cluster.store().recordedIndices(jobID: shard.jobID)
         let takeover = try cluster.waitForTakeover(of: shard)
         #expect(takeover.worker != "w\(victim)")
         let job = try cluster.waitForDone("killed")
@@ -110,14 +110,16 @@ struct ClusterFaultTests {
         usleep(300_000) // a row already on its way to the server lands first
         let frozenRows = try recordedUnder(cluster, shard)
         let takeover = try cluster.waitForTakeover(of: shard)
-        let job = try cluster.waitForDone("frozen")
+        // Awake while the new holder writes the rest of its shard: the two race for the same images.
         cluster.signal(victim, SIGCONT)
+        let job = try cluster.waitForDone("frozen")
         try cluster.waitFor("w\(victim) to see its lease is gone", timeout: 60) {
             let log = cluster.log(victim)
             return log.contains("lease lost") || log.contains("lease renewal refused")
         }
         _ = try verifyExactlyOnce(cluster, job)
-        #expect(try recordedUnder(cluster, shard) == frozenRows, "nothing recorded under the frozen worker's lease after it froze")
+        let afterRows = try recordedUnder(cluster, shard)
+        #expect(afterRows == frozenRows, "nothing recorded under the frozen worker's lease after it froze: \(frozenRows) then \(afterRows)")
         #expect(takeover.worker != "w\(victim)")
         // Awake again, it is a worker like the others.
         try cluster.drop(into: victim, "after.yml", Self.job("after"))
@@ -133,14 +135,16 @@ struct ClusterFaultTests {
         defer { try? cluster.lab.lab.setLink(worker: victim, up: true) }
         let takeover = try cluster.waitForTakeover(of: shard)
         let cutRows = try recordedUnder(cluster, shard)
-        let job = try cluster.waitForDone("cut")
+        // Back while the new holder writes the rest of its shard.
         try cluster.lab.lab.setLink(worker: victim, up: true)
+        let job = try cluster.waitForDone("cut")
         try cluster.waitFor("w\(victim) to see its lease is gone", timeout: 90) {
             let log = cluster.log(victim)
             return log.contains("lease lost") || log.contains("lease renewal refused")
         }
         _ = try verifyExactlyOnce(cluster, job)
-        #expect(try recordedUnder(cluster, shard) == cutRows)
+        let afterRows = try recordedUnder(cluster, shard)
+        #expect(afterRows == cutRows, "nothing recorded under the cut-off worker's lease after its takeover: \(cutRows) then \(afterRows)")
         #expect(takeover.worker != "w\(victim)")
     }
 
@@ -157,9 +161,11 @@ struct ClusterFaultTests {
     }
 }
 
-/// The rows recorded under `shard`'s lease (its token then).
+/// The rows of `shard` recorded under its lease then (its token and worker; tokens count per shard).
 func recordedUnder(_ cluster: Cluster, _ shard: ShardRow) throws -> [Int] {
-    try cluster.store().images(jobID: shard.jobID).filter { $0.leaseToken == shard.token && $0.worker == shard.worker }.map(\.index)
+    try cluster.store().images(jobID: shard.jobID).filter {
+        (shard.firstIndex ..< shard.endIndex).contains($0.index) && $0.leaseToken == shard.token && $0.worker == shard.worker
+    }.map(\.index)
 }
 
 /// Checks every invariant of a done job of `ClusterFaultTests.job`; returns the SHA-256 of each image's pixels by index.

@@ -110,11 +110,19 @@ public final class SpoolIngestor: Sendable {
     }
 
     /// Files in active/ whose job has ended (with a shared store, the worker that ends a job may run
-    /// on another host than the spool its file was dropped in): moved to done/ or failed/.
+    /// on another host than the spool its file was dropped in): moved to done/ or failed/. A file
+    /// claimed while the store could not record it (a database restarting) is recorded now. Runs on
+    /// the spool watcher's task, between ingestions, so no file is half-way through one.
     public func settleFinished() {
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: spool.active)) ?? []).filter { !Spool.isIgnored($0) }
         for name in names.sorted() {
-            guard let row = try? store.job(spoolName: name) else { continue }
+            let found: JobRow?
+            do { found = try store.job(spoolName: name) } catch { return }
+            guard let row = found else {
+                logger.notice("recording a job file claimed while the store could not record it", metadata: ["file": "\(name)"])
+                ingestClaimed(spoolName: name)
+                continue
+            }
             switch row.state {
             case .done: _ = try? spool.finish(spoolName: name)
             case .failed, .canceled: _ = try? spool.fail(spoolName: name, error: row.error ?? row.state.rawValue)
