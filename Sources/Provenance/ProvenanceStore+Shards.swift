@@ -69,6 +69,7 @@ extension ProvenanceStore {
         return ShardLease(token: claim.lease.token, worker: claim.lease.worker, expiresAt: .infinity)
     }
 
+    /// Records an image of the claim's range with its worker and token, once its lease is checked.
     public func recordImage(_ image: ImageRow, under claim: ShardClaim) throws {
         guard image.jobID == claim.job.id, claim.indices.contains(image.index) else {
             throw ProvenanceError.outsideClaim(job: image.jobID, index: image.index, claim: claim.label)
@@ -92,6 +93,7 @@ extension ProvenanceStore {
         }
     }
 
+    /// Deletes the rows of `indices` within the claim's range, once its lease is checked.
     public func deleteImages(indices: [Int], under claim: ShardClaim) throws {
         let mine = indices.filter { claim.indices.contains($0) }
         guard !mine.isEmpty else { return }
@@ -103,6 +105,7 @@ extension ProvenanceStore {
         }
     }
 
+    /// Ends the shard: done, or `.lastShard` when every other shard is done (always, for a whole job).
     public func finishShard(_ claim: ShardClaim) throws -> ShardEnd {
         try writer.write { db in
             try Self.checkLease(db, claim)
@@ -115,6 +118,7 @@ extension ProvenanceStore {
         }
     }
 
+    /// Ends the last shard and its job (done), once every image of the job is recorded.
     public func completeJob(_ claim: ShardClaim) throws {
         try writer.write { db in
             try Self.checkLease(db, claim)
@@ -149,12 +153,14 @@ extension ProvenanceStore {
     /// Nothing to do: `recoverInterruptedJobs` puts every active job of the one host back in the queue.
     public func releaseLeases(ofWorker worker: String, maxAttempts: Int) throws -> [Int64] { [] }
 
+    /// A job's shards, in order.
     public func shards(jobID: Int64) throws -> [ShardRow] {
         try writer.read { db in
             try ShardRow.fetchAll(db, sql: "SELECT * FROM shards WHERE job_id = ? ORDER BY shard", arguments: [jobID])
         }
     }
 
+    /// A job's claims, oldest first.
     public func leases(jobID: Int64) throws -> [LeaseRow] {
         try writer.read { db in
             try LeaseRow.fetchAll(db, sql: "SELECT * FROM leases WHERE job_id = ? ORDER BY claimed_at, shard, token",
@@ -164,6 +170,7 @@ extension ProvenanceStore {
 
     // MARK: - Workers
 
+    /// Writes (or replaces) the heartbeat row of `row.worker`.
     public func writeWorker(_ row: WorkerRow) throws {
         try writer.write { db in
             try db.execute(sql: """
@@ -176,6 +183,7 @@ extension ProvenanceStore {
         }
     }
 
+    /// Every worker's heartbeat row, by name.
     public func workers() throws -> [WorkerRow] {
         try writer.read { db in try WorkerRow.fetchAll(db, sql: "SELECT * FROM workers ORDER BY worker") }
     }

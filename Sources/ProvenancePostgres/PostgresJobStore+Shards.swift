@@ -101,6 +101,7 @@ extension PostgresJobStore {
         if held.isEmpty { throw LeaseLost(claim) }
     }
 
+    /// Extends the lease by `seconds` from the server's now, while its token is the shard's and the job active.
     public func renewLease(_ claim: ShardClaim, seconds: Double) throws -> ShardLease {
         try transaction { c in
             let renewed = try rows("""
@@ -140,6 +141,7 @@ extension PostgresJobStore {
         }
     }
 
+    /// Deletes the rows of `indices` within the claim's range, once its lease is checked.
     public func deleteImages(indices: [Int], under claim: ShardClaim) throws {
         let mine = indices.filter { claim.indices.contains($0) }
         guard !mine.isEmpty else { return }
@@ -164,6 +166,7 @@ extension PostgresJobStore {
         }
     }
 
+    /// Ends the last shard and its job (done), once every image of the job is recorded.
     public func completeJob(_ claim: ShardClaim) throws {
         try transaction { c in
             try checkLease(c, claim, exclusive: true)
@@ -189,6 +192,7 @@ extension PostgresJobStore {
         }
     }
 
+    /// The shards `worker` held (it restarted): pending again with their attempt counted, or their job a poison job.
     public func releaseLeases(ofWorker worker: String, maxAttempts: Int) throws -> [Int64] {
         try transaction { c in
             let held = try rows("""
@@ -215,10 +219,12 @@ extension PostgresJobStore {
         }
     }
 
+    /// A job's shards, in order.
     public func shards(jobID: Int64) throws -> [ShardRow] {
         try read { c in try rows("SELECT * FROM shards WHERE job_id = \(jobID) ORDER BY shard", on: c).map(ShardRow.init(postgres:)) }
     }
 
+    /// A job's claims, oldest first.
     public func leases(jobID: Int64) throws -> [LeaseRow] {
         try read { c in
             try rows("SELECT * FROM leases WHERE job_id = \(jobID) ORDER BY claimed_at, shard, token", on: c).map(LeaseRow.init(postgres:))

@@ -3,6 +3,7 @@ import Provenance
 
 /// The PostgreSQL store: one heartbeat row per worker, and the rows of shards, leases and workers.
 extension PostgresJobStore {
+    /// Writes (or replaces) the heartbeat row of `row.worker`.
     public func writeWorker(_ row: WorkerRow) throws {
         try transaction { c in
             try execute("""
@@ -20,6 +21,7 @@ extension PostgresJobStore {
         }
     }
 
+    /// Every worker's heartbeat row, by name.
     public func workers() throws -> [WorkerRow] {
         try read { c in try rows("SELECT * FROM workers ORDER BY worker", on: c).map(WorkerRow.init(postgres:)) }
     }

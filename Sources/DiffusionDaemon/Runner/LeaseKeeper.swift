@@ -19,6 +19,7 @@ public final class LeaseKeeper: Sendable {
 
     private let hold = Locked<Hold?>(nil)
 
+    /// A keeper that holds nothing yet.
     public init() {}
 
     /// The fraction of the lease the local deadline leaves before the store's expiry.
