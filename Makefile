@@ -1,6 +1,7 @@
 # diffusiond — see README.md.
 #   make demo    build, start the daemon on the embedded defaults, run the example job, show the result
-#   make test    the test suite (release build: the numeric tests sample), then the systemd test
+#   make test    the test suite (release build: the numeric tests sample; the cluster fault tests
+#                in it), then the systemd test; make test-cluster: the cluster fault tests alone
 #   make install     the binaries, the systemd unit, /etc/diffusiond/config.yml, the bundles, the
 #                    diffusiond user and the spool (docs/service.md); PREFIX, DESTDIR
 #   make uninstall   removes what install put in place, except the config, the spool and the state
@@ -21,8 +22,9 @@ APT_BUILD = libopenblas-dev libdnnl-dev libpng-dev libjpeg-dev libsqlite3-dev
 APT_PYTHON = python3-torch python3-numpy python3-scipy
 APT_DATA = dataset-fashion-mnist
 APT_TOOLS = jq rsync ed e2fsprogs
-# The PostgreSQL store's tests start a throwaway server of Debian's postgresql (initdb, pg_ctl).
-APT_TEST = postgresql
+# The PostgreSQL store's tests start a throwaway server of Debian's postgresql (initdb, pg_ctl);
+# the cluster fault tests put it and three workers in network namespaces (ip netns).
+APT_TEST = postgresql iproute2
 
 # Installs the Debian packages in $(1) that are missing (as root, or through sudo).
 define apt_ensure
@@ -57,6 +59,13 @@ test: deps python-deps data-deps tool-deps test-deps
 	$(if $(BLAS_CORE),OPENBLAS_CORETYPE=$(BLAS_CORE)) $(SWIFT) test $(SWIFTFLAGS) --no-parallel
 	$(MAKE) test-python
 	$(MAKE) test-systemd
+
+# The cluster fault tests alone (they also run in `make test`): three diffusiond workers and a
+# PostgreSQL server as network namespaces (root and `ip netns`; reported as skipped otherwise),
+# with SIGKILL, SIGSTOP past the lease, a cut link and a PostgreSQL restart (docs/scale-out.md).
+.PHONY: test-cluster
+test-cluster: deps test-deps
+	$(if $(BLAS_CORE),OPENBLAS_CORETYPE=$(BLAS_CORE)) $(SWIFT) test $(SWIFTFLAGS) --no-parallel --filter ClusterFaultTests
 
 # Installs and runs the service inside a throwaway systemd (Tests/systemd/service-test.sh);
 # skips (successfully) where that cannot run: not root, no systemd, no unshare.

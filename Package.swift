@@ -121,8 +121,8 @@ let package = Package(
 
         .executableTarget(
             name: "diffusion-bench",
-            dependencies: ["DiffusionEngine", "ModelBundles", "DiffusionDaemon", "Provenance", "ImageCodecs", "Metrics", "Digests",
-                           "DaemonTestSupport"],
+            dependencies: ["DiffusionEngine", "ModelBundles", "DiffusionDaemon", "Provenance", "ProvenancePostgres", "ImageCodecs",
+                           "Metrics", "Digests", "DaemonTestSupport"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
 

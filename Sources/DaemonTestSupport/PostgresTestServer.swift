@@ -12,11 +12,14 @@ public final class PostgresTestServer: Sendable {
     /// The superuser the tests connect as, and its password.
     public let user = "postgres"
     public let password = "diffusiond-test-password"
-    public let host = "127.0.0.1"
+    /// The address the server listens on (the URLs' host).
+    public let host: String
     public let port: Int
     /// The data directory (also the Unix socket directory).
     public let directory: String
     let binaries: String
+    /// What runs the server's commands in another network namespace (`ip netns exec NS`), or nothing.
+    let launcher: [String]
 
     /// The server of this test process, started at first use; nil (with `unavailableReason`) where it cannot start.
     public static let shared: PostgresTestServer? = {
@@ -43,7 +46,15 @@ public final class PostgresTestServer: Sendable {
         public var description: String
     }
 
-    init() throws {
+    /// The server of `shared`: on 127.0.0.1 of this network namespace.
+    convenience init() throws { try self.init(listen: "127.0.0.1", launcher: [], clients: nil) }
+
+    /// A server listening on `listen` (an address of the namespace `launcher` enters, e.g.
+    /// `["/usr/sbin/ip", "netns", "exec", "db"]`), also accepting password logins from `clients`
+    /// (a CIDR, e.g. "10.213.0.0/16"). Stop it with `stop()`.
+    public init(listen: String, launcher: [String], clients: String?) throws {
+        host = listen
+        self.launcher = launcher
         guard let bin = ["15", "16", "17", "14"].map({ "/usr/lib/postgresql/\($0)/bin" })
             .first(where: { FileManager.default.isExecutableFile(atPath: $0 + "/initdb") }) else {
             throw StartError(description: "no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)")
@@ -52,7 +63,7 @@ public final class PostgresTestServer: Sendable {
         var template = Array("/tmp/diffusiond-pg-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw StartError(description: "mkdtemp failed: errno \(errno)") }
         directory = String(cString: made)
-        port = try Self.freePort()
+        port = launcher.isEmpty ? try Self.freePort() : 5432
         if getuid() == 0 { try Self.run(["/bin/chown", "postgres:postgres", directory]) }
         let pwfile = directory + "/pwfile"
         try password.write(toFile: pwfile, atomically: false, encoding: .utf8)
@@ -60,8 +71,14 @@ public final class PostgresTestServer: Sendable {
         do {
             try asServerUser([bin + "/initdb", "-D", directory + "/data", "-U", user, "--pwfile=" + pwfile,
                               "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"])
+            if let clients {
+                let hba = FileHandle(forWritingAtPath: directory + "/data/pg_hba.conf")
+                hba?.seekToEndOfFile()
+                hba?.write(Data("host all all \(clients) scram-sha-256\n".utf8))
+                try hba?.close()
+            }
             try asServerUser([bin + "/pg_ctl", "-D", directory + "/data", "-l", directory + "/server.log", "-w", "-t", "120",
-                              "-o", "-c listen_addresses=\(host) -p \(port) -k \(directory) -c fsync=off -c max_connections=200",
+                              "-o", "-c listen_addresses=\(host == "*" ? "'*'" : host) -p \(port) -k \(directory) -c fsync=off -c max_connections=200",
                               "start"])
         } catch {
             try? FileManager.default.removeItem(atPath: directory)
@@ -77,12 +94,20 @@ public final class PostgresTestServer: Sendable {
     }
 
     /// The store URL of `database` (the password goes apart).
-    public func url(database: String) -> String { "postgresql://\(user)@\(host):\(port)/\(database)" }
+    public func url(database: String) -> String { url(database: database, host: host) }
+
+    /// The store URL of `database` as reached at `host` (one of the addresses the server listens on).
+    public func url(database: String, host: String) -> String { "postgresql://\(user)@\(host):\(port)/\(database)" }
 
     /// Runs SQL as the superuser over the Unix socket (trust), returning what psql printed.
     @discardableResult
     public func psql(_ sql: String, database: String) throws -> String {
         try asServerUser([binaries + "/psql", "-h", directory, "-p", String(port), "-U", user, "-d", database, "-At", "-c", sql])
+    }
+
+    /// Restarts the server (a fast shutdown: sessions are cut, as in a failover), waiting until it accepts connections again.
+    public func restart() throws {
+        try asServerUser([binaries + "/pg_ctl", "-D", directory + "/data", "-m", "fast", "-w", "-t", "60", "restart"])
     }
 
     /// Stops the server and removes its directory.
@@ -93,7 +118,7 @@ public final class PostgresTestServer: Sendable {
 
     @discardableResult
     func asServerUser(_ arguments: [String]) throws -> String {
-        try Self.run(getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] + arguments : arguments)
+        try Self.run(launcher + (getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] + arguments : arguments))
     }
 
     /// Runs `arguments` (posix_spawn and waitpid: the server that pg_ctl leaves running must not

@@ -59,6 +59,9 @@ public struct StatusReport: Codable, Sendable {
     public var queueLength: Int
     public var recent: [JobSummary]
     public var cachedModels: [String]
+    /// Every worker's heartbeat row, and the active jobs' progress summed over their shards (StatusReport+Workers.swift).
+    public var workers: [Worker] = []
+    public var jobs: [JobProgress] = []
 
     /// A heartbeat older than this means the daemon is not running.
     public static let staleAfter = 5.0
@@ -98,7 +101,8 @@ public struct StatusReport: Codable, Sendable {
         // The heartbeat lags the database by up to a second: a job it calls active may be done.
         if responding, let hb, let id = hb.activeJobID, let job = try store.job(id: id), job.state == .active {
             let done = max(hb.imagesDone, (try? store.imageCount(jobID: id)) ?? 0)
-            active = Active(jobID: id, name: job.name, imagesDone: done, imagesTotal: hb.imagesTotal,
+            // The heartbeat counts this worker's shard; the job's images are counted over all its shards.
+            active = Active(jobID: id, name: job.name, imagesDone: done, imagesTotal: max(hb.imagesTotal, job.totalImages),
                             imagesPerSecond: hb.imagesPerSecond, etaSeconds: hb.etaSeconds, batchImages: hb.batchImages,
                             stepsDone: hb.stepsDone, stepsTotal: hb.stepsTotal, cancelRequested: job.cancelRequested)
         } else if let job = try store.jobs(states: [.active], limit: 1).first {
@@ -113,10 +117,14 @@ public struct StatusReport: Codable, Sendable {
         var status = responding ? hb?.status : nil
         // The heartbeat lags the job rows by up to a second: a job just ended leaves the daemon idle.
         if responding, active == nil, hb?.activeJobID != nil, status?.hasPrefix("running job") == true { status = "idle" }
-        return StatusReport(daemon: DaemonState(alive: alive, responding: responding, liveness: liveness,
-                                                pid: alive ? pid : hb?.pid, heartbeatAgeSeconds: age, status: status,
-                                                startedAt: hb?.startedAt),
-                            active: active, queue: queue, queueLength: queueLength, recent: recentJobs, cachedModels: responding ? (hb?.cachedModels ?? []) : [])
+        var report = StatusReport(daemon: DaemonState(alive: alive, responding: responding, liveness: liveness,
+                                                      pid: alive ? pid : hb?.pid, heartbeatAgeSeconds: age, status: status,
+                                                      startedAt: hb?.startedAt),
+                                  active: active, queue: queue, queueLength: queueLength, recent: recentJobs,
+                                  cachedModels: responding ? (hb?.cachedModels ?? []) : [])
+        report.workers = try workers(store: store, now: now)
+        report.jobs = try progress(store: store)
+        return report
     }
 
     /// The human-readable form.
@@ -155,71 +163,11 @@ public struct StatusReport: Codable, Sendable {
             }
         }
         out.append("cached models: \(cachedModels.isEmpty ? "none" : cachedModels.joined(separator: ", "))")
+        out += renderWorkers()
         return out.joined(separator: "\n")
     }
 
     public static func duration(_ s: Double) -> String { ProgressText.duration(s) }
-}
-
-/// The full provenance record of one job (`diffusionctl show`).
-public struct JobReport: Codable, Sendable {
-    public var job: JobRow
-    public var spec: JobSpec?
-    public var content: String
-    public var transitions: [TransitionRow]
-    public var images: [ImageRow]
-    public var metrics: [MetricRow]
-    public var environment: EnvironmentRow?
-    /// The bundles the job used (UNet, classifier, features) with their content hashes.
-    public var models: [JobModelRow]
-
-    public static func build(store: any JobStore, jobID: Int64) throws -> JobReport {
-        guard let job = try store.job(id: jobID) else { throw ProvenanceError.noSuchJob(jobID) }
-        var images = try store.images(jobID: jobID)
-        for i in images.indices { images[i].record = "" } // the record is the spec plus the row; kept out of the report
-        return JobReport(job: job, spec: job.spec.flatMap { try? JobSpec.fromJSON($0) },
-                         content: String(decoding: try store.jobContent(id: jobID) ?? [], as: UTF8.self),
-                         transitions: try store.transitions(jobID: jobID), images: images,
-                         metrics: try store.metrics(jobID: jobID),
-                         environment: try job.environmentID.flatMap { try store.environment(id: $0) },
-                         models: try store.jobModels(jobID: jobID))
-    }
-
-    public func render() -> String {
-        let f = ISO8601DateFormatter()
-        func t(_ x: Double?) -> String { x.map { f.string(from: Date(timeIntervalSince1970: $0)) } ?? "-" }
-        var out = ["job \(job.id): \(job.name)",
-                   "  state: \(job.state.rawValue)\(job.cancelRequested ? " (cancel requested)" : "")",
-                   "  file: \(job.sourceName) (sha256 \(job.contentSHA256))",
-                   "  priority \(job.priority), attempts \(job.attempts), images \(images.count)/\(job.totalImages)",
-                   "  output: \(job.outputDir ?? "-")"]
-        if let e = job.error { out.append("  error: \(e)") }
-        if !models.isEmpty {
-            out.append("models:")
-            for m in models { out.append("  \(m.role.rawValue): \(m.name) (sha256 \(m.sha256))") }
-        }
-        out.append("transitions:")
-        for tr in transitions { out.append("  \(t(tr.at))  \(tr.from?.rawValue ?? "-") -> \(tr.to.rawValue)  \(tr.reason ?? "")") }
-        if let spec { out.append("spec:"); out.append(spec.jsonString(pretty: true).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")) }
-        if let env = environment {
-            out.append("environment: diffusiond \(env.version) on \(env.host), kernel \(env.kernel) \(env.kernelVersions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")), \(env.threads) threads")
-        }
-        if !metrics.isEmpty {
-            out.append("metrics:")
-            for m in metrics {
-                if m.name == "quality", let report = try? JSONDecoder().decode(QualityReport.self, from: Data(m.details.utf8)) {
-                    out.append(report.render().split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
-                } else if m.name == "run_seconds" || m.name == "metrics_error" {
-                    out.append("  \(m.name) = \(m.value) (n = \(m.n)) \(m.details == "{}" ? "" : m.details)")
-                }
-            }
-        }
-        out.append("images:")
-        for i in images {
-            out.append("  \(String(format: "%5d", i.index))  seed \(i.seed)  \(i.className ?? "-")  \(i.width)x\(i.height) \(i.format) \(i.byteSize) B  \(i.sha256.prefix(16))  \(i.path)")
-        }
-        return out.joined(separator: "\n")
-    }
 }
 
 /// `diffusionctl verify`: checks an image file against its embedded record and the database.

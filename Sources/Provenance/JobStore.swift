@@ -46,6 +46,40 @@ public protocol JobStore: Sendable {
     // Heartbeat (ProvenanceStore+Heartbeat.swift)
     func writeHeartbeat(_ hb: HeartbeatRow) throws
     func heartbeat() throws -> HeartbeatRow?
+    /// Writes (or replaces) the heartbeat row of `row.worker`.
+    func writeWorker(_ row: WorkerRow) throws
+    /// Every worker's heartbeat row, by name.
+    func workers() throws -> [WorkerRow]
+
+    // Shards and leases (ProvenanceStore+Shards.swift; docs/scale-out.md)
+    /// Leases the next shard in queue order (priority, then arrival): a pending shard, or one whose
+    /// lease expired, of an active job, else the first shard of the next pending job (which becomes
+    /// active). Nil when there is no work.
+    func claimNextShard(_ request: ShardRequest) throws -> ShardClaimOutcome?
+    /// Extends the lease of `claim` by `seconds` from now; throws `LeaseLost` when it is no longer held.
+    func renewLease(_ claim: ShardClaim, seconds: Double) throws -> ShardLease
+    /// Records an image of the claim's range under its lease; throws `LeaseLost` (and records
+    /// nothing) when the token is no longer the shard's. Recording the same row again is a no-op.
+    func recordImage(_ image: ImageRow, under claim: ShardClaim) throws
+    /// Deletes image rows of the claim's range (files found missing) under its lease.
+    func deleteImages(indices: [Int], under claim: ShardClaim) throws
+    /// Ends a shard whose images are all recorded: done, or `.lastShard` (the caller finishes the job).
+    func finishShard(_ claim: ShardClaim) throws -> ShardEnd
+    /// The job of the last shard is done: its shard and the job end, in one transaction.
+    func completeJob(_ claim: ShardClaim) throws
+    /// Gives a shard back (a graceful stop): pending again; with `refundAttempt` its attempt does not count.
+    func releaseShard(_ claim: ShardClaim, reason: String, refundAttempt: Bool) throws
+    /// At start: the shards `worker` held when it died go back to pending (attempt counted), or fail
+    /// their job as a poison job; returns the jobs failed.
+    func releaseLeases(ofWorker worker: String, maxAttempts: Int) throws -> [Int64]
+    /// A job's shards, in order.
+    func shards(jobID: Int64) throws -> [ShardRow]
+    /// A job's claims, oldest first: which worker held which token of which shard.
+    func leases(jobID: Int64) throws -> [LeaseRow]
+
+    /// True when `error` (thrown by this store) means the database cannot be reached now (a
+    /// dropped connection, a restarting server): the call may succeed when tried again.
+    func isUnavailable(_ error: any Error) -> Bool
 
     /// True when `error` (thrown by this store) means the database's disk is full.
     func isOutOfSpace(_ error: any Error) -> Bool

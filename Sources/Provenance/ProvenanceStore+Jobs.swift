@@ -87,26 +87,29 @@ extension ProvenanceStore {
     /// finishing is failed instead (a poison job); a job with a cancel request
     /// is canceled.
     public func claim(jobID: Int64, maxAttempts: Int, environmentID: Int64?) throws -> ClaimOutcome {
-        try writer.write { db in
-            guard let job = try Self.fetchJob(db, id: jobID), job.state == .pending else { return .notPending }
-            let now = Self.now
-            if job.cancelRequested {
-                try Self.setState(db, job: job, to: .canceled, reason: "canceled before start", error: nil, now: now)
-                return .canceled(try Self.fetchJob(db, id: jobID)!)
-            }
-            if job.attempts >= maxAttempts {
-                let reason = "poison job: started \(job.attempts) times without finishing"
-                try Self.setState(db, job: job, to: .failed, reason: reason, error: reason, now: now)
-                return .poisoned(try Self.fetchJob(db, id: jobID)!)
-            }
-            try db.execute(sql: """
-                UPDATE jobs SET state = 'active', attempts = attempts + 1, updated_at = ?,
-                       started_at = COALESCE(started_at, ?), environment_id = COALESCE(?, environment_id)
-                WHERE id = ?
-                """, arguments: [now, now, environmentID, jobID])
-            try Self.addTransition(db, id: jobID, from: .pending, to: .active, reason: "attempt \(job.attempts + 1)")
-            return .claimed(try Self.fetchJob(db, id: jobID)!)
+        try writer.write { db in try Self.claimInTransaction(db, jobID: jobID, maxAttempts: maxAttempts, environmentID: environmentID) }
+    }
+
+    /// The claim of `claim(jobID:)`, inside the caller's transaction.
+    static func claimInTransaction(_ db: Database, jobID: Int64, maxAttempts: Int, environmentID: Int64?) throws -> ClaimOutcome {
+        guard let job = try Self.fetchJob(db, id: jobID), job.state == .pending else { return .notPending }
+        let now = Self.now
+        if job.cancelRequested {
+            try Self.setState(db, job: job, to: .canceled, reason: "canceled before start", error: nil, now: now)
+            return .canceled(try Self.fetchJob(db, id: jobID)!)
         }
+        if job.attempts >= maxAttempts {
+            let reason = "poison job: started \(job.attempts) times without finishing"
+            try Self.setState(db, job: job, to: .failed, reason: reason, error: reason, now: now)
+            return .poisoned(try Self.fetchJob(db, id: jobID)!)
+        }
+        try db.execute(sql: """
+            UPDATE jobs SET state = 'active', attempts = attempts + 1, updated_at = ?,
+                   started_at = COALESCE(started_at, ?), environment_id = COALESCE(?, environment_id)
+            WHERE id = ?
+            """, arguments: [now, now, environmentID, jobID])
+        try Self.addTransition(db, id: jobID, from: .pending, to: .active, reason: "attempt \(job.attempts + 1)")
+        return .claimed(try Self.fetchJob(db, id: jobID)!)
     }
 
     static func setState(_ db: Database, job: JobRow, to: JobState, reason: String?, error: String?, now: Double) throws {

@@ -9,6 +9,12 @@ public enum ProvenanceError: Error, CustomStringConvertible, Sendable {
     case invalidTransition(job: Int64, from: JobState, to: JobState)
     /// `retry` of a job that is not failed or canceled, or that never had a valid spec.
     case notRetryable(job: Int64, why: String)
+    /// A write under a claim for an image index outside the claim's range.
+    case outsideClaim(job: Int64, index: Int, claim: String)
+    /// An image index recorded already, with other bytes than the row being recorded.
+    case alreadyRecorded(job: Int64, index: Int)
+    /// `completeJob` of a job whose images are not all recorded.
+    case incomplete(job: Int64, recorded: Int, total: Int)
 
     public var description: String {
         switch self {
@@ -17,6 +23,9 @@ public enum ProvenanceError: Error, CustomStringConvertible, Sendable {
         case let .noSuchJob(id): return "no job \(id)"
         case let .invalidTransition(job, from, to): return "job \(job): cannot go from \(from.rawValue) to \(to.rawValue)"
         case let .notRetryable(job, why): return "job \(job) cannot be retried: \(why)"
+        case let .outsideClaim(job, index, claim): return "job \(job): image \(index) is outside the claimed \(claim)"
+        case let .alreadyRecorded(job, index): return "job \(job): image \(index) is recorded already, with other bytes"
+        case let .incomplete(job, recorded, total): return "job \(job) cannot be done: \(recorded) of its \(total) images are recorded"
         }
     }
 }
@@ -126,4 +135,6 @@ public final class ProvenanceStore: Sendable {
 
 extension ProvenanceStore: JobStore {
     public func isOutOfSpace(_ error: any Error) -> Bool { Self.isOutOfSpace(error) }
+    /// Never: the SQLite file is local (a locked database waits out its busy timeout instead).
+    public func isUnavailable(_ error: any Error) -> Bool { false }
 }

@@ -111,10 +111,15 @@ public struct ImageRow: Codable, Sendable, Equatable {
     /// The JSON record embedded in the file.
     public var record: String
     public var committedAt: Double
+    /// The worker that recorded the row and the fencing token of its lease (nil for a row recorded without a lease).
+    public var worker: String?
+    public var leaseToken: Int64?
 
     public init(jobID: Int64, index: Int, seed: UInt64, classIndex: Int?, className: String?, path: String,
                 format: String, width: Int, height: Int, byteSize: Int, sha256: String, record: String,
-                committedAt: Double = Date().timeIntervalSince1970) {
+                committedAt: Double = Date().timeIntervalSince1970, worker: String? = nil, leaseToken: Int64? = nil) {
+        self.worker = worker
+        self.leaseToken = leaseToken
         self.jobID = jobID
         self.index = index
         self.seed = seed
@@ -144,6 +149,8 @@ public struct ImageRow: Codable, Sendable, Equatable {
         sha256 = row["sha256"]
         record = row["record"]
         committedAt = row["committed_at"]
+        worker = row["worker"]
+        leaseToken = row["lease_token"]
     }
 }
 

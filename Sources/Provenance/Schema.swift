@@ -130,6 +130,51 @@ public enum Schema {
                 );
                 """)
         }
+        // Shards and leases (docs/scale-out.md): a job's image indices in shards, each leased to one
+        // worker under a fencing token that every image row names; the claims' history; one
+        // heartbeat row per worker. One host holds a whole job as one shard.
+        migrator.registerMigration("v4-shards-leases-workers") { db in
+            try db.execute(sql: """
+                CREATE TABLE shards (
+                    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+                    shard INTEGER NOT NULL,
+                    first_index INTEGER NOT NULL,
+                    end_index INTEGER NOT NULL,      -- exclusive
+                    state TEXT NOT NULL CHECK (state IN ('pending', 'leased', 'done')),
+                    token INTEGER NOT NULL DEFAULT 0, -- the fencing token, bumped at every claim
+                    worker TEXT,
+                    lease_expires_at REAL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    PRIMARY KEY (job_id, shard)
+                );
+                CREATE TABLE leases (
+                    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+                    shard INTEGER NOT NULL,
+                    token INTEGER NOT NULL,
+                    worker TEXT NOT NULL,
+                    claimed_at REAL NOT NULL,
+                    PRIMARY KEY (job_id, shard, token)
+                );
+                ALTER TABLE images ADD COLUMN worker TEXT;
+                ALTER TABLE images ADD COLUMN lease_token INTEGER;
+                CREATE TABLE workers (
+                    worker TEXT PRIMARY KEY,
+                    host TEXT NOT NULL,
+                    pid INTEGER NOT NULL,
+                    started_at REAL NOT NULL,
+                    updated_at REAL NOT NULL,
+                    status TEXT NOT NULL,
+                    cached_models TEXT NOT NULL DEFAULT '[]',
+                    job_id INTEGER,
+                    shard INTEGER,
+                    first_index INTEGER,
+                    end_index INTEGER,
+                    lease_token INTEGER,
+                    images_done INTEGER NOT NULL DEFAULT 0,
+                    images_per_second REAL NOT NULL DEFAULT 0
+                );
+                """)
+        }
     }
 
     /// The names of all migrations this build knows.

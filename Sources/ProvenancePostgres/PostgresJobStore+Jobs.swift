@@ -183,8 +183,9 @@ extension PostgresJobStore {
         }
     }
 
-    /// At start: every job still `active` that this host claimed (its environment names `host`;
-    /// or claimed with no environment) was interrupted; those that used `maxAttempts` fail as
+    /// At start: every job still `active` that this host claimed whole (its environment names `host`,
+    /// or it was claimed with no environment; a job cut into shards is left to the leases of its
+    /// shards, `releaseLeases(ofWorker:)`) was interrupted; those that used `maxAttempts` fail as
     /// poison jobs, the others go back to pending (their attempt stays counted). The active jobs
     /// of other hosts are theirs: they run now, or their daemon recovers them when it starts.
     public func recoverInterruptedJobs(maxAttempts: Int) throws -> (requeued: [Int64], poisoned: [Int64]) {
@@ -192,6 +193,7 @@ extension PostgresJobStore {
             let active = try fetchJobs("""
                 SELECT \(unescaped: JobRow.postgresColumns) FROM jobs WHERE state = 'active'
                 AND (environment_id IS NULL OR environment_id IN (SELECT id FROM environment WHERE host = \(host)))
+                AND NOT EXISTS (SELECT 1 FROM shards s WHERE s.job_id = jobs.id)
                 ORDER BY id FOR UPDATE
                 """, on: c)
             var requeued: [Int64] = [], poisoned: [Int64] = []

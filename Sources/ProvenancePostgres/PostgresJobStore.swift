@@ -72,6 +72,10 @@ public final class PostgresJobStore: JobStore {
     /// True when `error` (thrown by this store) is the server's disk_full.
     public func isOutOfSpace(_ error: any Error) -> Bool { Self.isOutOfSpace(error) }
 
+    /// True when `error` (thrown by this store) is a dropped or refused connection (a restarting
+    /// server, a cut network): the call may succeed when tried again.
+    public func isUnavailable(_ error: any Error) -> Bool { (error as? PostgresStoreError)?.isUnavailable == true }
+
     // MARK: - Running statements
 
     func connect() throws -> PostgresConnection {
@@ -95,6 +99,9 @@ public final class PostgresJobStore: JobStore {
                 if let c = current, !c.isClosed {
                     conn = c
                 } else {
+                    if current != nil {
+                        logger.notice("connection to the store closed; reconnecting", metadata: ["store": "\(url)"])
+                    }
                     current = nil
                     conn = try connect()
                     current = conn
@@ -107,7 +114,7 @@ public final class PostgresJobStore: JobStore {
                     }
                     current = nil
                     _ = try? conn.close().wait()
-                    if !retryOnDrop || attempt == 1 { throw PostgresStoreError.passingThrough(error) }
+                    if !retryOnDrop || attempt == 1 { throw PostgresStoreError.connectionLost(error) }
                     logger.notice("connection to the store dropped; reconnecting", metadata: ["store": "\(url)"])
                 }
             }
@@ -135,12 +142,18 @@ public final class PostgresJobStore: JobStore {
         try withConnection(retryOnDrop: true, body)
     }
 
+    /// How long a statement may wait for the server: past it the connection is closed (a cut network
+    /// sends no reset), the statement fails as a lost connection and the next call connects again.
+    static let statementTimeout = TimeAmount.seconds(20)
+
     func rows(_ query: PostgresQuery, on c: PostgresConnection) throws -> [PostgresRow] {
-        try c.query(query, logger: logger).wait().rows
+        let watchdog = c.eventLoop.scheduleTask(in: Self.statementTimeout) { let _: EventLoopFuture<Void> = c.close() }
+        defer { watchdog.cancel() }
+        return try c.query(query, logger: logger).wait().rows
     }
 
     func execute(_ query: PostgresQuery, on c: PostgresConnection) throws {
-        _ = try c.query(query, logger: logger).wait()
+        _ = try rows(query, on: c)
     }
 
     /// The first column of the first row, if any.

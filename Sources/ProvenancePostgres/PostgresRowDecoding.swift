@@ -9,6 +9,11 @@ struct PostgresColumns {
     init(_ row: PostgresRow) { self.row = row.makeRandomAccess() }
 
     func callAsFunction<T: PostgresDecodable>(_ name: String) throws -> T { try row[name].decode(T.self) }
+
+    /// A column a later migration added: nil on a database that lacks it.
+    func added<T: PostgresDecodable & ExpressibleByNilLiteral>(_ name: String) throws -> T {
+        row.contains(name) ? try row[name].decode(T.self) : nil
+    }
 }
 
 // The rows from the columns of their tables (PostgresSchema.swift), as `Records.swift` reads them from SQLite.
@@ -47,7 +52,8 @@ extension ImageRow {
         self.init(jobID: try c("job_id"), index: try c("idx"), seed: UInt64(bitPattern: try c("seed") as Int64),
                   classIndex: try c("class_index"), className: try c("class_name"), path: try c("path"),
                   format: try c("format"), width: try c("width"), height: try c("height"), byteSize: try c("byte_size"),
-                  sha256: try c("sha256"), record: try c("record"), committedAt: try c("committed_at"))
+                  sha256: try c("sha256"), record: try c("record"), committedAt: try c("committed_at"),
+                  worker: try c.added("worker"), leaseToken: try c.added("lease_token"))
     }
 }
 

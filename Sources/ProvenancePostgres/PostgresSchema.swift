@@ -156,5 +156,6 @@ public enum PostgresSchema {
             )
             """,
         ]),
+        shardsLeasesWorkers,
     ]
 }

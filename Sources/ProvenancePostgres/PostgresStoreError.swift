@@ -6,6 +6,8 @@ public struct PostgresStoreError: Error, CustomStringConvertible, Sendable {
     /// The SQLSTATE the server sent, when it sent one.
     public var sqlState: String?
     public var description: String
+    /// True when the connection was lost or could not be made: the call may succeed when tried again.
+    public var isUnavailable = false
 
     /// The SQLSTATE of disk_full.
     public static let diskFull = "53100"
@@ -19,6 +21,15 @@ public struct PostgresStoreError: Error, CustomStringConvertible, Sendable {
     init(connecting url: PostgresStoreURL, _ error: any Error) {
         let inner = Self.describing(error)
         self.init(sqlState: inner.sqlState, description: "cannot connect to the store \(url): \(inner.description)")
+        isUnavailable = true
+    }
+
+    /// A thrown error of a connection that dropped, as this type, marked unavailable.
+    static func connectionLost(_ error: any Error) -> any Error {
+        if !(error is PSQLError) && !(error is PostgresStoreError) { return error }
+        var lost = describing(error)
+        lost.isUnavailable = true
+        return lost
     }
 
     /// A thrown error as this type; the store's own errors (ProvenanceError) pass through unchanged.

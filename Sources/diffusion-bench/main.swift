@@ -7,6 +7,8 @@
 //               latency, peak RSS (sections 2 and 5)
 //   sampling    the quality sweep's images, cached under training/work/bench-samples/ (3 and 4)
 //   quality     FID, KID, precision, recall, class accuracy of every cached row (3 and 4)
+//   queue       the shared store's queue machinery alone: jobs/s against 1, 2, 4, 8 workers, and the
+//               claim, fenced record and end of a shard (throwaway PostgreSQL; docs/scale-out.md)
 //
 //   make bench          # every stage, the full grid (under 60 minutes on the 2-core build machine)
 //   make bench-quick    # every stage, --quick: fewer timings, a small grid, N = 60 (under 10 minutes)
@@ -42,7 +44,7 @@ struct BenchError: Error, CustomStringConvertible {
 }
 
 enum Stage: String, CaseIterable {
-    case throughput, daemon, sampling, quality
+    case throughput, daemon, sampling, quality, queue
 }
 
 struct Options {
@@ -198,6 +200,7 @@ do {
                 }
             }
         case .quality: log("  quality: ~\(formatSeconds(expectedQualitySeconds(plan: plan)))")
+        case .queue: log("  queue: ~\(formatSeconds(expectedQueueSeconds(options)))")
         }
     }
     if options.plan { exit(0) }
@@ -275,6 +278,8 @@ for stage in options.stages {
             let (r, skipped) = try runQualityStage(plan: plan, options: options)
             return StageOutcome(value: r, skipped: skipped)
         }
+    case .queue:
+        await record(stage, expected: expectedQueueSeconds(options)) { try runQueueStage(options) }
     }
 }
 

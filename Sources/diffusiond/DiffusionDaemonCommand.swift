@@ -57,6 +57,9 @@ struct DiffusionDaemonCommand: AsyncParsableCommand {
         } catch let error as DaemonLockError {
             logger.critical("\(error.description)")
             throw ExitCode(75) // EX_TEMPFAIL: the other daemon may stop
+        } catch let error as OutputFolderProbe.Failure {
+            logger.critical("\(error.description)")
+            throw ExitCode(73) // EX_CANTCREAT
         }
         try await daemon.run()
     }

@@ -26,6 +26,8 @@ import Yams
 /// log_level: info                     # trace debug info notice warning error critical
 /// rescan_seconds: 60
 /// settle_seconds: 2                   # a file with no close or rename seen must stay unchanged this long
+/// worker_name: gpu-host-1             # this daemon among those sharing a store (default: the host name)
+/// shards: {images: 64, lease_seconds: 30, heartbeat_seconds: 1}   # docs/scale-out.md
 /// ```
 public struct DaemonConfig: Sendable, Equatable {
     public var spool: String = "/var/spool/diffusiond"
@@ -51,6 +53,36 @@ public struct DaemonConfig: Sendable, Equatable {
     public var store: StoreLocation = .sqlite
     /// The file whose first line is the PostgreSQL password (else $DIFFUSIOND_STORE_PASSWORD).
     public var storePasswordFile: String?
+    /// This daemon's name among the workers that share a store: it names its leases, its heartbeat
+    /// row and the images it records (the host name by default; one name per daemon).
+    public var workerName: String = DaemonConfig.defaultWorkerName
+    /// How jobs are cut into shards and how long a worker's lease on one holds.
+    public var shards = Shards()
+
+    /// The host name, as far as `worker_name` allows it (its first 64 allowed characters).
+    public static var defaultWorkerName: String {
+        let allowed = ProcessInfo.processInfo.hostName.unicodeScalars.filter {
+            ("a" ... "z").contains($0) || ("A" ... "Z").contains($0) || ("0" ... "9").contains($0) || $0 == "." || $0 == "_" || $0 == "-"
+        }
+        let name = String(String.UnicodeScalarView(allowed.prefix(64))).trimmingCharacters(in: CharacterSet(charactersIn: ".-"))
+        return name.isEmpty ? "localhost" : name
+    }
+
+    /// Shards and leases (docs/scale-out.md). A store on one host (SQLite) holds a whole job as one shard.
+    public struct Shards: Sendable, Equatable {
+        /// Images per shard of a job in a shared store.
+        public var images: Int = 64
+        /// How long a lease holds without a renewal: a worker silent this long loses its shard.
+        public var leaseSeconds: Double = 30
+        /// How often the heartbeat writes the worker's row and renews its lease.
+        public var heartbeatSeconds: Double = 1
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case images, leaseSeconds = "lease_seconds", heartbeatSeconds = "heartbeat_seconds"
+        }
+    }
 
     /// The closed set of `generator` values.
     public enum Generator: String, Sendable, CaseIterable {
@@ -89,6 +121,7 @@ public struct DaemonConfig: Sendable, Equatable {
         case batchSize = "batch_size", threads, limits, metrics, logLevel = "log_level", rescanSeconds = "rescan_seconds"
         case settleSeconds = "settle_seconds"
         case generator, store, storePasswordFile = "store_password_file"
+        case workerName = "worker_name", shards
     }
 
     public init() {}
@@ -167,6 +200,22 @@ public struct DaemonConfig: Sendable, Equatable {
                 if let p = SafeName.problem(v) { r.fail("metrics.features_model", p, n) } else { c.metrics.featuresModel = v }
             }
             if let n = m["min_images"], let v = r.int(n, path: "metrics.min_images", range: 1 ... 10_000_000) { c.metrics.minImages = v }
+        }
+        if let n = map["worker_name"], let v = r.string(n, path: "worker_name") {
+            if let p = SafeName.problem(v) { r.fail("worker_name", p, n) } else { c.workerName = v }
+        }
+        if let n = map["shards"], let m = r.mapping(n, path: "shards", known: Shards.CodingKeys.allCases.map(\.rawValue)) {
+            if let n = m["images"], let v = r.int(n, path: "shards.images", range: 1 ... 1_000_000) { c.shards.images = v }
+            if let n = m["heartbeat_seconds"], let v = r.double(n, path: "shards.heartbeat_seconds", range: 0.05 ... 3600) {
+                c.shards.heartbeatSeconds = v
+            }
+            if let n = m["lease_seconds"], let v = r.double(n, path: "shards.lease_seconds", range: 0.2 ... 86_400) {
+                c.shards.leaseSeconds = v
+            }
+            if c.shards.leaseSeconds < 2 * c.shards.heartbeatSeconds {
+                r.fail("shards.lease_seconds", "must be at least twice shards.heartbeat_seconds (\(c.shards.heartbeatSeconds)), "
+                       + "or one late heartbeat loses the lease; got \(c.shards.leaseSeconds)", m["lease_seconds"] ?? n)
+            }
         }
         if !r.errors.isEmpty { throw ValidationFailure(r.errors) }
         return c

@@ -2,12 +2,15 @@ import Foundation
 import ImageCodecs
 import Provenance
 
-/// The execution of one job's batches: prefetch of the next batch, cancel, stop, the disk-full wait.
+/// The execution of one claim's batches: prefetch of the next batch, cancel, stop, the disk-full
+/// wait, an unreachable store, a lost lease.
 extension JobRunner {
-    /// Samples and writes the images `missing` of a prepared job, batch by batch. Returns nil once
-    /// every image is written, or the outcome that ended the job early (already recorded).
-    func runBatches(job: JobRow, spec: JobSpec, missing: [Int], models: JobModels, directory dir: String) async -> JobOutcome? {
+    /// Samples and writes the images `missing` of a prepared claim, batch by batch. Returns nil once
+    /// every image is written, or the outcome that ended the run early (already recorded).
+    func runBatches(claim: ShardClaim, spec: JobSpec, missing: [Int], models: JobModels, directory dir: String) async -> JobOutcome? {
+        let job = claim.job
         let cfg = config.current
+        let lease = self.lease
         // A cancel flag polled from the database while the job runs.
         let canceled = Locked(false)
         let poller = Task { [store] in
@@ -21,7 +24,7 @@ extension JobRunner {
         // Set when the job ends while a batch is still being sampled ahead, which then stops at its next step.
         let abandoned = Locked(false)
         let activity = self.activity
-        let context = GenerationContext(shouldStop: { canceled.current || stop.current || abandoned.current },
+        let context = GenerationContext(shouldStop: { canceled.current || stop.current || abandoned.current || !lease.isHeld },
                                         threads: cfg.threads, progress: { step in activity.withLock { $0.record(step) } })
         let generator = self.generator
         func nextBatch(from start: Int) -> [Int] {
@@ -45,11 +48,15 @@ extension JobRunner {
         while index < missing.count {
             if canceled.current || (try? store.isCancelRequested(jobID: job.id)) == true {
                 await abandon(ahead)
-                return finisher.finish(job: job, outcome: .canceled, error: nil)
+                return finisher.finish(claim, outcome: .canceled, error: nil)
             }
             if isStopping {
                 await abandon(ahead)
-                return finisher.interrupt(job: job)
+                return finisher.interrupt(claim)
+            }
+            if !lease.isHeld {
+                await abandon(ahead)
+                return finisher.end(claim, error: LeaseLost(claim), failing: "")
             }
             let current = ahead ?? { let b = nextBatch(from: index); return (b, sample(b)) }()
             ahead = nil
@@ -58,14 +65,15 @@ extension JobRunner {
             do {
                 images = try await current.task.value
             } catch is CancellationError {
-                if canceled.current { return finisher.finish(job: job, outcome: .canceled, error: nil) }
-                return finisher.interrupt(job: job)
+                if !lease.isHeld { return finisher.end(claim, error: LeaseLost(claim), failing: "") }
+                if canceled.current { return finisher.finish(claim, outcome: .canceled, error: nil) }
+                return finisher.interrupt(claim)
             } catch {
-                if isStopping { return finisher.interrupt(job: job) }
-                return finisher.finish(job: job, outcome: .failed, error: "generation failed: \(error)")
+                if isStopping { return finisher.interrupt(claim) }
+                return finisher.finish(claim, outcome: .failed, error: "generation failed: \(error)")
             }
             guard images.map(\.index) == batch else {
-                return finisher.finish(job: job, outcome: .failed, error: "generator returned indices \(images.map(\.index)) for \(batch)")
+                return finisher.finish(claim, outcome: .failed, error: "generator returned indices \(images.map(\.index)) for \(batch)")
             }
             let following = index + batch.count
             if following < missing.count && !canceled.current && !isStopping {
@@ -74,16 +82,33 @@ extension JobRunner {
             }
             for image in images {
                 var waitingSince: Date?
+                var unreachableSince: ContinuousClock.Instant?
                 while true {
                     do {
-                        try writer.write(image: image, job: job, spec: spec, models: models, directory: dir,
-                                         threads: config.current.threads)
+                        try writer.write(image: image, claim: claim, spec: spec, models: models, directory: dir,
+                                         threads: config.current.threads, lease: lease)
                         break
+                    } catch let error as LeaseLost {
+                        await abandon(ahead)
+                        return finisher.end(claim, error: error, failing: "")
+                    } catch let error where store.isUnavailable(error) {
+                        // The file is in place; its row waits for the store (a restart, a cut network)
+                        // as long as the lease holds locally, then the shard is another worker's.
+                        if unreachableSince == nil {
+                            unreachableSince = .now
+                            logger.warning("store unreachable; the image's row waits", metadata: [
+                                "job": "\(job.id)", "image": "\(image.index)", "error": "\(error)"])
+                        }
+                        if !lease.isHeld || isStopping {
+                            await abandon(ahead)
+                            return finisher.end(claim, error: lease.isHeld ? error : LeaseLost(claim), failing: "")
+                        }
+                        try? await Task.sleep(for: .milliseconds(500))
                     } catch let error where writeFault(error) != nil {
                         // A full disk, a folder made read-only or removed: usually fixed by someone. Keep
                         // the image, say why, wait, retry (a removed folder is made again; the images
                         // recorded in it are made again at the end of the job).
-                        if let outcome = await waitForWrite(job: job, spec: spec, imageIndex: image.index, error: error,
+                        if let outcome = await waitForWrite(claim: claim, spec: spec, imageIndex: image.index, error: error,
                                                             since: &waitingSince, canceled: canceled) {
                             await abandon(ahead)
                             return outcome
@@ -91,7 +116,7 @@ extension JobRunner {
                         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
                     } catch {
                         await abandon(ahead)
-                        return finisher.finish(job: job, outcome: .failed, error: "cannot write image \(image.index): \(error)")
+                        return finisher.finish(claim, outcome: .failed, error: "cannot write image \(image.index): \(error)")
                     }
                 }
                 if let waitingSince {
@@ -117,8 +142,9 @@ extension JobRunner {
     /// only after the file). Says why in the log and in the status, waits
     /// `spaceRetryInterval`, then lets the caller retry the same image. Returns
     /// an outcome instead when the job is canceled or the daemon stops meanwhile.
-    func waitForWrite(job: JobRow, spec: JobSpec, imageIndex: Int, error: any Error, since: inout Date?,
+    func waitForWrite(claim: ShardClaim, spec: JobSpec, imageIndex: Int, error: any Error, since: inout Date?,
                       canceled: Locked<Bool>) async -> JobOutcome? {
+        let job = claim.job
         let path = outputDirectory(job: job, spec: spec) + "/" + Self.imageFileName(spec: spec, index: imageIndex)
         let retry = Int(spaceRetryInterval.components.seconds)
         let fault = writeFault(error) ?? .noSpace
@@ -134,9 +160,10 @@ extension JobRunner {
         let deadline = ContinuousClock.now + spaceRetryInterval
         while ContinuousClock.now < deadline {
             if canceled.current || (try? store.isCancelRequested(jobID: job.id)) == true {
-                return finisher.finish(job: job, outcome: .canceled, error: nil)
+                return finisher.finish(claim, outcome: .canceled, error: nil)
             }
-            if isStopping { return finisher.interrupt(job: job) }
+            if isStopping { return finisher.interrupt(claim) }
+            if !lease.isHeld { return finisher.end(claim, error: LeaseLost(claim), failing: "") }
             try? await Task.sleep(for: .milliseconds(200))
         }
         return nil

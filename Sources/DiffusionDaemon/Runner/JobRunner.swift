@@ -3,20 +3,25 @@ import ImageCodecs
 import Logging
 import Provenance
 
-/// How one run of a job ended.
+/// How one run of a claim (a job's shard, or a whole job on one host) ended.
 public enum JobOutcome: String, Sendable, Equatable {
     case done, failed, canceled
-    /// Stopped for a daemon shutdown; the job is pending again and resumes later.
+    /// Stopped for a daemon shutdown; the shard (on one host: the job) is pending again and resumes later.
     case interrupted
+    /// The shard's images are written; other shards of the job are not done yet (other workers end the job).
+    case shardDone
+    /// The lease ran out or was taken over (the store refused a write, or no renewal got through in
+    /// time): nothing more was written; the worker that holds the shard now resumes it.
+    case leaseLost
 }
 
-/// Runs jobs from the queue: for each batch of image indices not yet
-/// recorded, generate, write each image atomically, then record its row.
+/// Runs claimed work from the queue: for each batch of the claim's image indices not yet
+/// recorded, generate, write each image atomically, then record its row under the claim's lease.
 ///
-/// The queue loop and a job's preparation live here; the batches of one job in
-/// JobRunner+Batches.swift, the writing of one image in `ImageWriter`, the end of a
-/// job (contact sheet, metrics, transitions) in `JobFinisher`. The runner sees the
-/// database only through `JobStore`.
+/// The queue loop and a claim's preparation live here; the batches of one claim in
+/// JobRunner+Batches.swift, the writing of one image in `ImageWriter`, the end of a claim and of
+/// a job (contact sheet, metrics, transitions) in `JobFinisher`. The runner sees the database
+/// only through `JobStore`, and holds one claim at a time (`LeaseKeeper`, renewed by the heartbeat).
 ///
 /// Construct one per daemon:
 /// ```swift
@@ -34,6 +39,8 @@ public final class JobRunner: Sendable {
     let stopRequested = Locked(false)
     let environmentID = Locked<Int64?>(nil)
     let host: String
+    /// The claim held now and its lease (renewed by the heartbeat service).
+    public let lease = LeaseKeeper()
     /// Encodes, writes and records images; reconciles output folders.
     let writer: ImageWriter
     /// Contact sheet, metrics and the job's final transition.
@@ -52,7 +59,7 @@ public final class JobRunner: Sendable {
         let host = ProcessInfo.processInfo.hostName
         self.host = host
         writer = ImageWriter(store: store, generator: generator, host: host, logger: logger)
-        finisher = JobFinisher(store: store, spool: spool, logger: logger, activity: activity)
+        finisher = JobFinisher(store: store, spool: spool, logger: logger, activity: activity, lease: lease)
     }
 
     /// Applies a reloaded config (batch size, limits and metrics settings take effect at the next batch or job).
@@ -77,23 +84,33 @@ public final class JobRunner: Sendable {
         return id
     }
 
-    /// Runs queued jobs until the queue is empty or a stop is requested; returns how many ran.
+    /// What this worker asks the store for, from the config now.
+    var shardRequest: ShardRequest {
+        let cfg = config.current
+        return ShardRequest(worker: cfg.workerName, maxAttempts: cfg.limits.attempts, environmentID: environmentID.current,
+                            shardImages: cfg.shards.images, leaseSeconds: cfg.shards.leaseSeconds)
+    }
+
+    /// Runs queued work until there is none or a stop is requested; returns how many claims ran.
     @discardableResult
     public func runAvailableJobs() async -> Int {
         var ran = 0
         while !isStopping {
-            let maxAttempts = config.current.limits.attempts
-            let outcome: ClaimOutcome?
+            let request = shardRequest
+            let sent = ContinuousClock.now
+            let outcome: ShardClaimOutcome?
             do {
-                outcome = try store.claimNext(maxAttempts: maxAttempts, environmentID: environmentID.current)
+                outcome = try store.claimNextShard(request)
             } catch {
-                logger.error("cannot claim the next job", metadata: ["error": "\(error)"])
+                logger.error("cannot claim the next shard", metadata: ["error": "\(error)"])
                 return ran
             }
             guard let outcome else { return ran }
             switch outcome {
-            case let .claimed(job):
-                _ = await run(job: job)
+            case let .claimed(claim):
+                lease.start(claim, sent: sent, leaseSeconds: request.leaseSeconds)
+                _ = await run(claim: claim)
+                lease.end()
                 ran += 1
             case let .poisoned(job):
                 logger.error("poison job failed", metadata: ["job": "\(job.id)", "attempts": "\(job.attempts)"])
@@ -117,93 +134,82 @@ public final class JobRunner: Sendable {
         ImageWriter.fileName(spec: spec, index: index)
     }
 
-    /// Makes the output folder agree with the image rows after a crash (see `ImageWriter.reconcile`).
-    public func reconcileOutputs(jobID: Int64, spec: JobSpec, directory: String) throws -> (removedFiles: [String], removedRows: [Int]) {
-        try writer.reconcile(jobID: jobID, spec: spec, directory: directory)
+    /// Makes the claim's part of the output folder agree with its image rows after a crash (see `ImageWriter.reconcile`).
+    public func reconcileOutputs(claim: ShardClaim, spec: JobSpec, directory: String) throws -> (removedFiles: [String], removedRows: [Int]) {
+        try writer.reconcile(claim: claim, spec: spec, directory: directory)
     }
 
-    /// Runs one claimed (active) job to its end, a cancel, or a stop.
-    public func run(job: JobRow) async -> JobOutcome {
+    /// Runs one claim to its end, a cancel, a stop, or the loss of its lease.
+    public func run(claim: ShardClaim) async -> JobOutcome {
+        let job = claim.job
         guard let text = job.spec, let spec = try? JobSpec.fromJSON(text) else {
-            return finisher.finish(job: job, outcome: .failed, error: "stored job spec is unreadable")
+            return finisher.finish(claim, outcome: .failed, error: "stored job spec is unreadable")
         }
         let dir = outputDirectory(job: job, spec: spec)
         let started = Date().timeIntervalSince1970
-        do {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            try store.setOutput(jobID: job.id, outputDir: dir, totalImages: spec.totalImages)
-            _ = try reconcileOutputs(jobID: job.id, spec: spec, directory: dir)
-        } catch {
-            return finisher.finish(job: job, outcome: .failed, error: "cannot prepare output folder \(dir): \(error)")
-        }
         let missing: [Int]
         do {
-            missing = try store.unrecordedIndices(jobID: job.id, total: spec.totalImages)
+            missing = try await storeCall(claim) {
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                try store.setOutput(jobID: job.id, outputDir: dir, totalImages: spec.totalImages)
+                _ = try reconcileOutputs(claim: claim, spec: spec, directory: dir)
+                return try unrecorded(claim)
+            }
         } catch {
-            return finisher.finish(job: job, outcome: .failed, error: "cannot read recorded images: \(error)")
+            return finisher.end(claim, error: error, failing: "cannot prepare output folder \(dir)")
         }
         activity.withLock {
-            $0.startRun(jobID: job.id, status: "running job \(job.id) (\(spec.name))",
-                        done: spec.totalImages - missing.count, total: spec.totalImages, at: started)
+            $0.startRun(jobID: job.id, status: "running job \(job.id) (\(spec.name))" + Self.describe(claim),
+                        done: claim.indices.count - missing.count, total: claim.indices.count, at: started)
         }
-        defer {
-            activity.withLock {
-                $0.status = "idle"
-                $0.activeJobID = nil
-                $0.imagesDone = 0
-                $0.imagesTotal = 0
-                $0.imagesThisRun = 0
-            }
-        }
-        logger.info("job started", metadata: ["job": "\(job.id)", "name": "\(spec.name)", "attempt": "\(job.attempts)",
-                                              "images": "\(spec.totalImages)", "remaining": "\(missing.count)"])
-
+        defer { activity.withLock { $0.endRun() } }
+        logger.info("shard started", metadata: ["job": "\(job.id)", "name": "\(spec.name)", "shard": "\(claim.shard)",
+                                                "indices": "\(claim.indices.lowerBound)..<\(claim.indices.upperBound)",
+                                                "token": "\(claim.lease.token)", "attempt": "\(claim.attempt)",
+                                                "images": "\(spec.totalImages)", "remaining": "\(missing.count)"])
         let models: JobModels
         do {
-            for name in [spec.model] + (spec.sampler.classifier.map { [$0] } ?? []) {
-                if let loaded = try await generator.preload(model: name) {
-                    try? store.recordModelLoad(ModelLoadRow(name: loaded.name, contentHash: loaded.contentHash,
-                                                            loadSeconds: loaded.loadSeconds, bytes: loaded.bytes))
-                    logger.info("model loaded", metadata: ["model": "\(name)", "seconds": "\(loaded.loadSeconds)"])
-                }
-            }
-            var classifier: GenerationRecord.ModelRef?
-            if let name = spec.sampler.classifier, spec.mode == .classifierGuided {
-                classifier = .init(name: name, hash: try await generator.modelHash(name))
-            }
-            models = JobModels(unet: .init(name: spec.model, hash: try await generator.modelHash(spec.model)), classifier: classifier)
-            try store.recordJobModel(JobModelRow(jobID: job.id, role: .unet, name: models.unet.name, sha256: models.unet.hash))
-            if let classifier {
-                try store.recordJobModel(JobModelRow(jobID: job.id, role: .classifier, name: classifier.name, sha256: classifier.hash))
-            }
+            models = try await prepareModels(job: job, spec: spec)
         } catch {
-            return finisher.finish(job: job, outcome: .failed, error: "cannot load model \(spec.model): \(error)")
+            return finisher.end(claim, error: error, failing: "cannot load model \(spec.model)")
         }
         // Then again for any image whose file went missing meanwhile (its folder removed mid-job):
-        // the folder must agree with the rows before the job is done.
+        // the folder must agree with the rows before the shard is done.
         var left = missing
         for pass in 1 ... 3 where !left.isEmpty {
             if pass > 1 {
                 logger.notice("images lost from the output folder are made again", metadata: [
-                    "job": "\(job.id)", "images": "\(left.count)"])
+                    "job": "\(job.id)", "shard": "\(claim.shard)", "images": "\(left.count)"])
             }
-            if let ended = await runBatches(job: job, spec: spec, missing: left, models: models, directory: dir) {
+            if let ended = await runBatches(claim: claim, spec: spec, missing: left, models: models, directory: dir) {
                 return ended
             }
             do {
-                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-                _ = try reconcileOutputs(jobID: job.id, spec: spec, directory: dir)
-                left = try store.unrecordedIndices(jobID: job.id, total: spec.totalImages)
+                left = try await storeCall(claim) {
+                    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                    _ = try reconcileOutputs(claim: claim, spec: spec, directory: dir)
+                    return try unrecorded(claim)
+                }
             } catch {
-                return finisher.finish(job: job, outcome: .failed, error: "cannot check output folder \(dir): \(error)")
+                return finisher.end(claim, error: error, failing: "cannot check output folder \(dir)")
             }
-            activity.withLock { $0.imagesDone = spec.totalImages - left.count }
+            activity.withLock { $0.imagesDone = claim.indices.count - left.count }
         }
         if !left.isEmpty {
-            return finisher.finish(job: job, outcome: .failed,
+            return finisher.finish(claim, outcome: .failed,
                                    error: "\(left.count) images kept disappearing from \(dir); retry with diffusionctl retry \(job.id)")
         }
-        await finisher.finishOutputs(job: job, spec: spec, directory: dir, started: started, config: config.current)
-        return finisher.finish(job: job, outcome: .done, error: nil)
+        return await endShard(claim, spec: spec, directory: dir, started: started)
+    }
+
+    /// " shard 2 [12, 18)", or nothing for a whole job (the status line of one host stays as it was).
+    static func describe(_ claim: ShardClaim) -> String {
+        claim.indices == 0 ..< claim.job.totalImages && claim.shard == 0 ? "" : " shard \(claim.shard) [\(claim.indices.lowerBound), \(claim.indices.upperBound))"
+    }
+
+    /// The claim's indices without a row, ascending.
+    func unrecorded(_ claim: ShardClaim) throws -> [Int] {
+        let done = try store.recordedIndices(jobID: claim.job.id)
+        return claim.indices.filter { !done.contains($0) }
     }
 }

@@ -111,6 +111,15 @@ public struct DaemonActivity: Sendable, Equatable {
         progressThisRun = 0
     }
 
+    /// After a run of a claim, whichever way it ended.
+    public mutating func endRun() {
+        status = "idle"
+        activeJobID = nil
+        imagesDone = 0
+        imagesTotal = 0
+        imagesThisRun = 0
+    }
+
     /// After a step of the batch being sampled.
     public mutating func record(_ step: BatchProgress) {
         batch = step

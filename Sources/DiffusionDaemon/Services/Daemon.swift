@@ -43,8 +43,12 @@ public final class Daemon: Sendable {
                                                 attributes: [.posixPermissions: 0o700])
         try FileManager.default.createDirectory(atPath: config.output, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o750])
-        // One daemon per spool, output and state directory: a second one stops here.
-        lock = try DaemonLock(directories: [config.state, config.spool, config.output])
+        // One daemon per spool and state directory, and per output folder on one host: a second one
+        // stops here. Workers sharing a store share their output folder (docs/scale-out.md), which
+        // must pass the probe instead.
+        let shared = config.store != .sqlite
+        if shared { try OutputFolderProbe.check(config.output, worker: config.workerName) }
+        lock = try DaemonLock(directories: shared ? [config.state, config.spool] : [config.state, config.spool, config.output])
         store = try StoreOpener.open(config, as: .daemon, logger: logger)
         runner = JobRunner(store: store, generator: generator, config: config, spool: spool, logger: logger)
         ingestor = SpoolIngestor(spool: spool, store: store, validator: JobValidator(config: config, catalog: catalog), logger: logger)
@@ -56,7 +60,9 @@ public final class Daemon: Sendable {
     public func recover() throws {
         let (requeued, poisoned) = try store.recoverInterruptedJobs(maxAttempts: config.current.limits.attempts)
         if !requeued.isEmpty { logger.notice("interrupted jobs requeued", metadata: ["jobs": "\(requeued)"]) }
-        for id in poisoned {
+        // The shards this worker held when it died: pending again for any worker (or poison jobs).
+        let poisonedShards = try store.releaseLeases(ofWorker: config.current.workerName, maxAttempts: config.current.limits.attempts)
+        for id in poisoned + poisonedShards {
             logger.error("poison job failed", metadata: ["job": "\(id)"])
             if let job = try store.job(id: id) { _ = try? spool.fail(spoolName: job.spoolName, error: job.error ?? "poison job") }
         }
@@ -114,7 +120,9 @@ public final class Daemon: Sendable {
         let lastBeat = Locked(ContinuousClock.now)
         let cfg = config.current
         let services: [any Service] = [
-            HeartbeatService(store: store, runner: runner, notifier: notifier, lastBeat: lastBeat, logger: logger),
+            HeartbeatService(store: store, runner: runner, notifier: notifier,
+                             interval: .milliseconds(Int(cfg.shards.heartbeatSeconds * 1000)), lastBeat: lastBeat, logger: logger,
+                             worker: cfg.workerName, leaseSeconds: cfg.shards.leaseSeconds),
             WatchdogService(notifier: notifier, interval: SystemdNotifier.watchdogInterval(), lastBeat: lastBeat),
             ReloadService(reload: { [self] in self.reloadConfig() }),
             SpoolWatcherService(ingestor: ingestor, wakeRunner: wake,
@@ -128,7 +136,7 @@ public final class Daemon: Sendable {
         let group = ServiceGroup(configuration: groupConfig)
         notifier.ready(status: "ready: spool \(cfg.spool)")
         logger.info("diffusiond ready", metadata: ["spool": "\(cfg.spool)", "database": "\(StoreOpener.describe(cfg))",
-                                                   "pid": "\(getpid())"])
+                                                   "worker": "\(cfg.workerName)", "pid": "\(getpid())"])
         try await group.run()
         logger.info("diffusiond stopped")
     }

@@ -44,7 +44,11 @@ public struct SpoolWatcherService: Service {
                 readiness.record(events)
                 if overflow || events.contains(where: { !Spool.isIgnored($0.name) && $0.change != .gone }) { scan = true }
             }
-            if ContinuousClock.now - lastScan >= (watcher == nil ? .seconds(1) : rescanInterval()) { scan = true }
+            if ContinuousClock.now - lastScan >= (watcher == nil ? .seconds(1) : rescanInterval()) {
+                scan = true
+                // A job another worker of a shared store ended: its file leaves active/ here.
+                ingestor.settleFinished()
+            }
             if scan {
                 lastScan = ContinuousClock.now
                 readiness.settleSeconds = settleSeconds()
@@ -84,7 +88,8 @@ public struct JobRunnerService: Service {
     }
 }
 
-/// Writes the heartbeat row about once a second and mirrors it to systemd's STATUS=.
+/// Every `shards.heartbeat_seconds` (1 s by default): renews the lease of the runner's claim, writes
+/// this worker's row and the heartbeat row, and mirrors the status to systemd's STATUS=.
 public struct HeartbeatService: Service {
     let store: any JobStore
     let runner: JobRunner
@@ -92,20 +97,27 @@ public struct HeartbeatService: Service {
     let interval: Duration
     let lastBeat: Locked<ContinuousClock.Instant>
     let logger: Logger
+    /// This worker's name (`worker_name`) and how long a renewal extends its lease.
+    let worker: String
+    let leaseSeconds: Double
 
     public init(store: any JobStore, runner: JobRunner, notifier: SystemdNotifier, interval: Duration = .seconds(1),
-                lastBeat: Locked<ContinuousClock.Instant>, logger: Logger) {
+                lastBeat: Locked<ContinuousClock.Instant>, logger: Logger,
+                worker: String = DaemonConfig.defaultWorkerName, leaseSeconds: Double = DaemonConfig.Shards().leaseSeconds) {
         self.store = store
         self.runner = runner
         self.notifier = notifier
         self.interval = interval
         self.lastBeat = lastBeat
         self.logger = logger
+        self.worker = worker
+        self.leaseSeconds = leaseSeconds
     }
 
     public func run() async throws {
         let started = Date().timeIntervalSince1970
         var lastStatus = ""
+        var lastLost: String?
         // The generator can be busy for a whole batch (longer than the
         // watchdog interval): ask it for its cached models on the side, so the
         // heartbeat, and the watchdog behind it, never wait for a batch to end.
@@ -119,12 +131,17 @@ public struct HeartbeatService: Service {
         }
         defer { refresher.cancel() }
         for await _ in Ticks.every(interval).cancelOnGracefulShutdown() {
-            beat(started: started, cached: cached.current, lastStatus: &lastStatus, stopping: false)
+            beat(started: started, cached: cached.current, lastStatus: &lastStatus, lastLost: &lastLost, stopping: false)
         }
-        beat(started: started, cached: cached.current, lastStatus: &lastStatus, stopping: true)
+        beat(started: started, cached: cached.current, lastStatus: &lastStatus, lastLost: &lastLost, stopping: true)
     }
 
-    func beat(started: Double, cached: [String], lastStatus: inout String, stopping: Bool) {
+    func beat(started: Double, cached: [String], lastStatus: inout String, lastLost: inout String?, stopping: Bool) {
+        if !runner.lease.renew(in: store, leaseSeconds: leaseSeconds), let claim = runner.lease.claim, claim.label != lastLost {
+            logger.warning("lease lost (renewal refused, or none reached the store in time): another worker takes the shard over",
+                           metadata: ["job": "\(claim.job.id)", "shard": "\(claim.shard)", "token": "\(claim.lease.token)"])
+            lastLost = claim.label
+        }
         let a = runner.activity.current
         let status = stopping ? "stopping" : a.status
         let active = a.activeJobID != nil
@@ -133,7 +150,13 @@ public struct HeartbeatService: Service {
                               imagesTotal: a.imagesTotal, imagesPerSecond: a.imagesPerSecond, cachedModels: cached,
                               batchImages: active ? a.batch.images : 0, stepsDone: active ? a.batch.completedSteps : 0,
                               stepsTotal: active ? a.batch.totalSteps : 0, etaSeconds: active ? a.etaSeconds : nil)
+        let claim = active ? runner.lease.claim : nil
+        let row = WorkerRow(worker: worker, host: ProcessInfo.processInfo.hostName, pid: Int(getpid()), startedAt: started,
+                            updatedAt: hb.updatedAt, status: status, cachedModels: cached, jobID: claim?.job.id,
+                            shard: claim?.shard, firstIndex: claim?.indices.lowerBound, endIndex: claim?.indices.upperBound,
+                            leaseToken: claim?.lease.token, imagesDone: a.imagesDone, imagesPerSecond: a.imagesPerSecond)
         do {
+            try store.writeWorker(row)
             try store.writeHeartbeat(hb)
             lastBeat.set(ContinuousClock.now)
         } catch {

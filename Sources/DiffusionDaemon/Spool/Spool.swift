@@ -89,7 +89,9 @@ public struct Spool: Sendable {
         let n = counter
         counterLock.unlock()
         let ms = Int(Date().timeIntervalSince1970 * 1000)
-        return "\(ms)-\(getpid())-\(n)--\(original)"
+        // The random part keeps names apart across hosts sharing a store (containers all run as pid 1).
+        let nonce = String(UInt32.random(in: 0 ... .max), radix: 16)
+        return "\(ms)-\(getpid())-\(n)-\(nonce)--\(original)"
     }
 
     /// The original name inside a spool name.

@@ -109,6 +109,28 @@ public final class SpoolIngestor: Sendable {
         _ = try? spool.fail(spoolName: spoolName, error: errors.description.replacingOccurrences(of: "\n", with: "\n\(original): "))
     }
 
+    /// Files in active/ whose job has ended (with a shared store, the worker that ends a job may run
+    /// on another host than the spool its file was dropped in): moved to done/ or failed/. A file
+    /// claimed while the store could not record it (a database restarting) is recorded now. Runs on
+    /// the spool watcher's task, between ingestions, so no file is half-way through one.
+    public func settleFinished() {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: spool.active)) ?? []).filter { !Spool.isIgnored($0) }
+        for name in names.sorted() {
+            let found: JobRow?
+            do { found = try store.job(spoolName: name) } catch { return }
+            guard let row = found else {
+                logger.notice("recording a job file claimed while the store could not record it", metadata: ["file": "\(name)"])
+                ingestClaimed(spoolName: name)
+                continue
+            }
+            switch row.state {
+            case .done: _ = try? spool.finish(spoolName: name)
+            case .failed, .canceled: _ = try? spool.fail(spoolName: name, error: row.error ?? row.state.rawValue)
+            case .pending, .active: break
+            }
+        }
+    }
+
     /// At start: files in active/ without a job row were claimed just before a
     /// crash: record them now. Rows in a final state whose file is still in
     /// active/ crashed before the move: move them now.
