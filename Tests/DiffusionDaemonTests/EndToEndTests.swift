@@ -314,7 +314,8 @@ struct HarnessError: Error, CustomStringConvertible {
         #expect(try store.requestCancel(jobID: long.id) == .requested)
         try h.waitFor("the cancel", timeout: 30) { (try? store.job(id: long.id)?.state) == .canceled }
         #expect(try store.imageCount(jobID: long.id) < 2000)
-        #expect(h.exists("spool/failed/long.yml.error"))
+        // The record ends the job first, then the job file moves to failed/ with its reason.
+        try h.waitFor("the canceled job's file in failed/", timeout: 10) { h.exists("spool/failed/long.yml.error") }
 
         // SIGTERM: a clean, quick exit.
         let start = Date()
