@@ -325,7 +325,7 @@ def langevin_text(g, rows):
     pc = [r for r in rows if r["id"].startswith("pc-")]
     if pc:
         parts.append("predictor-corrector (`kind: pc`: an ancestral predictor on K respaced steps, one Langevin corrector step "
-                     "after each, snr 0.16, each image's step size from its own norms) at K = "
+                     "before each predictor step, snr 0.16, each image's step size from its own norms) at K = "
                      + ", ".join(r["steps_label"].split(" ")[0] for r in pc))
     return "; ".join(parts) + "."
 
