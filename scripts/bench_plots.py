@@ -106,15 +106,16 @@ def fid_vs_nfe(results, out, written):
     if not rows:
         remove(out, "fid_vs_nfe.png")
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.8))
     series = []
     for row in rows:
         if row["series"] not in series:
             series.append(row["series"])
-    for name in series:
+    for i, name in enumerate(series):
         pts = sorted((row["network_evaluations_per_image"], q[row["id"]]["fid"]) for row in rows if row["series"] == name)
-        style = "--" if "Langevin" in name else "-"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=name)
+        style = "--" if row_group(rows, name) == "langevin" else "-"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="os^vD<>ph*"[i % 10], color=plt.cm.tab20(i % 20),
+                label=name)
     floors = [q[row["id"]]["fid_data_floor"] for row in rows]
     if floors:
         ax.axhline(sum(floors) / len(floors), color="grey", linestyle=":", label=f"data floor (N = {s['n']} real images)")
@@ -123,9 +124,15 @@ def fid_vs_nfe(results, out, written):
     ax.set_xlabel("network evaluations per image")
     ax.set_ylabel(f"FID (N = {s['n']})")
     ax.set_title("FID against network evaluations per image")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
     save(fig, out, "fid_vs_nfe.png", written)
+
+
+def row_group(rows, series):
+    """The group of the rows of one series (steps or langevin)."""
+    return next(row["group"] for row in rows if row["series"] == series)
 
 
 def guidance(results, out, written):
