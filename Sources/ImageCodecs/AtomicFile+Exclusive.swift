@@ -90,15 +90,9 @@ extension AtomicFile {
     /// Removes the temporaries in `dir` whose final name satisfies `belongs`; returns their names.
     @discardableResult
     public static func removeTemporaries(in dir: String, where belongs: (String) -> Bool) -> [String] {
-        guard let d = opendir(dir) else { return [] }
-        defer { closedir(d) }
-        var removed: [String] = []
-        while let entry = readdir(d) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
-            if let final = finalName(ofTemporary: name), belongs(final), unlink("\(dir)/\(name)") == 0 { removed.append(name) }
+        entryNames(in: dir).filter { name in
+            guard let final = finalName(ofTemporary: name), belongs(final) else { return false }
+            return unlink("\(dir)/\(name)") == 0
         }
-        return removed
     }
 }

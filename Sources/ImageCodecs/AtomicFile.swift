@@ -77,16 +77,20 @@ public enum AtomicFile {
     /// Removes leftover temporaries in `dir` (from a crash mid-write); returns their names.
     @discardableResult
     public static func removeTemporaries(in dir: String) -> [String] {
+        entryNames(in: dir).filter { isTemporaryName($0) && unlink("\(dir)/\($0)") == 0 }
+    }
+
+    /// The names of the entries in `dir` (none when it cannot be read).
+    static func entryNames(in dir: String) -> [String] {
         guard let d = opendir(dir) else { return [] }
         defer { closedir(d) }
-        var removed: [String] = []
+        var names: [String] = []
         while let entry = readdir(d) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            names.append(withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
-            if isTemporaryName(name), unlink("\(dir)/\(name)") == 0 { removed.append(name) }
+            })
         }
-        return removed
+        return names
     }
 
     static func writeAll(fd: Int32, bytes: [UInt8], path: String) throws {

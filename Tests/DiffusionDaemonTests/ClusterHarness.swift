@@ -206,20 +206,7 @@ final class Cluster {
 extension Cluster {
     /// Runs `diffusionctl` on worker `k`'s host (nil: the test process's) with `arguments`.
     func ctl(on k: Int?, _ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
-        let exeDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
-        let binary = [exeDir + "/diffusionctl", packageRoot + "/.build/release/diffusionctl"]
-            .first { FileManager.default.isExecutableFile(atPath: $0) }!
-        let command = (k.map { lab.lab.exec(in: lab.lab.workers[$0 - 1]) } ?? []) + [binary] + arguments
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: command[0])
-        p.arguments = Array(command.dropFirst())
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile(), errData = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+        try runCommand((k.map { lab.lab.exec(in: lab.lab.workers[$0 - 1]) } ?? []) + [diffusionctlPath] + arguments)
     }
 }
 

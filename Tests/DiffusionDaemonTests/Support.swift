@@ -39,13 +39,22 @@ let packageRoot: String = {
     return url.path
 }()
 
+/// The built `diffusionctl` (beside the test bundle, else the release build's).
+let diffusionctlPath: String = {
+    let exeDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+    return [exeDir + "/diffusionctl", packageRoot + "/.build/release/diffusionctl"].first { FileManager.default.isExecutableFile(atPath: $0) }!
+}()
+
 /// Runs the built `diffusionctl` with `arguments`; returns its exit status, standard output and standard error.
 func diffusionctl(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
-    let exeDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+    try runCommand([diffusionctlPath] + arguments)
+}
+
+/// Runs `command` (an executable path and its arguments); returns its exit status, standard output and standard error.
+func runCommand(_ command: [String]) throws -> (status: Int32, output: String, error: String) {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: [exeDir + "/diffusionctl", packageRoot + "/.build/release/diffusionctl"]
-        .first { FileManager.default.isExecutableFile(atPath: $0) }!)
-    p.arguments = arguments
+    p.executableURL = URL(fileURLWithPath: command[0])
+    p.arguments = Array(command.dropFirst())
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
