@@ -9,6 +9,7 @@ Writes, when their stage has a result:
   fid_vs_nfe.png                  FID against network evaluations per image, one line per sampler
   guidance_precision_recall.png   precision against recall along the guidance scale
   guidance_accuracy_fid.png       class accuracy and FID against the guidance scale
+  scale_out.png                   speed-up of diffusiond workers sharing one store against their number
 A plot whose data is missing (e.g. quality metrics not measured) is removed rather than left stale.
 """
 import argparse
@@ -176,6 +177,28 @@ def guidance(results, out, written):
     save(fig, out, "guidance_accuracy_fid.png", written)
 
 
+def scale_out(results, out, written):
+    r = result(results, "fleet")
+    if not r or not r.get("queue"):
+        remove(out, "scale_out.png")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    most = max(row["workers"] for row in r["queue"])
+    ax.plot([1, most], [1, most], "k:", label="ideal")
+    ax.plot([row["workers"] for row in r["queue"]], [row["speedup"] for row in r["queue"]], "o-",
+            label=f"queue: test generator, {r['test_delay_ms_per_image']} ms an image")
+    if r.get("engine"):
+        ax.plot([row["workers"] for row in r["engine"]], [row["speedup"] for row in r["engine"]], "s-",
+                label="engine, one thread a worker")
+    ax.set_xlabel("workers")
+    ax.set_ylabel("throughput against one worker")
+    ax.set_xticks([row["workers"] for row in r["queue"]])
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("diffusiond workers sharing one PostgreSQL store")
+    save(fig, out, "scale_out.png", written)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="docs/bench/results.json")
@@ -189,6 +212,7 @@ def main():
     daemon(results, args.out, written)
     fid_vs_nfe(results, args.out, written)
     guidance(results, args.out, written)
+    scale_out(results, args.out, written)
     for path in written:
         print(f"wrote {path}")
     missing = [p for p in QUALITY_PLOTS if not os.path.exists(os.path.join(args.out, p))]

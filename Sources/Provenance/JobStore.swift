@@ -83,9 +83,16 @@ public protocol JobStore: Sendable {
 
     /// True when `error` (thrown by this store) means the database's disk is full.
     func isOutOfSpace(_ error: any Error) -> Bool
+
+    /// Calls `wake` whenever another process makes work here (a job inserted, a shard given back),
+    /// until the task is cancelled; returns at once for a store that no other host writes (SQLite:
+    /// its host's spool wakes the runner).
+    func watchForWork(_ wake: @escaping @Sendable () -> Void) async throws
 }
 
 extension JobStore {
+    public func watchForWork(_ wake: @escaping @Sendable () -> Void) async throws {}
+
     /// A transition without an error text.
     public func transition(jobID: Int64, to: JobState, reason: String? = nil) throws {
         try transition(jobID: jobID, to: to, reason: reason, error: nil)

@@ -25,11 +25,13 @@ extension PostgresJobStore {
         }
     }
 
+    /// Records a transition; one to pending (a new job, a requeue, a retry) tells idle workers.
     func addTransition(_ c: PostgresConnection, id: Int64, from: JobState?, to: JobState, reason: String?) throws {
         try execute("""
             INSERT INTO job_transitions (job_id, from_state, to_state, at, reason)
             VALUES (\(id), \(from?.rawValue), \(to.rawValue), \(Self.now), \(reason))
             """, on: c)
+        if to == .pending { try noticeWork(on: c) }
     }
 
     /// The job row; `forUpdate` locks it until the transaction ends.

@@ -117,27 +117,43 @@ extension PostgresJobStore {
     }
 
     /// Records the row stamped with the server's clock (`committed_at`), so that it compares with
-    /// the claims' `claimed_at` whatever the hosts' clocks say.
+    /// the claims' `claimed_at` whatever the hosts' clocks say. One statement, one round trip: the
+    /// fence (the shard's row locked, sharing, with the claim's token, leased, of an active job) and
+    /// the insert commit together or not at all; a takeover's claim, which locks the shard's row for
+    /// update, waits for it or is waited for and then fails the fence.
     public func recordImage(_ image: ImageRow, under claim: ShardClaim) throws {
         guard image.jobID == claim.job.id, claim.indices.contains(image.index) else {
             throw ProvenanceError.outsideClaim(job: image.jobID, index: image.index, claim: claim.label)
         }
-        try transaction { c in
-            try checkLease(c, claim)
-            let inserted = try rows("""
-                INSERT INTO images (job_id, idx, seed, class_index, class_name, path, format, width, height,
-                                    byte_size, sha256, record, committed_at, worker, lease_token)
-                VALUES (\(image.jobID), \(image.index), \(Int64(bitPattern: image.seed)), \(image.classIndex),
-                        \(image.className), \(image.path), \(image.format), \(image.width), \(image.height),
-                        \(image.byteSize), \(image.sha256), \(image.record), EXTRACT(EPOCH FROM clock_timestamp())::float8,
-                        \(claim.lease.worker), \(claim.lease.token))
-                ON CONFLICT (job_id, idx) DO NOTHING RETURNING id
-                """, on: c)
-            if inserted.isEmpty {
-                let existing = try scalar("SELECT sha256 FROM images WHERE job_id = \(image.jobID) AND idx = \(image.index)",
-                                          as: String.self, on: c)
-                if existing != image.sha256 { throw ProvenanceError.alreadyRecorded(job: image.jobID, index: image.index) }
+        let outcome = try withConnection { c in
+            try rows("""
+                WITH held AS (
+                    SELECT s.token FROM shards s JOIN jobs j ON j.id = s.job_id
+                    WHERE s.job_id = \(claim.job.id) AND s.shard = \(claim.shard) AND s.token = \(claim.lease.token)
+                      AND s.state = 'leased' AND j.state = 'active' FOR SHARE
+                ), inserted AS (
+                    INSERT INTO images (job_id, idx, seed, class_index, class_name, path, format, width, height,
+                                        byte_size, sha256, record, committed_at, worker, lease_token)
+                    SELECT \(image.jobID), \(image.index), \(Int64(bitPattern: image.seed)), \(image.classIndex),
+                           \(image.className), \(image.path), \(image.format), \(image.width), \(image.height),
+                           \(image.byteSize), \(image.sha256), \(image.record), EXTRACT(EPOCH FROM clock_timestamp())::float8,
+                           \(claim.lease.worker), \(claim.lease.token)
+                    FROM held
+                    ON CONFLICT (job_id, idx) DO NOTHING RETURNING id
+                )
+                SELECT (SELECT count(*) FROM held), (SELECT count(*) FROM inserted)
+                """, on: c).first.map { row -> (held: Int64, inserted: Int64) in
+                let r = row.makeRandomAccess()
+                return (try r[0].decode(Int64.self), try r[1].decode(Int64.self))
             }
+        }
+        guard let outcome, outcome.held > 0 else { throw LeaseLost(claim) }
+        if outcome.inserted == 0 {
+            // The index has a row already (a retry after a lost reply): the same image is no error.
+            let existing = try withConnection { c in
+                try scalar("SELECT sha256 FROM images WHERE job_id = \(image.jobID) AND idx = \(image.index)", as: String.self, on: c)
+            }
+            if existing != image.sha256 { throw ProvenanceError.alreadyRecorded(job: image.jobID, index: image.index) }
         }
     }
 
@@ -184,6 +200,7 @@ extension PostgresJobStore {
     public func releaseShard(_ claim: ShardClaim, reason: String, refundAttempt: Bool) throws {
         try transaction { c in
             do { try checkLease(c, claim, exclusive: true) } catch is LeaseLost { return }
+            try noticeWork(on: c)
             let refund = refundAttempt ? 1 : 0
             try execute("""
                 UPDATE shards SET state = 'pending', worker = NULL, lease_expires_at = NULL, attempts = GREATEST(attempts - \(refund), 0)
@@ -215,6 +232,7 @@ extension PostgresJobStore {
                         """, on: c)
                 }
             }
+            if !held.isEmpty { try noticeWork(on: c) }
             return poisoned
         }
     }

@@ -76,6 +76,43 @@ public final class PostgresJobStore: JobStore {
     /// server, a cut network): the call may succeed when tried again.
     public func isUnavailable(_ error: any Error) -> Bool { (error as? PostgresStoreError)?.isUnavailable == true }
 
+    // MARK: - Work notices
+
+    /// The channel of `NOTIFY` that tells idle workers there is work (sent with every job inserted
+    /// or made pending again, and every shard given back; delivered at commit).
+    static let workChannel = "diffusiond_work"
+
+    /// Sends the work notice inside the transaction on `c`.
+    func noticeWork(on c: PostgresConnection) throws {
+        try execute("SELECT pg_notify(\(Self.workChannel), '')", on: c)
+    }
+
+    /// LISTENs on a connection of its own and calls `wake` at every notice, until cancelled; a
+    /// dropped connection is opened again (a second later), and a wake-up then covers what was missed.
+    public func watchForWork(_ wake: @escaping @Sendable () -> Void) async throws {
+        while !Task.isCancelled {
+            do {
+                let c = try connect()
+                do {
+                    try await c.listen(on: Self.workChannel) { notices in
+                        wake()  // anything inserted while no one listened
+                        for try await _ in notices { wake() }
+                    }
+                } catch {
+                    try? await c.close()
+                    throw error
+                }
+                try? await c.close()
+            } catch is CancellationError {
+                return
+            } catch {
+                if Task.isCancelled { return }
+                logger.notice("work notices from the store interrupted; listening again", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
     // MARK: - Running statements
 
     func connect() throws -> PostgresConnection {

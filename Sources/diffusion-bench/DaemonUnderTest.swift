@@ -22,7 +22,7 @@ final class DaemonUnderTest {
 
     var pid: Int32 { process.processIdentifier }
 
-    init(bin: String, root: String, models: String, preload: [String]) throws {
+    init(bin: String, root: String, models: String, preload: [String], extraConfig: String = "") throws {
         self.bin = bin
         self.root = root
         let fm = FileManager.default
@@ -41,7 +41,7 @@ final class DaemonUnderTest {
             batch_size: 64
             threads: 2
             log_level: info
-
+            \(extraConfig)
             """
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         notify = try NotifySocket(address: "/tmp/diffusion-bench-\(getpid())-\((root as NSString).lastPathComponent).notify")

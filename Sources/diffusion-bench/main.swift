@@ -9,20 +9,17 @@
 //   quality     FID, KID, precision, recall, class accuracy of every cached row (3 and 4)
 //   queue       the shared store's queue machinery alone: jobs/s against 1, 2, 4, 8 workers, and the
 //               claim, fenced record and end of a shard (throwaway PostgreSQL; docs/scale-out.md)
+//   smalljobs   200 one-image and 20 ten-image jobs at once through diffusiond, batches shared
+//               across jobs against each job alone
+//   fleet       real diffusiond workers on one shared PostgreSQL store: jobs/s of 1, 2, 4, 8 workers
+//               with the test generator, images/s of 1 and 2 one-thread engine workers
 //
 //   make bench          # every stage, the full grid (under 60 minutes on the 2-core build machine)
 //   make bench-quick    # every stage, --quick: fewer timings, a small grid, N = 60 (under 10 minutes)
 //
 //   swift build -c release -Xswiftc -target-cpu -Xswiftc skylake-avx512
-//   .build/release/diffusion-bench [--quick] [--stages throughput,daemon,sampling,quality] [--plan]
-//       [--results docs/bench/results.json] [--invocation TEXT]
-//     throughput: [--bundle models/fashion-mnist] [--batches 1,16,64,256] [--seconds 1] [--no-torch]
-//       [--no-onnx] [--no-peak] [--no-classifier] [--classifier-bundle DIR] [--python PATH]
-//     daemon:     [--bin DIR (default: this executable's folder)] [--work training/work] [--warm-repeats 3]
-//     sampling, quality: [--models models] [--model fashion-mnist] [--samples training/work/bench-samples]
-//       [--n N] [--guidance-n N] [--seed S] [--only ID[,ID...]]
-//       [--langevin-settings sigma_max=V,sigma_min=V,step_size=V] [--refresh-samples]
-//     all:        [--blas-threads N] [--dnnl-threads N] [--omp-wait-policy passive|active|inherit]
+//   .build/release/diffusion-bench --stages STAGE[,STAGE...] [options]   # `--help`: every option, by stage
+//     (daemon, smalljobs and fleet run the diffusiond beside this executable unless --bin names another folder)
 import DiffusionEngine
 import Foundation
 import ModelBundles
@@ -44,7 +41,7 @@ struct BenchError: Error, CustomStringConvertible {
 }
 
 enum Stage: String, CaseIterable {
-    case throughput, daemon, sampling, quality, queue
+    case throughput, daemon, smalljobs, sampling, quality, queue, fleet
 }
 
 struct Options {
@@ -77,14 +74,18 @@ struct Options {
     var seed: UInt64 = 2026
     var only: [String]? = nil
     var refreshSamples = false
+    // fleet
+    /// The test generator's simulated time per image in the fleet stage's queue rows (about what a
+    /// one-thread engine worker takes an image for DDIM 25 on the 2-core build machine).
+    var fleetDelayMs = 150
 }
 
 let usage = """
-    usage: diffusion-bench [--quick] [--stages throughput,daemon,sampling,quality] [--plan] [--results FILE] [--invocation TEXT]
+    usage: diffusion-bench [--quick] [--stages throughput,daemon,smalljobs,sampling,quality,queue,fleet] [--plan] [--results FILE] [--invocation TEXT]
            [--bundle DIR] [--batches 1,16,64,256] [--seconds S] [--no-torch] [--no-onnx] [--no-peak] [--no-classifier]
            [--classifier-bundle DIR] [--python PATH] [--bin DIR] [--work DIR] [--warm-repeats N]
            [--models DIR] [--model NAME] [--samples DIR] [--n N] [--guidance-n N] [--seed S] [--langevin-settings K=V,...] [--only ID,...] [--refresh-samples]
-           [--blas-threads N] [--dnnl-threads N] [--omp-wait-policy passive|active|inherit]
+           [--fleet-delay-ms MS] [--blas-threads N] [--dnnl-threads N] [--omp-wait-policy passive|active|inherit]
     """
 
 func parseOptions() -> Options {
@@ -140,6 +141,7 @@ func parseOptions() -> Options {
         case "--seed": o.seed = number(a)
         case "--only": o.only = value(a).split(separator: ",").map(String.init)
         case "--refresh-samples": o.refreshSamples = true
+        case "--fleet-delay-ms": o.fleetDelayMs = max(0, number(a))
         default:
             print(usage)
             exit(a == "--help" || a == "-h" ? 0 : 2)
@@ -201,6 +203,8 @@ do {
             }
         case .quality: log("  quality: ~\(formatSeconds(expectedQualitySeconds(plan: plan)))")
         case .queue: log("  queue: ~\(formatSeconds(expectedQueueSeconds(options)))")
+        case .fleet: log("  fleet: ~\(formatSeconds(expectedFleetSeconds(options)))")
+        case .smalljobs: log("  smalljobs: ~\(formatSeconds(expectedSmallJobsSeconds(options)))")
         }
     }
     if options.plan { exit(0) }
@@ -280,6 +284,10 @@ for stage in options.stages {
         }
     case .queue:
         await record(stage, expected: expectedQueueSeconds(options)) { try runQueueStage(options) }
+    case .fleet:
+        await record(stage, expected: expectedFleetSeconds(options)) { try runFleetStage(options) }
+    case .smalljobs:
+        await record(stage, expected: expectedSmallJobsSeconds(options)) { try runSmallJobsStage(options) }
     }
 }
 

@@ -112,9 +112,7 @@ final class Cluster {
         env.removeValue(forKey: "DIFFUSIOND_TEST_GENERATOR")
         env.removeValue(forKey: "NOTIFY_SOCKET")
         p.environment = env
-        let fd = open(root + "/w\(k).log", O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw HarnessError("cannot open w\(k).log") }
-        let log = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        let log = try appendingLog(root + "/w\(k).log")
         p.standardError = log
         p.standardOutput = log
         try p.run()

@@ -91,10 +91,7 @@ final class DaemonHarness {
         env.removeValue(forKey: "NOTIFY_SOCKET")
         env.merge(extraEnvironment) { $1 }
         p.environment = env
-        // O_APPEND: several daemons (and restarts) share one log without overwriting each other.
-        let fd = open(root + "/daemon.log", O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw HarnessError("cannot open daemon.log") }
-        let log = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        let log = try appendingLog(root + "/daemon.log")
         p.standardError = log
         p.standardOutput = log
         try p.run()

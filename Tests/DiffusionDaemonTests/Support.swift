@@ -26,6 +26,14 @@ func errors(_ text: String, file: String = "job.yml") -> ValidationFailure? {
     }
 }
 
+/// A log file opened for appending (O_APPEND: several daemons, and restarts, share one log without
+/// overwriting each other), for a child process's standard output and error.
+func appendingLog(_ path: String) throws -> FileHandle {
+    let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw HarnessError("cannot open \(path)") }
+    return FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+}
+
 func makeTempDir(_ label: String) -> String {
     let d = FileManager.default.temporaryDirectory.appendingPathComponent("\(label)-\(UUID().uuidString)").path
     try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)

@@ -124,6 +124,37 @@ struct PostgresStoreTests {
         #expect(try store.claim(jobID: job.id, maxAttempts: 3, environmentID: nil) != .notPending)
     }
 
+    @Test func idleWorkersHearOfWorkAnotherConnectionMakes() async throws {
+        let db = try server.createDatabase()
+        let listener = try PostgresJobStore.openDaemon(url: url(db), password: server.password)
+        let submitter = try PostgresJobStore.openClient(url: url(db), password: server.password)
+        let heard = Collected<Int>()
+        let watching = Task { try await listener.watchForWork { heard.append(1, from: 0) } }
+        defer { watching.cancel() }
+        // The first wake-up comes as soon as it listens (covering anything inserted before).
+        try await waitUntil("the listener to start") { !heard.of(0).isEmpty }
+        let before = heard.of(0).count
+        _ = try insertTestJob(submitter)
+        try await waitUntil("a notice of the inserted job") { heard.of(0).count > before }
+        // A shard given back is work too; a claim is not.
+        let claim = try claimed(try listener.claimNextShard(shardRequest("w1")))
+        try await Task.sleep(for: .milliseconds(300))
+        let afterClaim = heard.of(0).count
+        try listener.releaseShard(claim, reason: "stopping", refundAttempt: true)
+        try await waitUntil("a notice of the shard given back") { heard.of(0).count > afterClaim }
+        watching.cancel()
+        _ = await watching.result
+    }
+
+    /// Polls `condition` every 20 ms for up to 20 s (a notice that never comes fails the test).
+    func waitUntil(_ what: String, _ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !condition() {
+            guard ContinuousClock.now < deadline else { Issue.record("no \(what) within 20 s"); return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
     @Test func serverErrorsSayWhatTheServerSaid() throws {
         let db = try server.createDatabase()
         do {

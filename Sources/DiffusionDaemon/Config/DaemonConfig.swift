@@ -20,6 +20,7 @@ import Yams
 /// preload: [fashion-mnist]
 /// cache_memory_mb: 2048
 /// batch_size: 64
+/// batch_across_jobs: true             # small jobs that sample alike share one batch
 /// threads: 2
 /// limits: {images_per_job: 10000, steps: 1000, job_file_bytes: 65536, attempts: 3}
 /// metrics: {enabled: true, features_model: fashion-mnist-features, min_images: 500}
@@ -38,6 +39,9 @@ public struct DaemonConfig: Sendable, Equatable {
     public var preload: [String] = []
     public var cacheMemoryMB: Int = 2048
     public var batchSize: Int = 64
+    /// Small queued jobs that sample alike (model, sampler kind, steps, guidance kind) are sampled in
+    /// one batch of up to `batchSize` images, each image bit-identical to its job run alone.
+    public var batchAcrossJobs: Bool = true
     public var threads: Int = 2
     public var limits = Limits()
     public var metrics = Metrics()
@@ -118,7 +122,7 @@ public struct DaemonConfig: Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case spool, output, state, models, defaultModel = "default_model", preload, cacheMemoryMB = "cache_memory_mb"
-        case batchSize = "batch_size", threads, limits, metrics, logLevel = "log_level", rescanSeconds = "rescan_seconds"
+        case batchSize = "batch_size", batchAcrossJobs = "batch_across_jobs", threads, limits, metrics, logLevel = "log_level", rescanSeconds = "rescan_seconds"
         case settleSeconds = "settle_seconds"
         case generator, store, storePasswordFile = "store_password_file"
         case workerName = "worker_name", shards
@@ -171,6 +175,7 @@ public struct DaemonConfig: Sendable, Equatable {
         }
         if let n = map["cache_memory_mb"], let v = r.int(n, path: "cache_memory_mb", range: 16 ... 1 << 20) { c.cacheMemoryMB = v }
         if let n = map["batch_size"], let v = r.int(n, path: "batch_size", range: 1 ... 4096) { c.batchSize = v }
+        if let n = map["batch_across_jobs"], let v = r.bool(n, path: "batch_across_jobs") { c.batchAcrossJobs = v }
         if let n = map["threads"], let v = r.int(n, path: "threads", range: 1 ... 1024) { c.threads = v }
         if let n = map["rescan_seconds"], let v = r.int(n, path: "rescan_seconds", range: 1 ... 86_400) { c.rescanSeconds = v }
         if let n = map["settle_seconds"], let v = r.int(n, path: "settle_seconds", range: 0 ... 3600) { c.settleSeconds = v }

@@ -17,8 +17,8 @@ public enum GenerationError: Error, CustomStringConvertible {
 /// The diffusion engine behind the daemon: bundles loaded on first use (SHA-256 verified) and kept
 /// in an LRU cache within the memory budget; batches sampled on a dedicated compute thread.
 public final class EngineImageGenerator: ImageGenerator {
-    private let cache: ModelCache
-    private let compute = ComputeThread(name: "diffusiond-compute")
+    let cache: ModelCache
+    let compute = ComputeThread(name: "diffusiond-compute")
 
     /// A generator over the bundles in `modelsDirectory`, caching at most `cacheBytes` of networks.
     public init(modelsDirectory: String, cacheBytes: Int, threads: Int) {
@@ -61,6 +61,22 @@ public final class EngineImageGenerator: ImageGenerator {
 
     /// Samples `indices` of `job` (runs on the compute thread).
     static func sample(job: JobSpec, indices: [Int], context: GenerationContext, cache: ModelCache) throws -> [GeneratedImage] {
+        let prepared = try prepare(job: job, indices: indices, cache: cache)
+        let x: Tensor
+        do {
+            x = try prepared.pipeline.generate(
+                imageIndices: indices, classes: prepared.plan.networkClasses,
+                progress: { context.progress(BatchProgress(images: indices.count, completedSteps: $0.completedSteps,
+                                                           totalSteps: $0.totalSteps)) },
+                isCancelled: context.shouldStop)
+        } catch SamplingError.cancelled {
+            throw CancellationError()
+        }
+        return prepared.images(x)
+    }
+
+    /// A job's pipeline for `indices`, with what its images' records say (runs on the compute thread).
+    static func prepare(job: JobSpec, indices: [Int], cache: ModelCache) throws -> PreparedBatch {
         let unet = try cache.network(job.model, head: job.sampler.kind.covarianceHead).0
         guard let predictor = unet.predictor else { throw GenerationError.unusableModel(job.model, "not a UNet bundle") }
         let manifest = unet.bundle.manifest
@@ -75,36 +91,7 @@ public final class EngineImageGenerator: ImageGenerator {
         let pipeline = try SamplingPipeline(
             configuration: plan.configuration, predictor: predictor, classifier: classifier, gammaTable: plan.gamma,
             imageShape: ImageShape(channels: job.channels, height: job.height, width: job.width))
-        let total = pipeline.stepCount
-        let x: Tensor
-        do {
-            x = try pipeline.generate(
-                imageIndices: indices, classes: plan.networkClasses,
-                progress: { context.progress(BatchProgress(images: indices.count, completedSteps: $0.completedSteps,
-                                                           totalSteps: $0.totalSteps)) },
-                isCancelled: context.shouldStop)
-        } catch SamplingError.cancelled {
-            throw CancellationError()
-        }
-        let pixels = x.pixelBytes()
-        let perImage = job.channels * job.height * job.width
-        let configurationJSON = plan.configurationJSON(pipeline.configuration)
-        let evaluations = job.mode == .classifierFree ? 2 * total : total
-        // The original timestep the network saw at each step, in sampling order (as diffusers lists them).
-        let visited = (0 ..< total).map { String(pipeline.sampler.timestep(at: $0)) }.joined(separator: ",")
-        return indices.enumerated().map { n, index in
-            let interleaved = Self.interleave(Array(pixels[n * perImage ..< (n + 1) * perImage]),
-                                              channels: job.channels, plane: job.height * job.width)
-            return GeneratedImage(
-                index: index, pixels: interleaved, width: job.width, height: job.height, channels: job.channels,
-                seed: job.seed, classIndex: job.classFor(index: index)?.index,
-                recordFields: ["sampling_configuration": configurationJSON,
-                               "network_evaluations": "\(evaluations)",
-                               "timesteps": visited,
-                               // The network call sizes whose per-image bits the probe found identical here.
-                               "chunk_sizes": predictor.chunkSizes.map(String.init).joined(separator: ","),
-                               "seed_derivation": "Philox4x32-10 keyed by the job seed; counter (element/4, image index, draw); draw 0 is x_T, draw k+1 the noise of chain step k"])
-        }
+        return PreparedBatch(job: job, indices: indices, plan: plan, pipeline: pipeline, chunkSizes: predictor.chunkSizes)
     }
 
     /// NCHW planes -> interleaved pixels (a no-op for one channel).
@@ -113,6 +100,39 @@ public final class EngineImageGenerator: ImageGenerator {
         var out = [UInt8](repeating: 0, count: planar.count)
         for c in 0 ..< channels { for i in 0 ..< plane { out[i * channels + c] = planar[c * plane + i] } }
         return out
+    }
+}
+
+/// One job's batch set up for the engine: its plan and pipeline, and the images of a final state.
+struct PreparedBatch {
+    let job: JobSpec
+    let indices: [Int]
+    let plan: SamplingPlan
+    let pipeline: SamplingPipeline
+    let chunkSizes: [Int]
+
+    /// The images of the final state `x` [N, C, H, W], with their records' fields.
+    func images(_ x: Tensor) -> [GeneratedImage] {
+        let total = pipeline.stepCount
+        let pixels = x.pixelBytes()
+        let perImage = job.channels * job.height * job.width
+        let configurationJSON = plan.configurationJSON(pipeline.configuration)
+        let evaluations = job.mode == .classifierFree ? 2 * total : total
+        // The original timestep the network saw at each step, in sampling order (as diffusers lists them).
+        let visited = (0 ..< total).map { String(pipeline.sampler.timestep(at: $0)) }.joined(separator: ",")
+        return indices.enumerated().map { n, index in
+            let interleaved = EngineImageGenerator.interleave(Array(pixels[n * perImage ..< (n + 1) * perImage]),
+                                                              channels: job.channels, plane: job.height * job.width)
+            return GeneratedImage(
+                index: index, pixels: interleaved, width: job.width, height: job.height, channels: job.channels,
+                seed: job.seed, classIndex: job.classFor(index: index)?.index,
+                recordFields: ["sampling_configuration": configurationJSON,
+                               "network_evaluations": "\(evaluations)",
+                               "timesteps": visited,
+                               // The network call sizes whose per-image bits the probe found identical here.
+                               "chunk_sizes": chunkSizes.map(String.init).joined(separator: ","),
+                               "seed_derivation": "Philox4x32-10 keyed by the job seed; counter (element/4, image index, draw); draw 0 is x_T, draw k+1 the noise of chain step k"])
+        }
     }
 }
 

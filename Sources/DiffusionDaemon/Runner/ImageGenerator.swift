@@ -103,6 +103,14 @@ public protocol ImageGenerator: Sendable {
     /// Generates the images `indices` of `job` (in that order).
     func generate(job: JobSpec, indices: [Int], context: GenerationContext) async throws -> [GeneratedImage]
 
+    /// Whether batches of `a` and `b` can be sampled together, one network call a step for both.
+    func canShareBatch(_ a: JobSpec, _ b: JobSpec) -> Bool
+
+    /// Generates several jobs' images in one batch: for each member, the images `generate` would
+    /// make for it alone, bit for bit, or none when `isCancelled(member)` said so before it ended.
+    func generate(members: [BatchMember], context: GenerationContext,
+                  isCancelled: @escaping @Sendable (Int) -> Bool) async throws -> [[GeneratedImage]]
+
     /// Loads a model into the cache ahead of use; nil when it was cached already.
     func preload(model: String) async throws -> LoadedModel?
 
@@ -118,6 +126,28 @@ public protocol ImageGenerator: Sendable {
 extension ImageGenerator {
     public func preload(model: String) async throws -> LoadedModel? { nil }
     public func cachedModels() async -> [String] { [] }
+    public func canShareBatch(_ a: JobSpec, _ b: JobSpec) -> Bool { false }
+
+    /// One member after the other (a generator that cannot share network calls).
+    public func generate(members: [BatchMember], context: GenerationContext,
+                         isCancelled: @escaping @Sendable (Int) -> Bool) async throws -> [[GeneratedImage]] {
+        var out: [[GeneratedImage]] = []
+        for (i, m) in members.enumerated() {
+            out.append(isCancelled(i) ? [] : try await generate(job: m.job, indices: m.indices, context: context))
+        }
+        return out
+    }
+}
+
+/// One job's images in a batch shared with other jobs.
+public struct BatchMember: Sendable {
+    public var job: JobSpec
+    /// The images of `job` to make, in order.
+    public var indices: [Int]
+    public init(job: JobSpec, indices: [Int]) {
+        self.job = job
+        self.indices = indices
+    }
 }
 
 /// Makes images as a pure function of (seed, index, class) without any model:

@@ -31,7 +31,8 @@ extension JobRunner {
             Array(missing[start ..< min(start + max(1, config.current.batchSize), missing.count)])
         }
         func sample(_ batch: [Int]) -> Task<[GeneratedImage], any Error> {
-            Task { try await generator.generate(job: spec, indices: batch, context: context) }
+            if let ready = takePresampled(jobID: job.id, indices: batch) { return Task { ready } }
+            return Task { try await generator.generate(job: spec, indices: batch, context: context) }
         }
         func abandon(_ ahead: (batch: [Int], task: Task<[GeneratedImage], any Error>)?) async {
             guard let ahead else { return }

@@ -26,8 +26,8 @@ extension JobRunner {
         }
     }
 
-    /// Loads the job's models (recording the loads) and records which bundles the job uses.
-    func prepareModels(job: JobRow, spec: JobSpec) async throws -> JobModels {
+    /// Loads the job's models into the generator's cache, recording the loads.
+    func loadModels(for spec: JobSpec) async throws {
         for name in [spec.model] + (spec.sampler.classifier.map { [$0] } ?? []) {
             if let loaded = try await generator.preload(model: name) {
                 try? store.recordModelLoad(ModelLoadRow(name: loaded.name, contentHash: loaded.contentHash,
@@ -35,6 +35,11 @@ extension JobRunner {
                 logger.info("model loaded", metadata: ["model": "\(name)", "seconds": "\(loaded.loadSeconds)"])
             }
         }
+    }
+
+    /// Loads the job's models (recording the loads) and records which bundles the job uses.
+    func prepareModels(job: JobRow, spec: JobSpec) async throws -> JobModels {
+        try await loadModels(for: spec)
         var classifier: GenerationRecord.ModelRef?
         if let name = spec.sampler.classifier, spec.mode == .classifierGuided {
             classifier = .init(name: name, hash: try await generator.modelHash(name))

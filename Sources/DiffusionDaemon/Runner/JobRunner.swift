@@ -47,6 +47,8 @@ public final class JobRunner: Sendable {
     let finisher: JobFinisher
     /// How long a job waits before retrying a write that failed for lack of space.
     public let spaceRetryInterval: Duration
+    /// Images sampled in a batch shared across jobs, until their claims' runs take them.
+    let presampled = Locked<[PresampledKey: [GeneratedImage]]>([:])
 
     public init(store: any JobStore, generator: any ImageGenerator, config: DaemonConfig, spool: Spool, logger: Logger,
                 spaceRetryInterval: Duration = .seconds(5)) {
@@ -92,36 +94,72 @@ public final class JobRunner: Sendable {
     }
 
     /// Runs queued work until there is none or a stop is requested; returns how many claims ran.
+    /// A claim with fewer images left than a batch gathers the claims after it into a shared batch.
     @discardableResult
     public func runAvailableJobs() async -> Int {
         var ran = 0
+        var next: ShardClaim? = nil  // taken while gathering a shared batch it could not join; held, waiting
         while !isStopping {
             let request = shardRequest
-            let sent = ContinuousClock.now
-            let outcome: ShardClaimOutcome?
-            do {
-                outcome = try store.claimNextShard(request)
-            } catch {
-                logger.error("cannot claim the next shard", metadata: ["error": "\(error)"])
-                return ran
+            let claim: ShardClaim
+            if let carried = next {
+                next = nil
+                lease.activate(carried)
+                claim = carried
+            } else {
+                let sent = ContinuousClock.now
+                let outcome: ShardClaimOutcome?
+                do {
+                    outcome = try store.claimNextShard(request)
+                } catch {
+                    logger.error("cannot claim the next shard", metadata: ["error": "\(error)"])
+                    return ran
+                }
+                guard let outcome else { return ran }
+                guard case let .claimed(c) = outcome else {
+                    handleUnclaimed(outcome)
+                    continue
+                }
+                lease.start(c, sent: sent, leaseSeconds: request.leaseSeconds)
+                claim = c
             }
-            guard let outcome else { return ran }
-            switch outcome {
-            case let .claimed(claim):
-                lease.start(claim, sent: sent, leaseSeconds: request.leaseSeconds)
+            let (members, after) = gatherSharedBatch(lead: claim, request: request)
+            next = after
+            if members.isEmpty {
                 _ = await run(claim: claim)
                 lease.end()
                 ran += 1
-            case let .poisoned(job):
-                logger.error("poison job failed", metadata: ["job": "\(job.id)", "attempts": "\(job.attempts)"])
-                _ = try? spool.fail(spoolName: job.spoolName, error: job.error ?? "poison job")
-            case let .canceled(job):
-                _ = try? spool.fail(spoolName: job.spoolName, error: "canceled by user before it started")
-            case .notPending:
                 continue
             }
+            await presample(members)
+            for (i, m) in members.enumerated() {
+                if i > 0 { lease.activate(m.claim) }
+                _ = await run(claim: m.claim)
+                lease.end()
+                ran += 1
+            }
+            dropPresampled(jobs: Set(members.map(\.claim.job.id)))
+        }
+        if let carried = next {
+            // Stopping with a claim taken but not started: it is pending again for whoever runs next.
+            lease.activate(carried)
+            _ = finisher.interrupt(carried)
+            lease.end()
         }
         return ran
+    }
+
+    /// What a claim attempt that gave no claim means for the spool.
+    func handleUnclaimed(_ outcome: ShardClaimOutcome) {
+        switch outcome {
+        case let .poisoned(job):
+            logger.error("poison job failed", metadata: ["job": "\(job.id)", "attempts": "\(job.attempts)"])
+            _ = try? spool.fail(spoolName: job.spoolName, error: job.error ?? "poison job")
+        case let .canceled(job):
+            _ = try? spool.fail(spoolName: job.spoolName, error: "canceled by user before it started")
+        case .claimed, .notPending:
+            break
+        }
     }
 
     /// The output folder of a job.

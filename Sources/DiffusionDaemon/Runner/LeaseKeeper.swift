@@ -18,6 +18,8 @@ public final class LeaseKeeper: Sendable {
     }
 
     private let hold = Locked<Hold?>(nil)
+    /// Claims held for a batch shared across jobs, waiting for their turn to be written (renewed too).
+    private let waiting = Locked<[Hold]>([])
 
     /// A keeper that holds nothing yet.
     public init() {}
@@ -40,6 +42,29 @@ public final class LeaseKeeper: Sendable {
     /// Stops holding (the shard ended, was released, or was lost).
     public func end() { hold.set(nil) }
 
+    /// Holds `claim` beside the current one until `activate` makes it current (a batch shared
+    /// across jobs holds every member's claim while it samples).
+    public func startWaiting(_ claim: ShardClaim, sent: ContinuousClock.Instant, leaseSeconds: Double) {
+        let h = Hold(claim: claim, deadline: Self.deadline(sent: sent, leaseSeconds: leaseSeconds, lease: claim.lease))
+        waiting.withLock { $0.append(h) }
+    }
+
+    /// Makes the waiting `claim` the current one, with its lease as renewed meanwhile (or lost).
+    public func activate(_ claim: ShardClaim) {
+        let h = waiting.withLock { list -> Hold? in
+            guard let i = list.firstIndex(where: { Self.same($0.claim, claim) }) else { return nil }
+            return list.remove(at: i)
+        }
+        hold.set(h ?? Hold(claim: claim, deadline: .now, lost: true))
+    }
+
+    /// True while `claim` (current or waiting) is held, not known lost, within its local deadline.
+    public func isHeld(_ claim: ShardClaim) -> Bool {
+        let all = (hold.current.map { [$0] } ?? []) + waiting.current
+        guard let h = all.first(where: { Self.same($0.claim, claim) }) else { return false }
+        return !h.lost && ContinuousClock.now < h.deadline
+    }
+
     /// The claim held now, lost or not.
     public var claim: ShardClaim? { hold.current?.claim }
 
@@ -57,28 +82,55 @@ public final class LeaseKeeper: Sendable {
     /// Marks the held claim lost (a write under it was refused).
     public func markLost() { hold.withLock { $0?.lost = true } }
 
-    /// Renews the held lease in `store` (the heartbeat calls it). A refusal marks the claim lost; an
-    /// unreachable store leaves the deadline as it is, so the claim runs out locally in time.
-    /// Returns false when the claim is (now) lost.
+    /// Renews the held leases in `store` (the heartbeat calls it): the current one and any waiting.
+    /// A refusal marks that claim lost; an unreachable store leaves the deadline as it is, so the
+    /// claim runs out locally in time. Returns false when the current claim is (now) lost.
     @discardableResult
     public func renew(in store: any JobStore, leaseSeconds: Double) -> Bool {
+        for w in waiting.current where !w.lost {
+            let sent = ContinuousClock.now
+            let renewed = Self.renewal(of: w.claim, in: store, leaseSeconds: leaseSeconds)
+            waiting.withLock { list in
+                guard let i = list.firstIndex(where: { Self.same($0.claim, w.claim) }) else { return }
+                switch renewed {
+                case let .renewed(lease)?:
+                    list[i].claim.lease = lease
+                    list[i].deadline = Self.deadline(sent: sent, leaseSeconds: leaseSeconds, lease: lease)
+                case .lost?: list[i].lost = true
+                case nil: break
+                }
+            }
+        }
         guard let h = hold.current, !h.lost else { return hold.current == nil }
         let sent = ContinuousClock.now
-        do {
-            let lease = try store.renewLease(h.claim, seconds: leaseSeconds)
+        switch Self.renewal(of: h.claim, in: store, leaseSeconds: leaseSeconds) {
+        case let .renewed(lease)?:
             hold.withLock { current in
                 guard let c = current?.claim, Self.same(c, h.claim) else { return }
                 current?.claim.lease = lease
                 current?.deadline = Self.deadline(sent: sent, leaseSeconds: leaseSeconds, lease: lease)
             }
             return true
-        } catch is LeaseLost {
+        case .lost?:
             hold.withLock { current in
                 if let c = current?.claim, Self.same(c, h.claim) { current?.lost = true }
             }
             return false
-        } catch {
+        case nil:
             return isHeld
+        }
+    }
+
+    private enum Renewal { case renewed(ShardLease), lost }
+
+    /// One renewal: the new lease, `.lost` when the store refused it, nil when it could not be asked.
+    private static func renewal(of claim: ShardClaim, in store: any JobStore, leaseSeconds: Double) -> Renewal? {
+        do {
+            return .renewed(try store.renewLease(claim, seconds: leaseSeconds))
+        } catch is LeaseLost {
+            return .lost
+        } catch {
+            return nil
         }
     }
 }

@@ -129,6 +129,7 @@ public final class Daemon: Sendable {
                                 rescanInterval: { [config] in .seconds(config.current.rescanSeconds) },
                                 settleSeconds: { [config] in Double(config.current.settleSeconds) }, logger: logger),
             JobRunnerService(runner: runner, wake: wake, onShutdown: { [notifier] in notifier.stopping() }),
+            WorkNoticeService(store: store, wake: wake),
         ]
         var groupConfig = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
                                                     cancellationSignals: [], logger: logger)

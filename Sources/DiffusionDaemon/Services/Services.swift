@@ -210,3 +210,26 @@ public struct ReloadService: Service {
         }
     }
 }
+
+/// Wakes the runner when another process makes work in a shared store (PostgreSQL's LISTEN/NOTIFY):
+/// a job from `diffusionctl submit --store` or another host's spool starts at once, not at the
+/// runner's next poll. Returns at once on SQLite, whose spool wakes the runner itself.
+public struct WorkNoticeService: Service {
+    let store: any JobStore
+    let wake: Wakeup
+
+    public init(store: any JobStore, wake: Wakeup) {
+        self.store = store
+        self.wake = wake
+    }
+
+    public func run() async throws {
+        let (store, wake) = (store, wake)
+        try await cancelWhenGracefulShutdown {
+            try await store.watchForWork { wake.signal() }
+        }
+        // A store without notices returns at once: stay until the group stops (a service that
+        // returns would end the group).
+        try? await gracefulShutdown()
+    }
+}
