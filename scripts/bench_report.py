@@ -265,8 +265,15 @@ def section_small_jobs(results, lines):
                                ("each job alone (`batch_across_jobs: false`)", r["alone"], r["alone_rounds"])):
         lines.append(f"| {label} | {run['seconds']:.1f} | {run['jobs_per_second']:.2f} | {run['images_per_second']:.1f} | "
                      f"{', '.join(f'{x:.2f}' for x in rounds)} |")
+    b = r.get("baseline")
+    if b:
+        lines.append(f"| the code before the chunk ladder and shared batches (`{b['bin']}`: `diffusiond {b['version']}`; {b['one_image_jobs']} one-image and "
+                     f"{b['ten_image_jobs']} ten-image jobs measured, {b['one_image_seconds']:.1f} s and {b['ten_image_seconds']:.1f} s; "
+                     "it runs one job at a time, so the pile is predicted as the sum) | "
+                     f"{b['predicted_seconds']:.0f} (predicted) | {b['predicted_jobs_per_second']:.3f} | | |")
     lines += ["", f"**Shared batches: {r['speedup']:.2f}x the jobs/s of each job alone**"
               + (f" (not judged: the machine was busy, load {busy:.1f})" if busy is not None else "")
+              + (f"; **{b['speedup']:.1f}x the code before** (target: at least 5x)" if b else "")
               + f"; every image bit-identical between the two modes: {'yes' if r['bit_identical'] else 'NO'}.", ""]
 
 

@@ -65,12 +65,13 @@ final class DaemonUnderTest {
     var configText: String { (try? String(contentsOfFile: configPath, encoding: .utf8)) ?? "" }
 
     /// Seconds from process start to READY=1.
-    func waitReady(timeout: Double = 300) throws -> Double {
+    /// `openStore: false` leaves the database alone (an older daemon's, whose schema this build may not read).
+    func waitReady(timeout: Double = 300, openStore: Bool = true) throws -> Double {
         while seconds() - started < timeout {
             guard process.isRunning else { throw BenchError("diffusiond exited (status \(process.terminationStatus)) before READY=1; log: \(root)/daemon.log") }
             if let message = notify.receive(timeout: 0.5), message.split(separator: "\n").contains("READY=1") {
                 let ready = seconds() - started
-                store = try ProvenanceStore.openClient(path: root + "/state/diffusiond.sqlite")
+                if openStore { store = try ProvenanceStore.openClient(path: root + "/state/diffusiond.sqlite") }
                 return ready
             }
         }

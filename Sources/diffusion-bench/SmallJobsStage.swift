@@ -32,6 +32,24 @@ struct SmallJobsResult: Codable, Sendable {
     var speedup: Double
     /// Whether every image's pixels agree between the two modes.
     var bitIdentical: Bool
+    /// An older diffusiond (`--baseline-bin`), when given.
+    var baseline: SmallJobsBaseline?
+}
+
+/// An older diffusiond on parts of the pile, one job at a time as it runs them: the pile's time
+/// predicted as the sum of its parts (one-image jobs x their time each, ten-image jobs likewise).
+struct SmallJobsBaseline: Codable, Sendable {
+    var bin: String
+    var version: String
+    var oneImageJobs: Int
+    var oneImageSeconds: Double
+    var tenImageJobs: Int
+    var tenImageSeconds: Double
+    /// Of the whole pile (200 + 20 jobs), predicted from the parts.
+    var predictedSeconds: Double
+    var predictedJobsPerSecond: Double
+    /// The shared-batch median's jobs/s over the prediction.
+    var speedup: Double
 }
 
 func expectedSmallJobsSeconds(_ options: Options) -> Double { options.quick ? 60 : 420 }
@@ -56,14 +74,8 @@ func runSmallJobsStage(_ options: Options) throws -> StageOutcome<SmallJobsResul
             defer { d.stop() }
             _ = try d.waitReady()
             guard let store = d.store else { throw BenchError("no store of the small-jobs daemon") }
-            let incoming = d.root + "/spool/incoming"
             let started = wallClock()
-            for (name, text) in jobs {
-                let temp = incoming + "/.\(name).yml.part"
-                guard FileManager.default.createFile(atPath: temp, contents: Data(text.utf8)), rename(temp, incoming + "/\(name).yml") == 0 else {
-                    throw BenchError("cannot drop \(name).yml into \(incoming)")
-                }
-            }
+            try drop(jobs, into: d.root + "/spool/incoming")
             let t0 = seconds()
             var finished: [JobRow] = []
             while finished.count < jobs.count {
@@ -92,10 +104,55 @@ func runSmallJobsStage(_ options: Options) throws -> StageOutcome<SmallJobsResul
     }
     func median(_ r: [SmallJobsRun]) -> SmallJobsRun { r.sorted { $0.jobsPerSecond < $1.jobsPerSecond }[r.count / 2] }
     let on = median(runs[true]!), off = median(runs[false]!)
+    var baseline: SmallJobsBaseline?
+    if let old = options.baselineBin {
+        let oneJobs = jobs.filter { $0.name.hasPrefix("one-") }, tenJobs = jobs.filter { $0.name.hasPrefix("ten-") }
+        let oneSample = Array(oneJobs.prefix(max(1, ones / 10))), tenSample = Array(tenJobs.prefix(max(1, tens / 10)))
+        let oneSeconds = try pileSeconds(bin: old, jobs: oneSample, options: options, models: models)
+        let tenSeconds = try pileSeconds(bin: old, jobs: tenSample, options: options, models: models)
+        let predicted = oneSeconds / Double(oneSample.count) * Double(ones) + tenSeconds / Double(tenSample.count) * Double(tens)
+        baseline = SmallJobsBaseline(
+            bin: old, version: programLine(old + "/diffusiond", ["--version"]) ?? "?", oneImageJobs: oneSample.count,
+            oneImageSeconds: oneSeconds, tenImageJobs: tenSample.count, tenImageSeconds: tenSeconds, predictedSeconds: predicted,
+            predictedJobsPerSecond: Double(jobs.count) / predicted, speedup: on.jobsPerSecond / (Double(jobs.count) / predicted))
+        log(String(format: "small jobs, %@: %d one-image jobs %.1f s, %d ten-image jobs %.1f s; the pile predicted %.0f s (%.3f jobs/s)",
+                   old, oneSample.count, oneSeconds, tenSample.count, tenSeconds, predicted, Double(jobs.count) / predicted))
+    }
     return StageOutcome(value: SmallJobsResult(
         oneImageJobs: ones, tenImageJobs: tens, sampler: sampler, rounds: rounds, shared: on, alone: off,
         sharedRounds: runs[true]!.map(\.jobsPerSecond).sorted(), aloneRounds: runs[false]!.map(\.jobsPerSecond).sorted(),
-        speedup: on.jobsPerSecond / off.jobsPerSecond, bitIdentical: pixels[true] == pixels[false]))
+        speedup: on.jobsPerSecond / off.jobsPerSecond, bitIdentical: pixels[true] == pixels[false], baseline: baseline))
+}
+
+/// Drops `jobs` at once into a daemon of `bin` (its own config defaults, no new keys) and returns the
+/// seconds until all are in spool/done (read from the spool: an older daemon's database may not be
+/// readable by this build).
+func pileSeconds(bin: String, jobs: [(name: String, text: String)], options: Options, models: String) throws -> Double {
+    let d = try DaemonUnderTest(bin: bin, root: options.work + "/bench-small-jobs-baseline", models: models, preload: ["fashion-mnist"])
+    defer { d.stop() }
+    _ = try d.waitReady(openStore: false)
+    let done = d.root + "/spool/done"
+    let t0 = seconds()
+    try drop(jobs, into: d.root + "/spool/incoming")
+    while ((try? FileManager.default.contentsOfDirectory(atPath: done))?.count ?? 0) < jobs.count {
+        guard seconds() - t0 < 3600 else { throw BenchError("baseline: not every job done within an hour; log \(d.root)/daemon.log") }
+        guard d.process.isRunning else { throw BenchError("baseline diffusiond exited; log: \(d.root)/daemon.log") }
+        if let failed = try? FileManager.default.contentsOfDirectory(atPath: d.root + "/spool/failed"), !failed.isEmpty {
+            throw BenchError("baseline: jobs failed (\(failed.joined(separator: ", "))); log: \(d.root)/daemon.log")
+        }
+        usleep(50_000)
+    }
+    return seconds() - t0
+}
+
+/// Drops each job file into `incoming` the careful way (a dotfile, then a rename), as fast as it can.
+func drop(_ jobs: [(name: String, text: String)], into incoming: String) throws {
+    for (name, text) in jobs {
+        let temp = incoming + "/.\(name).yml.part"
+        guard FileManager.default.createFile(atPath: temp, contents: Data(text.utf8)), rename(temp, incoming + "/\(name).yml") == 0 else {
+            throw BenchError("cannot drop \(name).yml into \(incoming)")
+        }
+    }
 }
 
 /// Fashion-MNIST's class names, by index.

@@ -74,10 +74,10 @@ struct Options {
     var seed: UInt64 = 2026
     var only: [String]? = nil
     var refreshSamples = false
-    // fleet
-    /// The test generator's simulated time per image in the fleet stage's queue rows (about what a
-    /// one-thread engine worker takes an image for DDIM 25 on the 2-core build machine).
+    /// The fleet stage's simulated time an image of the test generator (about a one-thread engine
+    /// worker's for DDIM 25 here), and an older diffusiond's folder for the small-jobs baseline row.
     var fleetDelayMs = 150
+    var baselineBin: String? = nil
 }
 
 let usage = """
@@ -85,7 +85,7 @@ let usage = """
            [--bundle DIR] [--batches 1,16,64,256] [--seconds S] [--no-torch] [--no-onnx] [--no-peak] [--no-classifier]
            [--classifier-bundle DIR] [--python PATH] [--bin DIR] [--work DIR] [--warm-repeats N]
            [--models DIR] [--model NAME] [--samples DIR] [--n N] [--guidance-n N] [--seed S] [--langevin-settings K=V,...] [--only ID,...] [--refresh-samples]
-           [--fleet-delay-ms MS] [--blas-threads N] [--dnnl-threads N] [--omp-wait-policy passive|active|inherit]
+           [--fleet-delay-ms MS] [--baseline-bin DIR] [--blas-threads N] [--dnnl-threads N] [--omp-wait-policy passive|active|inherit]
     """
 
 func parseOptions() -> Options {
@@ -142,6 +142,7 @@ func parseOptions() -> Options {
         case "--only": o.only = value(a).split(separator: ",").map(String.init)
         case "--refresh-samples": o.refreshSamples = true
         case "--fleet-delay-ms": o.fleetDelayMs = max(0, number(a))
+        case "--baseline-bin": o.baselineBin = value(a)
         default:
             print(usage)
             exit(a == "--help" || a == "-h" ? 0 : 2)

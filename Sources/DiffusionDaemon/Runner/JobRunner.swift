@@ -185,6 +185,9 @@ public final class JobRunner: Sendable {
         }
         let dir = outputDirectory(job: job, spec: spec)
         let started = Date().timeIntervalSince1970
+        // A claim that waited in a shared batch may have lost its lease meanwhile: its folder is
+        // another worker's to reconcile now.
+        guard lease.isHeld else { return finisher.end(claim, error: LeaseLost(claim), failing: "") }
         let missing: [Int]
         do {
             missing = try await storeCall(claim) {
