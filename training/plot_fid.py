@@ -15,11 +15,17 @@ def main():
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     for job in sorted({r["job"] for r in rows}):
         pts = sorted((int(r["images_seen"]), float(r["fid"]), float(r["class_accuracy"]))
-                     for r in rows if r["job"] == job and r["fid"] and r["images_seen"])
+                     for r in rows if r["job"] == job and r["fid"] and r["images_seen"] and r["seed"] == "7")
         if not pts:
             continue
-        a.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=job)
+        line = a.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=job)[0]
         b.plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=job)
+        # The same bundle with other seeds: how far N = 1,000 moves the estimate by itself.
+        other = [(int(r["images_seen"]), float(r["fid"]), float(r["class_accuracy"]), r["seed"])
+                 for r in rows if r["job"] == job and r["fid"] and r["images_seen"] and r["seed"] != "7"]
+        for x, fid, acc, seed in other:
+            a.plot([x], [fid], "x", color=line.get_color(), label=f"{job}, seed {seed}")
+            b.plot([x], [acc], "x", color=line.get_color())
     floor = [float(r["fid_floor"]) for r in rows if r["fid_floor"]]
     if floor:
         a.axhline(floor[0], color="gray", ls="--", label=f"data floor {floor[0]:.3f}")
@@ -28,7 +34,7 @@ def main():
         b.axhline(real[0], color="gray", ls="--", label=f"real test images {real[0]:.3f}")
     a.set_xlabel("training images seen"); a.set_ylabel("FID (N = 1,000)"); a.set_yscale("log"); a.legend()
     b.set_xlabel("training images seen"); b.set_ylabel("class accuracy"); b.legend()
-    fig.suptitle("fashion-mnist UNet: the daemon's metrics.json at N = 1,000, seed 7")
+    fig.suptitle("fashion-mnist UNet: the daemon's metrics.json at N = 1,000, seed 7 (x: other seeds)")
     fig.tight_layout()
     fig.savefig(os.path.join(HERE, "fid-vs-images.png"), dpi=100)
 
