@@ -479,10 +479,11 @@ def section_scale_out(results, lines, rel, plots):
                   f"{f['test_delay_ms_per_image']} ms (a sleep: no CPU), so the rows measure the queue machinery "
                   f"(claims, leases, fenced records, PNG files placed with link(2), heartbeats) and not the compute; "
                   f"{f['queue'][0]['jobs']} jobs of 16 images, shards of {f['queue_shard_images']}, one thread and batches of 4 a worker.", "",
-                  "| workers | jobs/s | images/s | vs one worker | ideal |", "|---|---|---|---|---|"]
+                  f"Medians of {f.get('rounds', 1)} interleaved rounds, every round's images/s beside them.", "",
+                  "| workers | jobs/s | images/s | vs one worker | ideal | rounds (images/s) |", "|---|---|---|---|---|---|"]
         for r in f["queue"]:
             lines.append(f"| {r['workers']} | {r['jobs_per_second']:.2f} | {r['images_per_second']:.1f} | "
-                         f"**{r['speedup']:.2f}x** | {r['workers']}x |")
+                         f"**{r['speedup']:.2f}x** | {r['workers']}x | {', '.join(f'{x:.1f}' for x in r.get('rounds', []))} |")
         eight = next((r for r in f["queue"] if r["workers"] == 8), None)
         one = f["queue"][0]
         lines.append("")
@@ -494,9 +495,10 @@ def section_scale_out(results, lines, rel, plots):
             lines.append("")
         lines += [f"**Engine rows:** the diffusion engine, one thread a worker, {f['engine'][0]['jobs']} jobs like the one below, "
                   f"shards of {f['engine_shard_images']}, batches of 16, on the {(results.get('machine') or {}).get('cores', '?')}-core machine:", "",
-                  *job_block(f["engine_job"]), "", "| workers | images/s | vs one worker |", "|---|---|---|"]
+                  *job_block(f["engine_job"]), "", "| workers | images/s | vs one worker | rounds (images/s) |", "|---|---|---|---|"]
         for r in f["engine"]:
-            lines.append(f"| {r['workers']} | {r['images_per_second']:.2f} | {r['speedup']:.2f}x |")
+            lines.append(f"| {r['workers']} | {r['images_per_second']:.2f} | {r['speedup']:.2f}x | "
+                         f"{', '.join(f'{x:.1f}' for x in r.get('rounds', []))} |")
         lines.append("")
         lines.append(plot(rel, plots, "scale_out.png", "Speed-up of the fleet against the number of workers"))
     msg = status_line(queue)
@@ -508,10 +510,12 @@ def section_scale_out(results, lines, rel, plots):
               f"shards of {q['jobs']} jobs of {q['images_per_job']} images (shards of {q['shard_images']}) and recording each "
               "image's row under the lease, with no image made or written: what one shard costs the store, and where the cores "
               "saturate (the client and the server share the machine's cores, so these rows are bounded by CPU, not by the queue's design).", "",
-              "| workers | jobs/s | shards/s | claim (median) | fenced record of an image | end of a shard |", "|---|---|---|---|---|---|"]
+              f"Medians of {q.get('rounds', 1)} interleaved rounds after a warm-up run.", "",
+              "| workers | jobs/s | shards/s | claim (median) | fenced record of an image | end of a shard | rounds (jobs/s) |",
+              "|---|---|---|---|---|---|---|"]
     for r in q["rows"]:
         lines.append(f"| {r['workers']} | {r['jobs_per_second']:.1f} | {r['shards_per_second']:.1f} | {r['claim_ms']:.2f} ms | "
-                     f"{r['record_ms']:.2f} ms | {r['finish_ms']:.2f} ms |")
+                     f"{r['record_ms']:.2f} ms | {r['finish_ms']:.2f} ms | {', '.join(f'{x:.1f}' for x in r.get('rounds', []))} |")
     lines.append("")
 
 

@@ -52,7 +52,7 @@ struct SmallJobsBaseline: Codable, Sendable {
     var speedup: Double
 }
 
-func expectedSmallJobsSeconds(_ options: Options) -> Double { options.quick ? 60 : 420 }
+func expectedSmallJobsSeconds(_ options: Options) -> Double { options.quick ? 120 : 1800 }
 
 func runSmallJobsStage(_ options: Options) throws -> StageOutcome<SmallJobsResult> {
     let ones = options.quick ? 40 : 200, tens = options.quick ? 4 : 20, rounds = options.quick ? 1 : 3
