@@ -83,9 +83,8 @@ func runFleetStage(_ options: Options) throws -> StageOutcome<FleetResult> {
     }
     func medians(_ runs: [Int: [FleetRow]]) -> [FleetRow] {
         let rows = runs.keys.sorted().map { workers -> FleetRow in
-            let sorted = runs[workers]!.sorted { $0.imagesPerSecond < $1.imagesPerSecond }
-            var row = sorted[sorted.count / 2]
-            row.rounds = sorted.map(\.imagesPerSecond)
+            var (row, rates) = medianRound(runs[workers]!, by: \.imagesPerSecond)
+            row.rounds = rates
             return row
         }
         return rows.map { r in
@@ -124,12 +123,7 @@ final class Fleet {
         let fm = FileManager.default
         root = URL(fileURLWithPath: work).standardizedFileURL.path + "/bench-fleet"
         try? fm.removeItem(atPath: root)
-        try fm.createDirectory(atPath: root + "/models/fm", withIntermediateDirectories: true)
-        // The test generator's model: a manifest only (it makes images without weights).
-        try #"""
-        {"format": "diffusiond-bundle/1", "name": "fm", "kind": "unet", "classes": ["T-shirt/top", "Trouser", "Pullover"],
-         "null_class": 3, "data": {"height": 28, "width": 28, "channels": 1}, "diffusion": {"steps": 1000, "variance": "learned_range"}}
-        """#.write(toFile: root + "/models/fm/model.json", atomically: true, encoding: .utf8)
+        try TestGeneratorBundle.write(into: root + "/models")
         try "\(server.password)\n".write(toFile: root + "/store-password", atomically: true, encoding: .utf8)
         url = server.url(database: try server.createDatabase())
         let modelsDir = models ?? root + "/models"

@@ -65,9 +65,8 @@ func runQueueStage(_ options: Options) throws -> StageOutcome<QueueResult> {
         }
     }
     let rows = runs.keys.sorted().map { workers -> QueueRow in
-        let sorted = runs[workers]!.sorted { $0.jobsPerSecond < $1.jobsPerSecond }
-        var row = sorted[sorted.count / 2]
-        row.rounds = sorted.map(\.jobsPerSecond)
+        var (row, rates) = medianRound(runs[workers]!, by: \.jobsPerSecond)
+        row.rounds = rates
         return row
     }
     return StageOutcome(value: QueueResult(jobs: jobs, imagesPerJob: imagesPerJob, shardImages: shardImages, rounds: repeats, rows: rows))

@@ -102,8 +102,8 @@ func runSmallJobsStage(_ options: Options) throws -> StageOutcome<SmallJobsResul
             }
         }
     }
-    func median(_ r: [SmallJobsRun]) -> SmallJobsRun { r.sorted { $0.jobsPerSecond < $1.jobsPerSecond }[r.count / 2] }
-    let on = median(runs[true]!), off = median(runs[false]!)
+    let (on, sharedRates) = medianRound(runs[true]!, by: \.jobsPerSecond)
+    let (off, aloneRates) = medianRound(runs[false]!, by: \.jobsPerSecond)
     var baseline: SmallJobsBaseline?
     if let old = options.baselineBin {
         let oneJobs = jobs.filter { $0.name.hasPrefix("one-") }, tenJobs = jobs.filter { $0.name.hasPrefix("ten-") }
@@ -120,7 +120,7 @@ func runSmallJobsStage(_ options: Options) throws -> StageOutcome<SmallJobsResul
     }
     return StageOutcome(value: SmallJobsResult(
         oneImageJobs: ones, tenImageJobs: tens, sampler: sampler, rounds: rounds, shared: on, alone: off,
-        sharedRounds: runs[true]!.map(\.jobsPerSecond).sorted(), aloneRounds: runs[false]!.map(\.jobsPerSecond).sorted(),
+        sharedRounds: sharedRates, aloneRounds: aloneRates,
         speedup: on.jobsPerSecond / off.jobsPerSecond, bitIdentical: pixels[true] == pixels[false], baseline: baseline))
 }
 

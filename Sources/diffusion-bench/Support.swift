@@ -26,6 +26,13 @@ func timed(minSeconds: Double, minReps: Int = 3, _ body: () throws -> Void) reth
     return (times[0], times[times.count / 2])
 }
 
+/// The median of interleaved rounds by `rate` (the upper one of an even count), and every round's
+/// rate in ascending order: what each benchmark row reports as its value and its spread.
+func medianRound<T>(_ rounds: [T], by rate: (T) -> Double) -> (median: T, rates: [Double]) {
+    let sorted = rounds.sorted { rate($0) < rate($1) }
+    return (sorted[sorted.count / 2], sorted.map(rate))
+}
+
 /// Prints a line at once (the benchmark's output is piped through tee).
 func log(_ line: String) {
     print(line)

@@ -64,11 +64,7 @@ final class Cluster {
         root = makeTempDir("cluster")
         database = try lab.server.createDatabase()
         self.delayMs = delayMs
-        try FileManager.default.createDirectory(atPath: root + "/models/fm", withIntermediateDirectories: true)
-        try #"""
-        {"format": "diffusiond-bundle/1", "name": "fm", "kind": "unet", "classes": ["T-shirt/top", "Trouser", "Pullover"],
-         "null_class": 3, "data": {"height": 28, "width": 28, "channels": 1}, "diffusion": {"steps": 1000, "variance": "learned_range"}}
-        """#.write(toFile: root + "/models/fm/model.json", atomically: true, encoding: .utf8)
+        try TestGeneratorBundle.write(into: root + "/models")
         try "\(lab.server.password)\n".write(toFile: root + "/store-password", atomically: true, encoding: .utf8)
         for k in 1 ... Self.workerCount {
             try FileManager.default.createDirectory(atPath: root + "/w\(k)", withIntermediateDirectories: true)

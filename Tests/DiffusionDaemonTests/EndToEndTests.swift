@@ -1,3 +1,4 @@
+import DaemonTestSupport
 import DiffusionControl
 import DiffusionDaemon
 import Digests
@@ -24,11 +25,7 @@ final class DaemonHarness {
         let exeDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
         let candidates = [exeDir + "/diffusiond", packageRoot + "/.build/debug/diffusiond", packageRoot + "/.build/release/diffusiond"]
         binary = candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
-        try FileManager.default.createDirectory(atPath: root + "/models/fm", withIntermediateDirectories: true)
-        try #"""
-        {"format": "diffusiond-bundle/1", "name": "fm", "kind": "unet", "classes": ["T-shirt/top", "Trouser", "Pullover"],
-         "null_class": 3, "data": {"height": 28, "width": 28, "channels": 1}, "diffusion": {"steps": 1000, "variance": "learned_range"}}
-        """#.write(toFile: root + "/models/fm/model.json", atomically: true, encoding: .utf8)
+        try TestGeneratorBundle.write(into: root + "/models")
         if fashionStubs {
             for (name, kind) in [("fashion-mnist", "unet"), ("fashion-mnist-classifier", "classifier")] {
                 try FileManager.default.createDirectory(atPath: root + "/models/" + name, withIntermediateDirectories: true)

@@ -27,9 +27,7 @@ extension EngineImageGenerator {
                 })
             } catch {
                 // Settings that looked alike but do not share a chain: one member after the other.
-                return try zip(members.indices, prepared).map { i, p in
-                    isCancelled(i) ? [] : try Self.sample(job: p.job, indices: p.indices, context: context, cache: cache)
-                }
+                return try prepared.indices.map { i in isCancelled(i) ? [] : try prepared[i].sample(context: context) }
             }
             let images = members.reduce(0) { $0 + $1.indices.count }
             let completed: [Int]

@@ -61,18 +61,7 @@ public final class EngineImageGenerator: ImageGenerator {
 
     /// Samples `indices` of `job` (runs on the compute thread).
     static func sample(job: JobSpec, indices: [Int], context: GenerationContext, cache: ModelCache) throws -> [GeneratedImage] {
-        let prepared = try prepare(job: job, indices: indices, cache: cache)
-        let x: Tensor
-        do {
-            x = try prepared.pipeline.generate(
-                imageIndices: indices, classes: prepared.plan.networkClasses,
-                progress: { context.progress(BatchProgress(images: indices.count, completedSteps: $0.completedSteps,
-                                                           totalSteps: $0.totalSteps)) },
-                isCancelled: context.shouldStop)
-        } catch SamplingError.cancelled {
-            throw CancellationError()
-        }
-        return prepared.images(x)
+        try prepare(job: job, indices: indices, cache: cache).sample(context: context)
     }
 
     /// A job's pipeline for `indices`, with what its images' records say (runs on the compute thread).
@@ -110,6 +99,21 @@ struct PreparedBatch {
     let plan: SamplingPlan
     let pipeline: SamplingPipeline
     let chunkSizes: [Int]
+
+    /// Samples the batch alone, reporting its steps to `context` and stopping when it says so.
+    func sample(context: GenerationContext) throws -> [GeneratedImage] {
+        let x: Tensor
+        do {
+            x = try pipeline.generate(
+                imageIndices: indices, classes: plan.networkClasses,
+                progress: { context.progress(BatchProgress(images: indices.count, completedSteps: $0.completedSteps,
+                                                           totalSteps: $0.totalSteps)) },
+                isCancelled: context.shouldStop)
+        } catch SamplingError.cancelled {
+            throw CancellationError()
+        }
+        return images(x)
+    }
 
     /// The images of the final state `x` [N, C, H, W], with their records' fields.
     func images(_ x: Tensor) -> [GeneratedImage] {
