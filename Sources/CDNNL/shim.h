@@ -19,11 +19,17 @@ static const int kDNNLArgScratchpad = DNNL_ARG_SCRATCHPAD;
 static const int kDNNLArgDiffSrc = DNNL_ARG_DIFF_SRC;
 static const int kDNNLArgDiffDst = DNNL_ARG_DIFF_DST;
 
+/// A memory descriptor of up to four dimensions with a data type and a format tag.
+static inline dnnl_status_t dd_memory_desc_typed(dnnl_memory_desc_t *md, int ndims,
+        int64_t d0, int64_t d1, int64_t d2, int64_t d3, dnnl_data_type_t type, dnnl_format_tag_t tag) {
+    dnnl_dims_t dims = {d0, d1, d2, d3};
+    return dnnl_memory_desc_init_by_tag(md, ndims, dims, type, tag);
+}
+
 /// A float32 memory descriptor of up to four dimensions with a format tag.
 static inline dnnl_status_t dd_memory_desc(dnnl_memory_desc_t *md, int ndims,
         int64_t d0, int64_t d1, int64_t d2, int64_t d3, dnnl_format_tag_t tag) {
-    dnnl_dims_t dims = {d0, d1, d2, d3};
-    return dnnl_memory_desc_init_by_tag(md, ndims, dims, dnnl_f32, tag);
+    return dd_memory_desc_typed(md, ndims, d0, d1, d2, d3, dnnl_f32, tag);
 }
 
 /// A 2-D direct convolution descriptor (forward inference/training or backward data).

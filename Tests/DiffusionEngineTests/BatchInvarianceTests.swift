@@ -40,9 +40,10 @@ import Testing
         batch.enumerated().filter { got[$0.offset] != reference[$0.element] }.map(\.element)
     }
 
-    @Test func unetPredictionIsBitIdenticalWhateverTheBatch() throws {
-        let predictor = UNetNoisePredictor(try ADMUNet(architecture: Self.unetArchitecture,
-                                                       weights: try RandomWeights.adm(Self.unetArchitecture)))
+    @Test(arguments: ComputePrecision.allCases.filter { $0.unsupportedReason(on: .current) == nil })
+    func unetPredictionIsBitIdenticalWhateverTheBatch(precision: ComputePrecision) throws {
+        let net = try ADMUNet(architecture: Self.unetArchitecture, weights: try RandomWeights.adm(Self.unetArchitecture))
+        let predictor = UNetNoisePredictor(precision == .fp32 ? net : try ADMUNet(net, precision: precision))
         func predict(_ images: [Int]) throws -> [[Float]] {
             let x = Tensor(shape: [images.count, 1, 28, 28], values: images.flatMap(Self.input))
             let out = try predictor.predict(x, timesteps: images.map { 37 * $0 % 1000 }, classes: images.map { $0 % 11 })

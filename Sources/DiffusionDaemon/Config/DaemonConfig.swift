@@ -1,3 +1,4 @@
+import DiffusionEngine
 import Foundation
 import Logging
 import Metrics
@@ -21,6 +22,7 @@ import Yams
 /// cache_memory_mb: 2048
 /// batch_size: 64
 /// batch_across_jobs: true             # small jobs that sample alike share one batch
+/// precision: fp32                     # jobs that name none; bf16 needs AMX or AVX512-BF16
 /// threads: 2
 /// limits: {images_per_job: 10000, steps: 1000, job_file_bytes: 65536, attempts: 3}
 /// metrics: {enabled: true, features_model: fashion-mnist-features, min_images: 500}
@@ -42,6 +44,8 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Small queued jobs that sample alike (model, sampler kind, steps, guidance kind) are sampled in
     /// one batch of up to `batchSize` images, each image bit-identical to its job run alone.
     public var batchAcrossJobs: Bool = true
+    /// The precision of jobs that name none (`precision` in a job file overrides it).
+    public var precision: ComputePrecision = .fp32
     public var threads: Int = 2
     public var limits = Limits()
     public var metrics = Metrics()
@@ -122,7 +126,7 @@ public struct DaemonConfig: Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case spool, output, state, models, defaultModel = "default_model", preload, cacheMemoryMB = "cache_memory_mb"
-        case batchSize = "batch_size", batchAcrossJobs = "batch_across_jobs", threads, limits, metrics, logLevel = "log_level", rescanSeconds = "rescan_seconds"
+        case batchSize = "batch_size", batchAcrossJobs = "batch_across_jobs", precision, threads, limits, metrics, logLevel = "log_level", rescanSeconds = "rescan_seconds"
         case settleSeconds = "settle_seconds"
         case generator, store, storePasswordFile = "store_password_file"
         case workerName = "worker_name", shards
@@ -176,6 +180,10 @@ public struct DaemonConfig: Sendable, Equatable {
         if let n = map["cache_memory_mb"], let v = r.int(n, path: "cache_memory_mb", range: 16 ... 1 << 20) { c.cacheMemoryMB = v }
         if let n = map["batch_size"], let v = r.int(n, path: "batch_size", range: 1 ... 4096) { c.batchSize = v }
         if let n = map["batch_across_jobs"], let v = r.bool(n, path: "batch_across_jobs") { c.batchAcrossJobs = v }
+        if let n = map["precision"], let v = r.choice(n, path: "precision", ComputePrecision.allCases.map(\.rawValue)) {
+            let precision = ComputePrecision(rawValue: v)!
+            if let why = precision.unsupportedReason(on: .current) { r.fail("precision", why, n) } else { c.precision = precision }
+        }
         if let n = map["threads"], let v = r.int(n, path: "threads", range: 1 ... 1024) { c.threads = v }
         if let n = map["rescan_seconds"], let v = r.int(n, path: "rescan_seconds", range: 1 ... 86_400) { c.rescanSeconds = v }
         if let n = map["settle_seconds"], let v = r.int(n, path: "settle_seconds", range: 0 ... 3600) { c.settleSeconds = v }

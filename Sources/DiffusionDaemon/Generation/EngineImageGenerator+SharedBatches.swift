@@ -5,11 +5,11 @@ import Foundation
 /// sampled together in one `SharedChain`, one network call a step for all of them, each image
 /// still the pure function of its own job's settings, seed and index.
 extension EngineImageGenerator {
-    /// Same model, guidance kind, sampler kind, steps, respacing, classifier and sampler parameters
+    /// Same model, precision, guidance kind, sampler kind, steps, respacing, classifier and sampler parameters
     /// that shape the chain; each job keeps its own seed, eta, variance, guidance scale, clipping.
     public func canShareBatch(_ a: JobSpec, _ b: JobSpec) -> Bool {
         let (x, y) = (a.sampler, b.sampler)
-        return a.model == b.model && a.mode == b.mode && (a.channels, a.height, a.width) == (b.channels, b.height, b.width)
+        return a.model == b.model && a.precision == b.precision && a.mode == b.mode && (a.channels, a.height, a.width) == (b.channels, b.height, b.width)
             && x.kind == y.kind && x.steps == y.steps && x.respacing == y.respacing && x.classifier == y.classifier
             && x.langevin == y.langevin && x.snr == y.snr && x.correctorSteps == y.correctorSteps && x.networkLabel == y.networkLabel
     }

@@ -37,6 +37,13 @@ public final class EngineImageGenerator: ImageGenerator {
                       "cpu_flags": KernelSelection.current.features.joined(separator: " ")])
     }
 
+    /// The environment with the precision `job` runs in.
+    public func environment(for job: JobSpec) -> GeneratorEnvironment {
+        var env = environment
+        env.precision = job.precision.recordName
+        return env
+    }
+
     public func preload(model: String) async throws -> LoadedModel? {
         let cache = cache
         let (network, loadedNow) = try await compute.run { try cache.network(model) }
@@ -66,7 +73,7 @@ public final class EngineImageGenerator: ImageGenerator {
 
     /// A job's pipeline for `indices`, with what its images' records say (runs on the compute thread).
     static func prepare(job: JobSpec, indices: [Int], cache: ModelCache) throws -> PreparedBatch {
-        let unet = try cache.network(job.model, head: job.sampler.kind.covarianceHead).0
+        let unet = try cache.network(job.model, head: job.sampler.kind.covarianceHead, precision: job.precision).0
         guard let predictor = unet.predictor else { throw GenerationError.unusableModel(job.model, "not a UNet bundle") }
         let manifest = unet.bundle.manifest
         var classifier: ClassifierGuidanceGradient?

@@ -31,8 +31,8 @@ final class LoadedNetwork: @unchecked Sendable {
     }
 
     /// Loads and verifies the bundle folder `directory` and builds its network (a UNet with the
-    /// covariance head `head` when asked for one).
-    static func load(directory: URL, head: CovarianceHeadKind? = nil) throws -> LoadedNetwork {
+    /// covariance head `head` when asked for one, its convolutions in `precision`).
+    static func load(directory: URL, head: CovarianceHeadKind? = nil, precision: ComputePrecision = .fp32) throws -> LoadedNetwork {
         let started = DispatchTime.now()
         let bundle = try ModelBundle(directory: directory)
         var predictor: UNetNoisePredictor?
@@ -41,7 +41,8 @@ final class LoadedNetwork: @unchecked Sendable {
         var gamma: (unconditional: [Double], conditional: [Double]?)?
         switch bundle.manifest.kind {
         case "unet":
-            predictor = UNetNoisePredictor(try head.map { try bundle.makeUNet(covarianceHead: $0) } ?? bundle.makeUNet())
+            let unet = try head.map { try bundle.makeUNet(covarianceHead: $0) } ?? bundle.makeUNet()
+            predictor = UNetNoisePredictor(precision == .fp32 ? unet : try ADMUNet(unet, precision: precision))
             gamma = try bundle.gammaTables()
         case "classifier":
             classifier = ClassifierGuidanceGradient(try bundle.makeClassifier())
@@ -74,10 +75,10 @@ final class ModelCache: @unchecked Sendable {
         self.budgetBytes = budgetBytes
     }
 
-    /// The cached network `name` (with the covariance head `head`: cached apart, as "name+sn"), and
-    /// whether this call loaded it.
-    func network(_ name: String, head: CovarianceHeadKind? = nil) throws -> (LoadedNetwork, loadedNow: Bool) {
-        let key = head.map { "\(name)+\($0.rawValue)" } ?? name
+    /// The cached network `name` (with the covariance head `head`: cached apart, as "name+sn"; in a
+    /// precision other than fp32: cached apart, as "name@bf16"), and whether this call loaded it.
+    func network(_ name: String, head: CovarianceHeadKind? = nil, precision: ComputePrecision = .fp32) throws -> (LoadedNetwork, loadedNow: Bool) {
+        let key = (head.map { "\(name)+\($0.rawValue)" } ?? name) + (precision == .fp32 ? "" : "@\(precision.rawValue)")
         lock.lock()
         if let hit = entries[key] {
             order.removeAll { $0 == key }
@@ -89,7 +90,7 @@ final class ModelCache: @unchecked Sendable {
         guard !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else {
             throw GenerationError.unusableModel(name, "not a bundle name")
         }
-        let loaded = try LoadedNetwork.load(directory: root.appendingPathComponent(name, isDirectory: true), head: head)
+        let loaded = try LoadedNetwork.load(directory: root.appendingPathComponent(name, isDirectory: true), head: head, precision: precision)
         lock.lock(); defer { lock.unlock() }
         entries[key] = loaded
         order.append(key)

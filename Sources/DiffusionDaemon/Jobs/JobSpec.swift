@@ -177,10 +177,12 @@ public struct JobSpec: Codable, Sendable, Equatable {
     public var height: Int
     public var width: Int
     public var channels: Int
+    /// The format the network's convolutions compute in (fp32 for specs stored before it existed).
+    public var precision: ComputePrecision
 
     public init(name: String, model: String, mode: GenerationMode, classes: [ClassRef], imagesPerClass: Int?,
                 totalImages: Int, sampler: SamplerSpec, seed: UInt64, seedDrawn: Bool, output: OutputSpec,
-                priority: Int, height: Int, width: Int, channels: Int) {
+                priority: Int, height: Int, width: Int, channels: Int, precision: ComputePrecision = .fp32) {
         self.name = name
         self.model = model
         self.mode = mode
@@ -195,11 +197,32 @@ public struct JobSpec: Codable, Sendable, Equatable {
         self.height = height
         self.width = width
         self.channels = channels
+        self.precision = precision
     }
 
     enum CodingKeys: String, CodingKey {
         case schema, name, model, mode, classes, imagesPerClass = "images_per_class", totalImages = "total_images"
-        case sampler, seed, seedDrawn = "seed_drawn", output, priority, height, width, channels
+        case sampler, seed, seedDrawn = "seed_drawn", output, priority, height, width, channels, precision
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        schema = try c.decode(String.self, forKey: .schema)
+        name = try c.decode(String.self, forKey: .name)
+        model = try c.decode(String.self, forKey: .model)
+        mode = try c.decode(GenerationMode.self, forKey: .mode)
+        classes = try c.decode([ClassRef].self, forKey: .classes)
+        imagesPerClass = try c.decodeIfPresent(Int.self, forKey: .imagesPerClass)
+        totalImages = try c.decode(Int.self, forKey: .totalImages)
+        sampler = try c.decode(SamplerSpec.self, forKey: .sampler)
+        seed = try c.decode(UInt64.self, forKey: .seed)
+        seedDrawn = try c.decode(Bool.self, forKey: .seedDrawn)
+        output = try c.decode(OutputSpec.self, forKey: .output)
+        priority = try c.decode(Int.self, forKey: .priority)
+        height = try c.decode(Int.self, forKey: .height)
+        width = try c.decode(Int.self, forKey: .width)
+        channels = try c.decode(Int.self, forKey: .channels)
+        precision = try c.decodeIfPresent(ComputePrecision.self, forKey: .precision) ?? .fp32
     }
 
     /// The class of image `index` (nil when unconditional).

@@ -10,18 +10,26 @@ public struct JobValidator: Sendable {
     public var catalog: any ModelCatalog
     public var defaultModel: String
     public var limits: DaemonConfig.Limits
+    /// The precision of a job that names none.
+    public var defaultPrecision: ComputePrecision
+    /// The CPU a job's precision must run on.
+    public var cpu: CPUFeatures
 
-    public init(catalog: any ModelCatalog, defaultModel: String, limits: DaemonConfig.Limits = .init()) {
+    public init(catalog: any ModelCatalog, defaultModel: String, limits: DaemonConfig.Limits = .init(),
+                defaultPrecision: ComputePrecision = .fp32, cpu: CPUFeatures = .current) {
         self.catalog = catalog
         self.defaultModel = defaultModel
         self.limits = limits
+        self.defaultPrecision = defaultPrecision
+        self.cpu = cpu
     }
 
     public init(config: DaemonConfig, catalog: any ModelCatalog) {
-        self.init(catalog: catalog, defaultModel: config.defaultModel, limits: config.limits)
+        self.init(catalog: catalog, defaultModel: config.defaultModel, limits: config.limits, defaultPrecision: config.precision)
     }
 
-    static let topKeys = ["name", "model", "mode", "classes", "images_per_class", "images", "sampler", "seed", "output", "priority"]
+    static let topKeys = ["name", "model", "mode", "classes", "images_per_class", "images", "sampler", "seed", "output", "priority",
+                          "precision"]
     static let samplerKeys = SamplerSpec.CodingKeys.allCases.map(\.rawValue)
     static let langevinKeys = JobLangevin.CodingKeys.allCases.map(\.rawValue)
     static let outputKeys = ["format", "quality", "upscale"]
@@ -57,11 +65,22 @@ public struct JobValidator: Sendable {
         let (seed, drawn) = seedSection(top, drawSeed: drawSeed, &r)
         let output = outputSection(top, &r)
         let priority = prioritySection(top, &r)
+        let precision = precisionSection(top, &r)
         if !r.errors.isEmpty { throw ValidationFailure(r.errors) }
         guard let model else { throw ValidationFailure([FieldError("model", "unknown model")]) }
         return JobSpec(name: name, model: model.name, mode: mode, classes: classes, imagesPerClass: perClass,
                        totalImages: total, sampler: sampler, seed: seed, seedDrawn: drawn, output: output,
-                       priority: priority, height: model.height, width: model.width, channels: model.channels)
+                       priority: priority, height: model.height, width: model.width, channels: model.channels,
+                       precision: precision)
+    }
+
+    /// `precision`: fp32 or bf16 (the config's `precision` when absent); bf16 only on a CPU that has it.
+    func precisionSection(_ top: [String: Node], _ r: inout NodeReader) -> ComputePrecision {
+        guard let n = top["precision"] else { return defaultPrecision }
+        guard let s = r.choice(n, path: "precision", ComputePrecision.allCases.map(\.rawValue)) else { return defaultPrecision }
+        let precision = ComputePrecision(rawValue: s)!
+        if let why = precision.unsupportedReason(on: cpu) { r.fail("precision", why, n) }
+        return precision
     }
 
     // MARK: - name, model, mode

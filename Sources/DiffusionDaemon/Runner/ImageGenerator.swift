@@ -121,12 +121,16 @@ public protocol ImageGenerator: Sendable {
     func cachedModels() async -> [String]
 
     var environment: GeneratorEnvironment { get }
+
+    /// The environment as the records of `job`'s images state it (its precision, for one).
+    func environment(for job: JobSpec) -> GeneratorEnvironment
 }
 
 extension ImageGenerator {
     public func preload(model: String) async throws -> LoadedModel? { nil }
     public func cachedModels() async -> [String] { [] }
     public func canShareBatch(_ a: JobSpec, _ b: JobSpec) -> Bool { false }
+    public func environment(for job: JobSpec) -> GeneratorEnvironment { environment }
 
     /// One member after the other (a generator that cannot share network calls).
     public func generate(members: [BatchMember], context: GenerationContext,

@@ -29,7 +29,7 @@ struct ImageWriter: Sendable {
               image.pixels.count == image.width * image.height * image.channels else {
             throw ImageCodecError.invalidArgument("image \(image.index) has an invalid geometry")
         }
-        let env = generator.environment
+        let env = generator.environment(for: spec)
         let cls = image.classIndex.flatMap { ci in spec.classes.first { $0.index == ci } }
             ?? image.classIndex.map { ClassRef(index: $0, name: "class \($0)") }
         let createdAt = ISO8601DateFormatter().string(from: Date())

@@ -38,6 +38,8 @@ enum ActivationLayout {
 final class ScratchArena {
     private(set) var pointer: UnsafeMutableRawPointer?
     private(set) var bytes = 0
+    /// A second region, for a convolution's input converted to bfloat16 (alive during the call).
+    private(set) lazy var converted: ScratchArena = ScratchArena()
 
     /// Ensures at least `size` bytes (only allocates while planning).
     func reserve(_ size: Int) {
@@ -57,8 +59,14 @@ final class ConvolutionPrimitive {
     let height: Int, width: Int, kernel: Int, stride: Int, padding: Int
     let outHeight: Int, outWidth: Int
     let backwardData: Bool
+    /// The format the convolution computes in (bf16 only for forward calls on blocked inputs).
+    let precision: ComputePrecision
     /// Whether oneDNN's Winograd algorithm runs this convolution.
     private(set) var usesWinograd = false
+    /// oneDNN's name for the kernel it chose (e.g. "jit_wino_4x3:avx512_core", "jit_bf16:avx512_core_bf16").
+    private(set) var implementation = ""
+    /// Under bf16: the input rounded from float32 into bfloat16, in the same layout, before each call.
+    private var inputConversion: (primitive: dnnl_primitive_t, source: dnnl_memory_t, bytes: Int)?
     private var primitive: dnnl_primitive_t?
     private var inputMemory: dnnl_memory_t?
     private var outputMemory: dnnl_memory_t?
@@ -81,15 +89,19 @@ final class ConvolutionPrimitive {
     /// Forward: input [batch, inC, H, W] -> output [batch, outC, outH, outW]. With `accumulate` the
     /// result is added to what the output already holds. With `backwardData` the call maps the
     /// output gradient to the input gradient (bias, accumulate and relu are then ignored).
+    /// With `precision` bf16 a forward convolution over a 16-channel-blocked input takes its input
+    /// and weights in bfloat16 and writes float32 (others stay float32).
     init(batch: Int, inChannels: Int, outChannels: Int, height: Int, width: Int,
          kernel: Int, stride: Int = 1, padding: Int,
          weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
          inputLayout: ActivationLayout = .blocked16, outputLayout: ActivationLayout = .blocked16,
          accumulate: Bool = false, relu: Bool = false, backwardData: Bool = false,
-         winograd: Bool? = nil, scratch: ScratchArena) {
+         winograd: Bool? = nil, precision: ComputePrecision = .fp32, scratch: ScratchArena) {
+        let bf16 = precision == .bf16 && !backwardData && inputLayout == .blocked16
+        self.precision = bf16 ? .bf16 : .fp32
         // Winograd F(4x4, 3x3) for 3x3 stride-1 forward convolutions on 16-channel blocks
         // (about twice the direct speed here); direct otherwise or when oneDNN declines.
-        let wantWinograd = winograd ?? (kernel == 3 && stride == 1 && padding == 1 && !backwardData
+        let wantWinograd = !bf16 && winograd ?? (kernel == 3 && stride == 1 && padding == 1 && !backwardData
             && inChannels % 16 == 0 && outChannels % 16 == 0 && inputLayout == .blocked16 && outputLayout == .blocked16)
         self.batch = batch; self.inChannels = inChannels; self.outChannels = outChannels
         self.height = height; self.width = width; self.kernel = kernel
@@ -105,9 +117,10 @@ final class ConvolutionPrimitive {
         var wAny = dnnl_memory_desc_t(), bmd = dnnl_memory_desc_t(), wUser = dnnl_memory_desc_t()
         // src/dst describe the input/output side (diff_src/diff_dst for backward data).
         let srcLayout = inputLayout, dstLayout = outputLayout
-        dnnlCheck(dd_memory_desc(&src, 4, Int64(batch), Int64(inChannels), Int64(height), Int64(width), srcLayout.tag), "src md")
+        let computeType = bf16 ? dnnl_bf16 : dnnl_f32
+        dnnlCheck(dd_memory_desc_typed(&src, 4, Int64(batch), Int64(inChannels), Int64(height), Int64(width), computeType, srcLayout.tag), "src md")
         dnnlCheck(dd_memory_desc(&dst, 4, Int64(batch), Int64(outChannels), Int64(outHeight), Int64(outWidth), dstLayout.tag), "dst md")
-        dnnlCheck(dd_memory_desc(&wAny, 4, Int64(outChannels), Int64(inChannels), Int64(kernel), Int64(kernel), dnnl_format_tag_any), "w md")
+        dnnlCheck(dd_memory_desc_typed(&wAny, 4, Int64(outChannels), Int64(inChannels), Int64(kernel), Int64(kernel), computeType, dnnl_format_tag_any), "w md")
         dnnlCheck(dd_memory_desc(&wUser, 4, Int64(outChannels), Int64(inChannels), Int64(kernel), Int64(kernel), dnnl_oihw), "w user md")
         dnnlCheck(dd_memory_desc(&bmd, 1, Int64(outChannels), 0, 0, 0, dnnl_a), "bias md")
 
@@ -147,8 +160,12 @@ final class ConvolutionPrimitive {
         var pd = wantWinograd ? create(dnnl_convolution_winograd) : nil
         usesWinograd = pd != nil
         if pd == nil { pd = create(dnnl_convolution_direct) }
-        ensure(pd != nil, "oneDNN has no convolution for \(inChannels)->\(outChannels) k\(kernel) s\(stride) at \(height)x\(width)")
+        ensure(pd != nil, "oneDNN has no \(self.precision.rawValue) convolution for \(inChannels)->\(outChannels) k\(kernel) s\(stride) at \(height)x\(width)")
         defer { dnnl_primitive_desc_destroy(pd) }
+        var info: UnsafePointer<CChar>?
+        if dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) == dnnl_success, let info {
+            implementation = String(cString: info)
+        }
         dnnlCheck(dnnl_primitive_create(&primitive, pd), "conv primitive")
 
         let inMD = dnnl_primitive_desc_query_md(pd, backwardData ? dnnl_query_diff_dst_md : dnnl_query_src_md, 0)!
@@ -160,6 +177,21 @@ final class ConvolutionPrimitive {
         dnnlCheck(dnnl_memory_create(&inputMemory, inMD, ctx.engine, nil), "mem in")
         dnnlCheck(dnnl_memory_create(&outputMemory, outMD, ctx.engine, nil), "mem out")
         dnnlCheck(dnnl_memory_create(&scratchMemory, sMD, ctx.engine, nil), "mem scratch")
+        if bf16 {
+            // float32 input (the caller's) -> bfloat16 (the primitive's), rounded to nearest even.
+            var f32Input = dnnl_memory_desc_t()
+            dnnlCheck(dd_memory_desc(&f32Input, 4, Int64(batch), Int64(inChannels), Int64(height), Int64(width), srcLayout.tag), "f32 src md")
+            var cpd: dnnl_primitive_desc_t?
+            dnnlCheck(dnnl_reorder_primitive_desc_create(&cpd, &f32Input, ctx.engine, inMD, ctx.engine, nil), "bf16 input reorder pd")
+            var convert: dnnl_primitive_t?
+            dnnlCheck(dnnl_primitive_create(&convert, cpd), "bf16 input reorder")
+            dnnl_primitive_desc_destroy(cpd)
+            var source: dnnl_memory_t?
+            dnnlCheck(dnnl_memory_create(&source, &f32Input, ctx.engine, nil), "mem f32 in")
+            let bytes = dnnl_memory_desc_get_size(inMD)
+            scratch.converted.reserve(bytes)
+            inputConversion = (convert!, source!, bytes)
+        }
 
         // Weights: reorder OIHW into the primitive's layout once.
         let wBytes = max(dnnl_memory_desc_get_size(wMD), 64)
@@ -200,6 +232,7 @@ final class ConvolutionPrimitive {
     deinit {
         dnnl_primitive_destroy(primitive)
         for m in [inputMemory, outputMemory, weightMemory, biasMemory, scratchMemory] where m != nil { dnnl_memory_destroy(m) }
+        if let c = inputConversion { dnnl_primitive_destroy(c.primitive); dnnl_memory_destroy(c.source) }
         weightStorage?.deallocate()
         biasCopy?.deallocate()
         args.deallocate()
@@ -208,7 +241,19 @@ final class ConvolutionPrimitive {
     /// Runs the convolution from `input` into `output` (both in the layouts given at creation).
     func callAsFunction(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>) {
         let ctx = DNNLContext.shared
-        dnnl_memory_set_data_handle(inputMemory, UnsafeMutableRawPointer(mutating: input))
+        if let c = inputConversion {
+            let converted = scratch.converted.pointer
+            dnnl_memory_set_data_handle(c.source, UnsafeMutableRawPointer(mutating: input))
+            dnnl_memory_set_data_handle(inputMemory, converted)
+            var cargs = (dnnl_exec_arg_t(arg: kDNNLArgSrc, memory: c.source), dnnl_exec_arg_t(arg: kDNNLArgDst, memory: inputMemory))
+            withUnsafePointer(to: &cargs) {
+                $0.withMemoryRebound(to: dnnl_exec_arg_t.self, capacity: 2) {
+                    dnnlCheck(dnnl_primitive_execute(c.primitive, ctx.stream, 2, $0), "bf16 input reorder exec")
+                }
+            }
+        } else {
+            dnnl_memory_set_data_handle(inputMemory, UnsafeMutableRawPointer(mutating: input))
+        }
         dnnl_memory_set_data_handle(outputMemory, output)
         dnnl_memory_set_data_handle(scratchMemory, scratch.pointer)
         dnnlCheck(dnnl_primitive_execute(primitive, ctx.stream, argCount, args), "conv exec")

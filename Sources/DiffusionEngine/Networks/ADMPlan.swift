@@ -12,15 +12,17 @@ struct ADMPlanBuilder {
     let scratch: ScratchArena
     let batch: Int
     let training: Bool
+    let precision: ComputePrecision
 
     func runner(_ layer: ADMLayer, size: Int) -> any LayerRunner {
         switch layer {
         case .conv(let c): ConvRunner(c, batch: batch, size: size, scratch: scratch, training: training, inputLayout: .nchw, ws: ws)
-        case .res(let r): ResBlockRunner(r, batch: batch, size: size, ws: ws, scratch: scratch, training: training)
+        case .res(let r): ResBlockRunner(r, batch: batch, size: size, ws: ws, scratch: scratch, training: training, precision: precision)
         case .attention(let a): AttentionRunner(a, batch: batch, size: size, ws: ws, training: training)
-        case .upsample(let c, let ch): UpsampleRunner(c, channels: ch, batch: batch, size: size, ws: ws, scratch: scratch)
+        case .upsample(let c, let ch): UpsampleRunner(c, channels: ch, batch: batch, size: size, ws: ws, scratch: scratch, precision: precision)
         case .downsample(let c, let ch):
-            c.map { ConvRunner($0, batch: batch, size: size, scratch: scratch, training: training) } ?? AvgPoolRunner(channels: ch, batch: batch, size: size)
+            c.map { ConvRunner($0, batch: batch, size: size, scratch: scratch, training: training, precision: precision) }
+                ?? AvgPoolRunner(channels: ch, batch: batch, size: size)
         }
     }
 
@@ -72,7 +74,7 @@ final class ADMPlan {
     var input = 0, trunkOutput = 0
     let tEmb: Int, hidden: Int, emb: Int, embSiLU: Int, embOut: Int
 
-    init(trunk: ADMTrunk, batch: Int, training: Bool) {
+    init(trunk: ADMTrunk, batch: Int, training: Bool, precision: ComputePrecision = .fp32) {
         self.batch = batch
         ws = Workspace(keepIntermediates: training)
         let a = trunk.arch, e = trunk.embChannels
@@ -83,7 +85,7 @@ final class ADMPlan {
         embOut = ws.privateBuffer(batch * max(trunk.embTotal, 1))
         embOutStride = max(trunk.embTotal, 1)
         input = ws.privateBuffer(batch * a.inChannels * a.imageSize * a.imageSize)
-        let builder = ADMPlanBuilder(ws: ws, scratch: scratch, batch: batch, training: training)
+        let builder = ADMPlanBuilder(ws: ws, scratch: scratch, batch: batch, training: training, precision: precision)
         var skips: [(Int, Int, Int)] = []   // handle, channels, size
         var current = input
         for block in trunk.inputBlocks {

@@ -55,11 +55,12 @@ final class ConvRunner: LayerRunner {
 
     init(_ p: ConvParameters, batch: Int, size: Int, scratch: ScratchArena, training: Bool,
          inputLayout: ActivationLayout = .blocked16, outputLayout: ActivationLayout = .blocked16, accumulate: Bool = false, relu: Bool = false,
-         ws: Workspace? = nil) {
+         ws: Workspace? = nil, precision: ComputePrecision = .fp32) {
         self.batch = batch; channels = p.inChannels; pixels = size * size
         forwardPrimitive = ConvolutionPrimitive(batch: batch, inChannels: p.inChannels, outChannels: p.outChannels, height: size, width: size,
                                                 kernel: p.kernel, stride: p.stride, padding: p.padding, weights: p.weight.data, bias: p.bias?.data,
-                                                inputLayout: inputLayout, outputLayout: outputLayout, accumulate: accumulate, relu: relu, scratch: scratch)
+                                                inputLayout: inputLayout, outputLayout: outputLayout, accumulate: accumulate, relu: relu,
+                                                precision: precision, scratch: scratch)
         let padded = training && inputLayout == .nchw && ws != nil
         backwardPrimitive = training ? ConvolutionPrimitive(batch: batch, inChannels: p.inChannels, outChannels: p.outChannels, height: size, width: size,
                                                             kernel: p.kernel, stride: p.stride, padding: p.padding, weights: p.weight.data, bias: nil,
@@ -95,9 +96,9 @@ final class UpsampleRunner: LayerRunner {
     let temp: Int
     let batch: Int, size: Int, channels: Int
 
-    init(_ p: ConvParameters?, channels: Int, batch: Int, size: Int, ws: Workspace, scratch: ScratchArena) {
+    init(_ p: ConvParameters?, channels: Int, batch: Int, size: Int, ws: Workspace, scratch: ScratchArena, precision: ComputePrecision) {
         self.ws = ws; self.batch = batch; self.size = size; self.channels = channels
-        conv = p.map { ConvRunner($0, batch: batch, size: 2 * size, scratch: scratch, training: false) }
+        conv = p.map { ConvRunner($0, batch: batch, size: 2 * size, scratch: scratch, training: false, precision: precision) }
         temp = ws.buffer("upsample", batch * 4 * size * size * channels)
     }
 
@@ -146,7 +147,8 @@ final class ResBlockRunner: LayerRunner {
     let t1a: Int, t1: Int, xs: Int, h1: Int, t2: Int
     let gT2: Int, gH1: Int, gT1: Int, gT1a: Int, gXs: Int
 
-    init(_ p: ResBlockParameters, batch: Int, size: Int, ws: Workspace, scratch: ScratchArena, training: Bool) {
+    init(_ p: ResBlockParameters, batch: Int, size: Int, ws: Workspace, scratch: ScratchArena, training: Bool,
+         precision: ComputePrecision = .fp32) {
         ensure(!(training && p.up), "up ResBlocks have no backward pass")
         self.p = p; self.ws = ws; self.batch = batch; self.size = size
         let os = p.up ? 2 * size : p.down ? size / 2 : size
@@ -156,7 +158,7 @@ final class ResBlockRunner: LayerRunner {
         func conv(_ c: ConvParameters, accumulate: Bool = false, back: Bool = false) -> ConvolutionPrimitive {
             ConvolutionPrimitive(batch: n, inChannels: c.inChannels, outChannels: c.outChannels, height: os, width: os,
                                  kernel: c.kernel, padding: c.padding, weights: c.weight.data, bias: back ? nil : c.bias?.data,
-                                 accumulate: accumulate, backwardData: back, scratch: scratch)
+                                 accumulate: accumulate, backwardData: back, precision: precision, scratch: scratch)
         }
         conv1 = conv(p.conv1)
         conv2 = conv(p.conv2, accumulate: true)

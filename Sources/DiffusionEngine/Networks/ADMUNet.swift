@@ -12,6 +12,8 @@ public final class ADMUNet: @unchecked Sendable {
     let outConv: ConvParameters
     /// The Extended-Analytic-DPM covariance head (`out2`), when built with one.
     let head: (kind: CovarianceHeadKind, norm: GroupNormParameters, conv: ConvParameters)?
+    /// The format the convolutions compute in.
+    public let precision: ComputePrecision
     private var plans: [Int: UNetPlan] = [:]
     private let lock = NSLock()
 
@@ -22,6 +24,19 @@ public final class ADMUNet: @unchecked Sendable {
         architecture = a
         (trunk, outNorm, outConv) = try ADMUNet.readWeights(a, WeightReader(weights))
         head = nil
+        precision = .fp32
+    }
+
+    /// The same network (its weights and head shared) computing its convolutions in `precision`.
+    /// Throws when this CPU cannot run the precision (see `ComputePrecision.unsupportedReason`).
+    public init(_ base: ADMUNet, precision: ComputePrecision, features: CPUFeatures = .current) throws {
+        if let why = precision.unsupportedReason(on: features) { throw EngineError.invalidInput(why) }
+        architecture = base.architecture
+        trunk = base.trunk
+        outNorm = base.outNorm
+        outConv = base.outConv
+        head = base.head
+        self.precision = precision
     }
 
     /// The same network (its weights shared) with an SN-DPM or NPR-DPM covariance head reading the
@@ -39,6 +54,7 @@ public final class ADMUNet: @unchecked Sendable {
         let conv = try ConvParameters(r, "out2.2", in: base.trunk.finalChannels, out: base.architecture.inChannels, kernel: 3, padding: 1)
         try r.finish()
         head = (kind, norm, conv)
+        precision = base.precision
     }
 
     /// The covariance head's kind, nil without one.
@@ -119,7 +135,7 @@ final class UNetPlan {
     let headBlocked: Int
 
     init(_ net: ADMUNet, batch: Int) {
-        core = ADMPlan(trunk: net.trunk, batch: batch, training: false)
+        core = ADMPlan(trunk: net.trunk, batch: batch, training: false, precision: net.precision)
         size = net.architecture.imageSize
         channels = net.trunk.finalChannels
         headNorm = GroupNormState(core.ws, batch: batch, channels: channels)
@@ -127,7 +143,7 @@ final class UNetPlan {
         outConv = ConvolutionPrimitive(batch: batch, inChannels: channels, outChannels: net.architecture.outChannels,
                                        height: size, width: size, kernel: 3, padding: 1,
                                        weights: net.outConv.weight.data, bias: net.outConv.bias?.data,
-                                       inputLayout: .blocked16, outputLayout: .blocked16, scratch: core.scratch)
+                                       inputLayout: .blocked16, outputLayout: .blocked16, precision: net.precision, scratch: core.scratch)
         // oneDNN only has a reference kernel for a few output channels in plain layouts:
         // write 16-channel blocks (zero padded) and unpack.
         let outBlocks = (net.architecture.outChannels + 15) / 16
@@ -137,7 +153,7 @@ final class UNetPlan {
             let conv = ConvolutionPrimitive(batch: batch, inChannels: channels, outChannels: head.conv.outChannels,
                                             height: size, width: size, kernel: 3, padding: 1,
                                             weights: head.conv.weight.data, bias: head.conv.bias?.data,
-                                            inputLayout: .blocked16, outputLayout: .blocked16, scratch: core.scratch)
+                                            inputLayout: .blocked16, outputLayout: .blocked16, precision: net.precision, scratch: core.scratch)
             headConv = conv
             headBlocked = core.ws.privateBuffer(batch * ((head.conv.outChannels + 15) / 16) * 16 * size * size)
             core.flops += conv.flops

@@ -1,0 +1,30 @@
+/// The number format a network's convolutions compute in.
+///
+/// `fp32` is the default and the reference. `bf16` runs every convolution over 16-channel blocks
+/// (all but the network's first) through oneDNN's bfloat16 kernels, AMX or AVX512-BF16: inputs and
+/// weights are rounded to bfloat16 (8 significant bits) and products accumulate in float32 into
+/// float32 outputs. GroupNorm, attention, the embeddings and the sampler stay float32, as under
+/// PyTorch's CPU autocast.
+public enum ComputePrecision: String, Sendable, Codable, CaseIterable {
+    case fp32, bf16
+
+    /// Why this CPU cannot run the precision at full speed, nil when it can.
+    public func unsupportedReason(on features: CPUFeatures) -> String? {
+        switch self {
+        case .fp32:
+            return nil
+        case .bf16:
+            if features.amxBF16 || features.avx512BF16 { return nil }
+            return "precision bf16 needs a CPU with AMX-BF16 or AVX512-BF16 (flags amx_bf16 or avx512_bf16); this one has "
+                + (features.flagNames.isEmpty ? "neither (no AVX at all)" : "neither (\(features.flagNames.joined(separator: " ")))")
+        }
+    }
+
+    /// What the image records say ran: the convolution format, and float32 for the rest.
+    public var recordName: String {
+        switch self {
+        case .fp32: "float32"
+        case .bf16: "bfloat16 convolutions, float32 accumulation and everything else"
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import DiffusionEngine
+import Foundation
+import ImageCodecs
+import Logging
+import Provenance
+import Testing
+@testable import DiffusionDaemon
+
+/// `precision` in job files and the config: fp32 by default, bf16 where the CPU has the
+/// instructions, refused by name where it has not; a bf16 job's images say so in their records and
+/// regenerate from them bit for bit.
+/// Whether this CPU has bfloat16 instructions.
+private let cpuHasBFloat16 = ComputePrecision.bf16.unsupportedReason(on: .current) == nil
+
+@Suite(.serialized) struct PrecisionJobTests {
+    static let models = packageRoot + "/Tests/Fixtures/bundles"
+
+    @Test func jobsNameTheirPrecisionAndTheConfigGivesTheDefault() throws {
+        #expect(try validate("images: 1\n").precision == .fp32)
+        #expect(try validate("images: 1\nprecision: bf16\n").precision == (cpuHasBFloat16 ? .bf16 : .fp32))
+        var bf16Default = validator
+        bf16Default.defaultPrecision = .bf16
+        #expect(try bf16Default.validate(Array("images: 1\n".utf8), drawSeed: { 1 }).precision == .bf16)
+        #expect(try bf16Default.validate(Array("images: 1\nprecision: fp32\n".utf8), drawSeed: { 1 }).precision == .fp32)
+
+        let unknown = try #require(errors("images: 1\nprecision: fp16\n"))
+        #expect("\(unknown)" == "precision: must be one of fp32, bf16, got \"fp16\" (line 2)")
+
+        var oldCPU = validator
+        oldCPU.cpu = CPUFeatures()
+        oldCPU.cpu.avx = true; oldCPU.cpu.avx2 = true; oldCPU.cpu.fma = true
+        do {
+            _ = try oldCPU.validate(Array("images: 1\nprecision: bf16\n".utf8), drawSeed: { 1 })
+            Issue.record("bf16 was accepted on a CPU without bfloat16 instructions")
+        } catch {
+            #expect("\(error)".hasPrefix("precision: precision bf16 needs a CPU with AMX-BF16 or AVX512-BF16 (flags amx_bf16 or avx512_bf16); this one has neither (avx avx2 fma)"),
+                    "\(error)")
+        }
+        #expect(try oldCPU.validate(Array("images: 1\n".utf8), drawSeed: { 1 }).precision == .fp32)
+    }
+
+    @Test func configKeyIsCheckedByName() throws {
+        #expect(try DaemonConfig.parse(Array("threads: 1\n".utf8)).precision == .fp32)
+        if cpuHasBFloat16 { #expect(try DaemonConfig.parse(Array("precision: bf16\n".utf8)).precision == .bf16) }
+        do {
+            _ = try DaemonConfig.parse(Array("precision: half\n".utf8))
+            Issue.record("precision: half was accepted")
+        } catch {
+            #expect("\(error)" == "precision: must be one of fp32, bf16, got \"half\" (line 1)")
+        }
+    }
+
+    @Test func specsStoredBeforePrecisionReadAsFloat32() throws {
+        let spec = try validate("images: 2\nprecision: bf16\n")
+        var object = try #require(try JSONSerialization.jsonObject(with: Data(spec.jsonString().utf8)) as? [String: Any])
+        #expect(object["precision"] as? String == spec.precision.rawValue)
+        object.removeValue(forKey: "precision")
+        let old = try JobSpec.fromJSON(String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self))
+        #expect(old.precision == .fp32)
+        var expected = spec
+        expected.precision = .fp32
+        #expect(old == expected)
+    }
+
+    /// The same job in fp32 and bf16 through a runner on the tiny bundles (the real engine).
+    @Test(.enabled(if: cpuHasBFloat16, "the CPU has neither AVX512-BF16 nor AMX-BF16"))
+    func bf16JobsRecordTheirPrecisionAndRegenerateFromTheirRecords() async throws {
+        let dir = makeTempDir("precision")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try ProvenanceStore.inMemory()
+        var config = DaemonConfig()
+        config.models = Self.models
+        config.output = dir + "/output"
+        config.batchSize = 8
+        config.threads = 1
+        config.metrics.enabled = false
+        let tiny = JobValidator(catalog: DirectoryModelCatalog(root: Self.models), defaultModel: "tiny-unet-cond")
+        for (n, precision) in ["fp32", "bf16"].enumerated() {
+            let text = "name: \(precision)\nclasses: [class1, class2]\nimages_per_class: 2\nseed: 5\nsampler: {kind: ddim, steps: 5}\nprecision: \(precision)\n"
+            let spec = try tiny.validate(Array(text.utf8), fileName: "\(precision).yml")
+            _ = try store.insertJob(NewJob(name: spec.name, spoolName: "\(n)--\(precision).yml", sourceName: "\(precision).yml",
+                                           content: Array(text.utf8), spec: spec.jsonString(), totalImages: spec.totalImages))
+        }
+        // Shared batches are on: the two jobs differ only in precision, so they must not share.
+        let generator = EngineImageGenerator(modelsDirectory: Self.models, cacheBytes: 1 << 30, threads: 1)
+        let runner = JobRunner(store: store, generator: generator, config: config, spool: Spool(root: dir + "/spool"),
+                               logger: Logger(label: "test"))
+        #expect(await runner.runAvailableJobs() == 2)
+        var pixels: [String: [[UInt8]]] = [:]
+        var bf16Paths: [String] = []
+        for job in try store.jobs(limit: 10) {
+            #expect(job.state == .done, "job \(job.name): \(job.state) \(job.error ?? "")")
+            for row in try store.images(jobID: job.id).sorted(by: { $0.index < $1.index }) {
+                let file = try ImageFile.decode(FileBytes.read(path: row.path))
+                let record = try GenerationRecord.parse(try #require(file.record.json))
+                #expect(record.spec.precision.rawValue == job.name)
+                #expect(record.software.precision == record.spec.precision.recordName)
+                #expect(record.fields["shared_batch"] == nil, "an fp32 and a bf16 job shared a batch")
+                pixels[job.name, default: []].append(file.image.pixels)
+                if job.name == "bf16" { bf16Paths.append(row.path) }
+            }
+        }
+        let fp32 = try #require(pixels["fp32"]), bf16 = try #require(pixels["bf16"])
+        #expect(fp32.count == 4 && bf16.count == 4)
+        let differing = zip(fp32.joined(), bf16.joined()).filter { $0 != $1 }.count
+        #expect(differing > 0, "bf16 images equal the fp32 ones: the bf16 kernels did not run")
+        #expect(differing < fp32.joined().count / 2, "bf16 images are far from fp32 ones: \(differing) samples differ")
+        for path in bf16Paths {
+            let report = try RegenerationReport.build(path: path, modelsDirectory: Self.models, threads: 1)
+            #expect(report.identical, "\(report.render())")
+        }
+    }
+}

@@ -1,0 +1,109 @@
+@testable import DiffusionEngine
+import Foundation
+import ModelBundles
+import Testing
+
+/// float32 rounded to the nearest bfloat16 (ties to even), as a float32: the closed form of the
+/// rounding the bf16 convolutions apply to their inputs and weights.
+func roundedToBFloat16(_ x: Float) -> Float {
+    let bits = x.bitPattern
+    let rounded = bits &+ 0x7FFF &+ ((bits >> 16) & 1)
+    return Float(bitPattern: rounded & 0xFFFF_0000)
+}
+
+/// Whether this CPU has bfloat16 instructions (the bf16 precision refuses to run without them).
+let cpuHasBFloat16 = ComputePrecision.bf16.unsupportedReason(on: .current) == nil
+
+@Suite struct BFloat16Tests {
+    @Test func roundingReferenceIsNearestEven() {
+        let ulp: Float = 1.0 / 128     // bfloat16 keeps 7 bits after the point
+        #expect(roundedToBFloat16(1) == 1)
+        #expect(roundedToBFloat16(1 + ulp / 2) == 1)                   // a tie: to the even neighbour, 1
+        #expect(roundedToBFloat16(1 + 3 * ulp / 2) == 1 + 2 * ulp)     // a tie: to the even neighbour, 1 + 2 ulp
+        #expect(roundedToBFloat16(1 + 0.51 * ulp) == 1 + ulp)
+        #expect(roundedToBFloat16(-3.1415927) == -3.140625)
+    }
+
+    /// A bf16 convolution equals the float64 convolution of its bfloat16-rounded input and weights
+    /// (float32 accumulation aside), and visibly differs from the unrounded one.
+    @Test(.enabled(if: cpuHasBFloat16, "the CPU has neither AVX512-BF16 nor AMX-BF16"), arguments: [3, 1])
+    func convolutionRoundsItsOperandsToBFloat16(kernel: Int) {
+        let n = 2, ci = 32, co = 32, h = 7, padding = kernel / 2
+        let x = randomValues(n * ci * h * h, seed: 11).map { $0 * 3 }, w = randomValues(co * ci * kernel * kernel, seed: 12)
+        let b = randomValues(co, seed: 13)
+        func reference(_ x: [Float], _ w: [Float]) -> [Double] {
+            var out = [Double](repeating: 0, count: n * co * h * h)
+            for s in 0..<n { for o in 0..<co { for i in 0..<h { for j in 0..<h {
+                var acc = Double(b[o])
+                for c in 0..<ci { for p in 0..<kernel { for q in 0..<kernel {
+                    let yi = i + p - padding, xj = j + q - padding
+                    if yi >= 0 && yi < h && xj >= 0 && xj < h {
+                        acc += Double(x[((s * ci + c) * h + yi) * h + xj]) * Double(w[((o * ci + c) * kernel + p) * kernel + q])
+                    }
+                } } }
+                out[((s * co + o) * h + i) * h + j] = acc
+            } } } }
+            return out
+        }
+        let rounded = reference(x.map(roundedToBFloat16), w.map(roundedToBFloat16)), exact = reference(x, w)
+        // NCHW -> nChw16c and back.
+        func blocked(_ v: [Float], channels: Int) -> Tensor {
+            let t = Tensor(shape: [v.count])
+            for s in 0..<n { for c in 0..<channels { for q in 0..<(h * h) {
+                t.data[((s * channels / 16 + c / 16) * h * h + q) * 16 + c % 16] = v[(s * channels + c) * h * h + q]
+            } } }
+            return t
+        }
+        let input = blocked(x, channels: ci), output = Tensor(shape: [n * co * h * h])
+        let weights = Tensor(shape: [co, ci, kernel, kernel], values: w), bias = Tensor(shape: [co], values: b)
+        let conv = ConvolutionPrimitive(batch: n, inChannels: ci, outChannels: co, height: h, width: h, kernel: kernel,
+                                        padding: padding, weights: weights.data, bias: bias.data, precision: .bf16, scratch: ScratchArena())
+        #expect(conv.precision == .bf16)
+        #expect(conv.implementation.contains("bf16"), "oneDNN chose \(conv.implementation)")
+        conv(input.data, output.data)
+        var errRounded = 0.0, errExact = 0.0, scale = 0.0
+        for s in 0..<n { for o in 0..<co { for q in 0..<(h * h) {
+            let got = Double(output.data[((s * co / 16 + o / 16) * h * h + q) * 16 + o % 16]), i = (s * co + o) * h * h + q
+            errRounded = max(errRounded, abs(got - rounded[i])); errExact = max(errExact, abs(got - exact[i]))
+            scale = max(scale, abs(exact[i]))
+        } } }
+        #expect(errRounded < 2e-6 * scale, "against the rounded operands: \(errRounded / scale)")
+        #expect(errExact > 3e-4 * scale, "against the exact operands: \(errExact / scale) (no rounding happened?)")
+    }
+
+    /// The shipped UNet in bf16 against PyTorch's float32 output: within bfloat16's accuracy, and
+    /// far from float32's agreement (so the bf16 kernels ran).
+    @Test(.enabled(if: cpuHasBFloat16, "the CPU has neither AVX512-BF16 nor AMX-BF16"))
+    func shippedUNetInBFloat16TracksFloat32Reference() throws {
+        guard let (bundle, io) = ShippedBundleParityTests.available("fashion-mnist") else {
+            Issue.record("the shipped bundle or its fixture is missing"); return
+        }
+        let x = try io.tensor("x"), t = try io.integers("t"), y = try io.integers("y"), reference = try io.tensor("out")
+        let fp32 = try bundle.makeUNet()
+        let bf16 = try ADMUNet(fp32, precision: .bf16)
+        #expect(bf16.precision == .bf16)
+        let e32 = relativeError(try fp32.forward(x, timesteps: t, classes: y), reference)
+        let e16 = relativeError(try bf16.forward(x, timesteps: t, classes: y), reference)
+        print("shipped UNet against PyTorch float32: fp32 \(e32), bf16 \(e16)")
+        #expect(e16 < 2e-2)
+        #expect(e16 > 20 * e32)
+    }
+
+    @Test func bf16IsRefusedByNameWithoutTheInstructions() throws {
+        let net = try FixtureCase("tiny-unet-cond").bundle.makeUNet()
+        var avx512Only = CPUFeatures()
+        avx512Only.avx = true; avx512Only.avx2 = true; avx512Only.fma = true; avx512Only.avx512 = true
+        for features in [CPUFeatures(), avx512Only] {
+            #expect {
+                _ = try ADMUNet(net, precision: .bf16, features: features)
+            } throws: { error in
+                let text = "\(error)"
+                return text.contains("avx512_bf16") && text.contains("amx_bf16") && text.contains("precision bf16")
+            }
+        }
+        var bf16CPU = avx512Only
+        bf16CPU.avx512BF16 = true
+        #expect(try ADMUNet(net, precision: .bf16, features: bf16CPU).precision == .bf16)
+        #expect(try ADMUNet(net, precision: .fp32, features: CPUFeatures()).precision == .fp32)
+    }
+}
