@@ -205,7 +205,8 @@ $(BENCH_VENV)/bin/python:
 	$(PYTHON) -m venv --system-site-packages $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q onnxruntime
 
-APT_BENCH = python3-matplotlib
+# torch.compile (PyTorch 2's rows of the throughput stage) builds C++ against Python's headers.
+APT_BENCH = python3-matplotlib g++ python3-dev
 BENCH_RESULTS = docs/bench/results.json
 
 .PHONY: bench bench-quick bench-deps
@@ -219,10 +220,10 @@ bench-deps:
 # variant; BENCH_ARGS: more options, e.g. BENCH_ARGS="--stages daemon". The report and the
 # plots are rendered even when a stage fails (make still fails then).
 bench: SHELL := /bin/bash
-bench: build python-deps bench-deps $(BENCH_VENV)/bin/python
+bench: build python-deps bench-deps $(BENCH_VENV)/bin/python $(TRAIN_PYTHON)
 	@mkdir -p training/work; \
 	bin=$$($(SWIFT) build $(SWIFTFLAGS) --show-bin-path); \
-	"$$bin/diffusion-bench" $(if $(QUICK),--quick) --python $(BENCH_VENV)/bin/python --results $(BENCH_RESULTS) \
+	"$$bin/diffusion-bench" $(if $(QUICK),--quick) --python $(BENCH_VENV)/bin/python --torch2-python $(TRAIN_PYTHON) --results $(BENCH_RESULTS) \
 	  --invocation "make $(if $(QUICK),bench-quick,bench)$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" $(BENCH_ARGS) \
 	  2>&1 | tee training/work/bench-latest.txt; status=$${PIPESTATUS[0]}; \
 	$(PYTHON) scripts/bench_plots.py --results $(BENCH_RESULTS) --out docs/bench && \

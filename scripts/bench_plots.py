@@ -46,31 +46,34 @@ def remove(out, name):
 
 def throughput(results, out, written):
     r = result(results, "throughput")
-    if not r or not r.get("rows"):
+    if not r or not r.get("timings"):
         remove(out, "throughput.png")
         return
-    rows = r["rows"]
-    batches = [row["batch"] for row in rows]
-    series = [("diffusiond engine", "engine_images_per_second"),
-              (f"PyTorch {r.get('pytorch_version') or ''}".strip(), "pytorch_images_per_second"),
-              (f"ONNX Runtime {r.get('onnxruntime_version') or ''}".strip(), "onnxruntime_images_per_second")]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.8 / len(series)
-    for i, (label, key) in enumerate(series):
-        values = [row.get(key) or 0 for row in rows]
-        if not any(values):
-            continue
-        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(batches))]
-        bars = ax.bar(xs, values, width, label=label)
-        for bar, v in zip(bars, values):
-            if v:
-                ax.annotate(f"{v:.0f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=7)
+    batches = [row["batch"] for row in r["rows"]]
+    timing = {(t["runtime"], t["batch"]): t for t in r["timings"]}
+    series = r["runtimes"]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.85 / len(series)
+    for i, e in enumerate(series):
+        xs, values, low, high = [], [], [], []
+        for j, b in enumerate(batches):
+            t = timing.get((e["id"], b))
+            if not t:
+                continue
+            xs.append(j + (i - (len(series) - 1) / 2) * width)
+            values.append(t["median_images_per_second"])
+            low.append(t["median_images_per_second"] - t["min_images_per_second"])
+            high.append(t["max_images_per_second"] - t["median_images_per_second"])
+        hatch = "//" if e["precision"] == "bf16" else None
+        ax.bar(xs, values, width, yerr=[low, high], capsize=2, label=f"{e['label']}" + (" (bf16)" if e["precision"] == "bf16" and "bf16" not in e["label"] else ""),
+               hatch=hatch, edgecolor="white" if hatch else None)
     ax.set_xticks(range(len(batches)))
     ax.set_xticklabels([str(b) for b in batches])
     ax.set_xlabel("batch size")
     ax.set_ylabel("images per second (one UNet evaluation)")
-    ax.set_title("Fashion-MNIST ADM UNet, 2 threads, best of repeated timings")
-    ax.legend()
+    ax.set_title(f"Fashion-MNIST ADM UNet, {r['dnnl_threads']} threads, {r['cpu']['model']}: medians of {r['rounds']} interleaved rounds, bars: min-max",
+                 fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
     save(fig, out, "throughput.png", written)
 
 

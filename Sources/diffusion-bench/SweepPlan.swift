@@ -17,6 +17,8 @@ struct SweepRow {
         case classifierGuidance = "classifier_guidance"
         /// Classifier-free guidance weight w (section 4).
         case classifierFree = "classifier_free"
+        /// The same jobs in bf16 as fp32 rows of the steps group (section 1).
+        case precision
     }
 
     /// Unique and stable: part of the cache file name and the join key of the quality rows.
@@ -38,6 +40,8 @@ struct SweepRow {
     var n: Int
     /// The bundle files besides model.safetensors whose bytes the row's pixels depend on.
     var bundleFiles: [String] = []
+    /// The job's `precision` (nil: the default, fp32).
+    var precision: String? = nil
 
     /// UNet evaluations per image: one per step, two with classifier-free guidance (the
     /// conditional and the null-class row).
@@ -47,7 +51,7 @@ struct SweepRow {
 
     /// A one-line description of the settings.
     var settings: String {
-        "mode \(mode); " + sampler.map { "\($0.0) \($0.1)" }.joined(separator: ", ")
+        "mode \(mode); " + sampler.map { "\($0.0) \($0.1)" }.joined(separator: ", ") + (precision.map { "; precision \($0)" } ?? "")
     }
 }
 
@@ -71,6 +75,7 @@ struct SweepPlan {
         var lines = ["name: bench-\(row.id)", "model: \(model)", "mode: \(row.mode)", "images: \(row.n)", "sampler:"]
         for (k, v) in row.sampler { lines.append("  \(k): \(v)") }
         lines.append("seed: \(seed)")
+        if let p = row.precision { lines.append("precision: \(p)") }
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -93,6 +98,8 @@ struct SweepPlan {
             throw BenchError("row \(row.id): cannot read back its job spec")
         }
         spec["name"] = nil
+        // Keys made before jobs had a precision did not name fp32, the only one there was.
+        if spec["precision"] == .string("fp32") { spec["precision"] = nil }
         var models: [String: JSONValue] = [model: .string(try Self.contentHash(modelsDirectory, model, files: row.bundleFiles))]
         if row.mode == "classifier-guided" { models[classifier] = .string(try Self.contentHash(modelsDirectory, classifier, files: [])) }
         let key: JSONValue = .object([
@@ -218,6 +225,12 @@ extension SweepPlan {
             rows.append(SweepRow(id: "cfg-w\(Self.number(w))", group: .classifierFree, series: "Classifier-free guidance", x: w,
                                  mode: "classifier-free", sampler: guided + [("guidance_scale", Self.number(w))], chainSteps: guidanceSteps,
                                  stepsLabel: "\(guidanceSteps)", n: guidanceN))
+        }
+        // bf16 twins of fp32 rows (same jobs, same seed): FID of the engine's precision: bf16.
+        for id in quick ? ["ddpm-learned-range-k25"] : ["ddpm-learned-range-k50", "ddim-eta0-k50"] {
+            guard var twin = rows.first(where: { $0.id == id }) else { continue }
+            twin.id += "-bf16"; twin.group = .precision; twin.series += " bf16"; twin.precision = "bf16"
+            rows.append(twin)
         }
         if let only = options.only {
             rows = rows.filter { row in only.contains { row.id.contains($0) } }

@@ -1,52 +1,12 @@
-// Stage "throughput" (BENCHMARKS.md section 1): one UNet evaluation in the engine at several
-// batch sizes, then PyTorch and ONNX Runtime on the same weights right after (same machine
-// load), and the machine's peak measured in the same run.
+// Stage "throughput" (BENCHMARKS.md section 1): one UNet evaluation in the engine (fp32 and bf16)
+// against PyTorch (Debian's 1.13; PyPI's 2.x eager, torch.compile, bf16 autocast) and ONNX Runtime
+// on the same weights at several batch sizes, and the machine's peak: every runtime timed in every
+// round, the rounds interleaved, so each figure is a median over rounds taken under the same load,
+// with its spread.
+import DiffusionDaemon
 import DiffusionEngine
 import Foundation
 import ModelBundles
-
-struct ThroughputRow: Codable {
-    var batch: Int
-    var engineImagesPerSecond: Double
-    var engineMedianImagesPerSecond: Double
-    var engineGflops: Double
-    var fractionOfPeak: Double
-    var pytorchImagesPerSecond: Double?
-    var pytorchMedianImagesPerSecond: Double?
-    var onnxruntimeImagesPerSecond: Double?
-    var onnxruntimeMedianImagesPerSecond: Double?
-    var speedupVsPytorch: Double?
-    var speedupVsOnnxruntime: Double?
-}
-
-struct ClassifierThroughputRow: Codable {
-    var batch: Int
-    var logitsImagesPerSecond: Double
-    var logitsAndGradientImagesPerSecond: Double
-}
-
-struct PeakResult: Codable {
-    var sgemmGflops: Double
-    var convolutionDirectGflops: Double
-    var convolutionWinogradGflops: Double
-    /// The fastest of the three: the "measured peak".
-    var peakGflops: Double
-}
-
-struct ThroughputResult: Codable {
-    var network: String
-    var gflopPerImage: Double
-    var minSecondsPerTiming: Double
-    var blasThreads: Int
-    var dnnlThreads: Int
-    var peak: PeakResult?
-    var rows: [ThroughputRow]
-    var pytorchVersion: String?
-    var onnxruntimeVersion: String?
-    var notes: [String]
-    var classifier: [ClassifierThroughputRow]
-    var classifierNetwork: String?
-}
 
 /// The Fashion-MNIST UNet configuration, with random weights when no bundle is at hand.
 let defaultArchitecture = ADMArchitecture(
@@ -70,94 +30,120 @@ func runThroughputStage(_ options: Options) throws -> ThroughputResult {
     let arch = unet.architecture
     let flopsPerImage = unet.flopsPerImage
     network += String(format: " (%dx%dx%d, width %d)", arch.imageSize, arch.imageSize, arch.inChannels, arch.modelChannels)
-    log(String(format: "UNet: %dx%dx%d, mc %d, %.3f GFLOP per image (conv, linear, attention products)",
-               arch.imageSize, arch.imageSize, arch.inChannels, arch.modelChannels, flopsPerImage / 1e9))
+    var notes: [String] = []
+    let bf16Reason = ComputePrecision.bf16.unsupportedReason(on: .current)
+    if let bf16Reason, options.bf16 { notes.append("no engine bf16 rows: \(bf16Reason)") }
+    let bf16 = options.bf16 && bf16Reason == nil ? try ADMUNet(unet, precision: .bf16) : nil
+    let cpu = CPUReport(model: MachineInfo.current().cpu, flags: KernelSelection.current.features, openblasCore: ComputeRuntime.blasCoreName,
+                        convolutionKernels: ["fp32": PeakMeasurement.convolutionKernel(precision: .fp32)]
+                            .merging(bf16 == nil ? [:] : ["bf16": PeakMeasurement.convolutionKernel(precision: .bf16)]) { a, _ in a })
+    log("CPU: \(cpu.model); flags \(cpu.flags.joined(separator: " ")); OpenBLAS \(cpu.openblasCore); 3x3 convolutions: "
+        + cpu.convolutionKernels.sorted { $0.key > $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
 
-    // Machine peak, measured now under the same load: the fastest of sgemm, a direct 3x3
-    // convolution and the same convolution by Winograd (the engine's algorithm for 3x3
-    // convolutions), whose rate counts direct-convolution FLOPs like the network's effective GFLOP/s.
-    var peakResult: PeakResult? = nil
-    if options.peak {
-        let sgemm = PeakMeasurement.sgemmGFLOPS(size: 2048)
-        let direct = PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32)
-        let winograd = PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32, winograd: true)
-        peakResult = PeakResult(sgemmGflops: sgemm, convolutionDirectGflops: direct, convolutionWinogradGflops: winograd,
-                                peakGflops: max(sgemm, direct, winograd))
-        log(String(format: "peak: OpenBLAS sgemm 2048^3 %.0f GFLOP/s; oneDNN 3x3 conv 64->64ch 32x32 b64: direct %.0f, Winograd %.0f (effective) -> peak %.0f GFLOP/s",
-                   sgemm, direct, winograd, peakResult!.peakGflops))
+    // The other runtimes, one server per Python, prepared (and compiled) before the first round.
+    var servers: [PeerServer] = []
+    defer { servers.forEach { $0.stop() } }
+    if options.torch {
+        let archJSON = String(decoding: try JSONEncoder().encode(arch), as: UTF8.self)
+        let debian = options.python ?? "training/work/venv/bin/python"
+        let torch2 = options.torch2Python ?? "training/.venv/bin/python"
+        var wanted: [(String, [String])] = [(debian, ["pytorch-eager"] + (options.onnx ? ["onnxruntime"] : []))]
+        var modern = ["pytorch-eager"] + (options.compile ? ["pytorch-compile"] : [])
+        if options.bf16 { modern += ["pytorch-eager-bf16"] + (options.compile ? ["pytorch-compile-bf16"] : []) }
+        wanted.append((torch2, modern))
+        for (python, runtimes) in wanted {
+            guard FileManager.default.isExecutableFile(atPath: python) else {
+                notes.append("\(python) not found: no \(runtimes.joined(separator: ", ")) rows from it"); continue
+            }
+            log("starting \(python) training/bench_torch.py (\(runtimes.joined(separator: ", "))): prepares and warms every runtime, torch.compile compiles")
+            let started = seconds()
+            let logPath = "\(options.work)/bench-torch-\(servers.count).log"
+            do {
+                let server = try PeerServer(python: python, runtimes: runtimes, bundle: bundleDirectory, architectureJSON: archJSON,
+                                            batches: options.batches, threads: ComputeRuntime.dnnlThreads, logPath: logPath)
+                for (name, error) in server.errors { notes.append("\(python): \(name): \(error)"); log("\(name): \(error)") }
+                log("  ready in \(formatSeconds(seconds() - started)): \(server.runtimes.map(\.label).joined(separator: ", "))")
+                servers.append(server)
+            } catch {
+                notes.append("\(error)"); log("\(error)")
+            }
+        }
     }
-    let peak = peakResult?.peakGflops ?? .nan
+    let peers = servers.flatMap { server in server.runtimes.map { (server, $0) } }
 
-    // The engine.
-    var ours: [Int: (best: Double, median: Double)] = [:]
-    for b in options.batches {
+    // Inputs per batch size, shared by the engine's two precisions.
+    let inputs = options.batches.map { b -> (Tensor, [Int], [Int]?, Tensor) in
         let x = Tensor(shape: [b, arch.inChannels, arch.imageSize, arch.imageSize])
         for i in 0..<x.count { x.data[i] = Float(sin(Double(i) * 0.37)) }
-        let t = (0..<b).map { ($0 * 37) % 1000 }
-        let y = arch.numClasses.map { k in (0..<b).map { $0 % k } }
-        let out = Tensor(shape: [b, arch.outChannels, arch.imageSize, arch.imageSize])
-        ours[b] = try timed(minSeconds: options.seconds) { try unet.forward(x, timesteps: t, classes: y, into: out) }
-        let r = ours[b]!
-        log(String(format: "engine   batch %4d: %8.1f img/s (median %8.1f), %6.1f GFLOP/s", b, Double(b) / r.best, Double(b) / r.median,
-                   flopsPerImage * Double(b) / r.best / 1e9))
+        return (x, (0..<b).map { ($0 * 37) % 1000 }, arch.numClasses.map { k in (0..<b).map { $0 % k } },
+                Tensor(shape: [b, arch.outChannels, arch.imageSize, arch.imageSize]))
     }
+    var engines: [(id: String, net: ADMUNet)] = [("engine-fp32", unet)]
+    if let bf16 { engines.append(("engine-bf16", bf16)) }
 
-    // PyTorch and ONNX Runtime through training/bench_torch.py, right after.
-    var others: [String: [Int: (best: Double, median: Double)]] = [:]
-    var versions: [String: String] = [:]
-    var notes: [String] = []
-    if options.torch {
-        let python = options.python ?? (FileManager.default.isExecutableFile(atPath: "training/work/venv/bin/python") ? "training/work/venv/bin/python" : "/usr/bin/python3")
-        let archJSON = String(decoding: try JSONEncoder().encode(arch), as: UTF8.self)
-        var args = ["training/bench_torch.py", "--batches", options.batches.map(String.init).joined(separator: ","),
-                    "--threads", String(ComputeRuntime.dnnlThreads), "--seconds", String(options.seconds)]
-        if let bundleDirectory { args += ["--bundle", bundleDirectory] } else { args += ["--arch", archJSON] }
-        if options.onnx { args.append("--onnx") }
-        let (status, output) = try runProgram(python, args)
-        for line in output.split(separator: "\n") {
-            guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  let engine = obj["engine"] as? String else { continue }
-            if let err = obj["error"] {
-                log("\(engine): \(err)")
-                notes.append("\(engine): \(err)")
-                continue
+    var rounds: [String: [Int: [(best: Double, median: Double)]]] = [:]
+    var peakRounds: [(sgemm: Double, direct: Double, winograd: Double, bf16: Double?)] = []
+    for round in 1 ... options.rounds {
+        log("\nround \(round) of \(options.rounds)")
+        if options.peak {
+            let p = (sgemm: PeakMeasurement.sgemmGFLOPS(size: 2048),
+                     direct: PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32),
+                     winograd: PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32, winograd: true),
+                     bf16: bf16 == nil ? nil : PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32, precision: .bf16))
+            peakRounds.append(p)
+            log(String(format: "peak: sgemm 2048^3 %.0f GFLOP/s; 3x3 conv 64->64ch 32x32 b64: direct %.0f, Winograd %.0f (effective)%@",
+                       p.sgemm, p.direct, p.winograd, p.bf16.map { String(format: ", bf16 direct %.0f", $0) } ?? ""))
+        }
+        for (k, b) in options.batches.enumerated() {
+            let (x, t, y, out) = inputs[k]
+            var line = "batch \(b):"
+            for e in engines {
+                let r = try timed(minSeconds: options.seconds) { try e.net.forward(x, timesteps: t, classes: y, into: out) }
+                rounds[e.id, default: [:]][b, default: []].append(r)
+                line += String(format: " %@ %.0f", e.id, Double(b) / r.median)
             }
-            guard let b = obj["batch"] as? Int, let best = obj["best_s"] as? Double, let median = obj["median_s"] as? Double else { continue }
-            others[engine, default: [:]][b] = (best, median)
-            if let v = obj["version"] as? String { versions[engine] = v }
-            log(String(format: "%-8@ batch %4d: %8.1f img/s (median %8.1f), %6.1f GFLOP/s  [%@ %@]", engine as NSString, b, Double(b) / best, Double(b) / median,
-                       flopsPerImage * Double(b) / best / 1e9, engine as NSString, (obj["version"] as? String ?? "?") as NSString))
-        }
-        if status != 0 {
-            log("bench_torch.py exited with status \(status) (python: \(python))")
-            notes.append("training/bench_torch.py exited with status \(status) (python: \(python))")
+            for (server, peer) in peers {
+                let r = try server.time(peer, batch: b, seconds: options.seconds)
+                rounds[peer.id, default: [:]][b, default: []].append(r)
+                line += String(format: " | %@ %.0f", peer.label, Double(b) / r.median)
+            }
+            log(line + " img/s (round medians)")
         }
     }
 
-    var rows: [ThroughputRow] = []
-    log("\nsummary (best times; images/s, effective GFLOP/s, % of peak, speed-up over PyTorch / ONNX Runtime):")
-    for b in options.batches {
-        let r = ours[b]!
-        let gflops = flopsPerImage * Double(b) / r.best / 1e9
-        let torch = others["pytorch"]?[b], onnx = others["onnxruntime"]?[b]
-        rows.append(ThroughputRow(
-            batch: b, engineImagesPerSecond: Double(b) / r.best, engineMedianImagesPerSecond: Double(b) / r.median,
-            engineGflops: gflops, fractionOfPeak: gflops / peak,
-            pytorchImagesPerSecond: torch.map { Double(b) / $0.best }, pytorchMedianImagesPerSecond: torch.map { Double(b) / $0.median },
-            onnxruntimeImagesPerSecond: onnx.map { Double(b) / $0.best }, onnxruntimeMedianImagesPerSecond: onnx.map { Double(b) / $0.median },
-            speedupVsPytorch: torch.map { $0.best / r.best }, speedupVsOnnxruntime: onnx.map { $0.best / r.best }))
-        var line = String(format: "batch %4d: %8.1f img/s %6.1f GFLOP/s %5.1f%% of peak", b, Double(b) / r.best, gflops, 100 * gflops / peak)
-        if let torch { line += String(format: "  %.2fx PyTorch", torch.best / r.best) }
-        if let onnx { line += String(format: "  %.2fx ONNX Runtime", onnx.best / r.best) }
-        log(line)
+    let timings = rounds.flatMap { id, byBatch in byBatch.map { RuntimeTiming(runtime: id, batch: $0.key, rounds: $0.value) } }
+        .sorted { ($0.runtime, $0.batch) < ($1.runtime, $1.batch) }
+    func median(_ id: String, _ b: Int) -> Double? { timings.first { $0.runtime == id && $0.batch == b }?.medianImagesPerSecond }
+    func mid(_ values: [Double]) -> Double { let s = values.sorted(); return s.isEmpty ? .nan : s[s.count / 2] }
+    let peak: PeakResult? = peakRounds.isEmpty ? nil : PeakResult(
+        sgemmGflops: mid(peakRounds.map(\.sgemm)), convolutionDirectGflops: mid(peakRounds.map(\.direct)),
+        convolutionWinogradGflops: mid(peakRounds.map(\.winograd)),
+        peakGflops: mid(peakRounds.map { max($0.sgemm, $0.direct, $0.winograd) }),
+        roundsPeakGflops: peakRounds.map { max($0.sgemm, $0.direct, $0.winograd) },
+        convolutionBF16Gflops: bf16 == nil ? nil : mid(peakRounds.compactMap(\.bf16)))
+    let rows = options.batches.map { b -> ThroughputRow in
+        let fp32 = median("engine-fp32", b)!, half = median("engine-bf16", b)
+        var speedups: [String: Double] = [:]
+        for (_, peer) in peers {
+            if let theirs = median(peer.id, b), let ours = peer.precision == "bf16" ? half : fp32 { speedups[peer.id] = ours / theirs }
+        }
+        let gflops = flopsPerImage * fp32 / 1e9
+        return ThroughputRow(batch: b, engineImagesPerSecond: fp32, engineGflops: gflops, fractionOfPeak: gflops / (peak?.peakGflops ?? .nan),
+                             engineBF16ImagesPerSecond: half, bf16SpeedupOverFP32: half.map { $0 / fp32 }, speedups: speedups)
     }
-    if let r = ours[64] {
-        let gflops = flopsPerImage * 64 / r.best / 1e9
-        let vsTorch = others["pytorch"]?[64].map { $0.best / r.best }
-        log(String(format: "targets at batch 64: >= 1.0x PyTorch: %@; >= 50%% of peak: %@ (%.0f%%)",
-                   vsTorch.map { String(format: "%.2fx %@", $0, $0 >= 1 ? "met" : "NOT met") } ?? "not measured",
-                   gflops >= 0.5 * peak ? "met" : "NOT met", 100 * gflops / peak))
+    let runtimes = engines.map { RuntimeEntry(id: $0.id, label: "diffusiond engine \($0.net.precision.rawValue)", precision: $0.net.precision.rawValue,
+                                              version: DaemonVersion.string) }
+        + peers.map { RuntimeEntry(id: $0.1.id, label: $0.1.label, precision: $0.1.precision, version: $0.1.version) }
+    log("\nsummary (medians of \(options.rounds) interleaved rounds, images/s [min-max]):")
+    for t in timings {
+        log(String(format: "  %@ batch %4d: %7.0f [%.0f-%.0f]", (runtimes.first { $0.id == t.runtime }?.label ?? t.runtime) as NSString, t.batch,
+                   t.medianImagesPerSecond, t.minImagesPerSecond, t.maxImagesPerSecond))
     }
+    var result = ThroughputResult(
+        network: network, gflopPerImage: flopsPerImage / 1e9, minSecondsPerTiming: options.seconds, rounds: options.rounds,
+        blasThreads: ComputeRuntime.blasThreads, dnnlThreads: ComputeRuntime.dnnlThreads, cpu: cpu, peak: peak, runtimes: runtimes,
+        timings: timings, rows: rows, notes: notes, classifier: [], classifierNetwork: nil)
+    for line in throughputTargets(result) { log("target: " + line) }
 
     // The noisy classifier's guidance gradient (forward + hand-written backward), for reference.
     var classifierRows: [ClassifierThroughputRow] = []
@@ -189,22 +175,19 @@ func runThroughputStage(_ options: Options) throws -> ThroughputResult {
             log(String(format: "classifier batch %4d: logits %8.1f img/s, logits + input gradient %8.1f img/s", b, Double(b) / fwd.best, Double(b) / both.best))
         }
     }
-    return ThroughputResult(
-        network: network, gflopPerImage: flopsPerImage / 1e9, minSecondsPerTiming: options.seconds,
-        blasThreads: ComputeRuntime.blasThreads, dnnlThreads: ComputeRuntime.dnnlThreads, peak: peakResult, rows: rows,
-        pytorchVersion: versions["pytorch"], onnxruntimeVersion: versions["onnxruntime"], notes: notes,
-        classifier: classifierRows, classifierNetwork: classifierNetwork)
+    result.classifier = classifierRows
+    result.classifierNetwork = classifierNetwork
+    return result
 }
 
-/// A rough prediction of the stage's run time: each engine, PyTorch and ONNX Runtime timing runs
-/// for at least `seconds` (plus a warm-up call), the peak measurement a few seconds, ONNX export
-/// and library start-up about ten.
+/// A prediction of the stage's run time: every round times each runtime at each batch size for at
+/// least `seconds` (plus a warm-up call) and measures the peak; the servers start up first
+/// (torch.compile compiles every batch size, in fp32 and bf16: minutes on 2 cores).
 func expectedThroughputSeconds(_ options: Options) -> Double {
-    let engines = 1.0 + (options.torch ? 1 : 0) + (options.onnx && options.torch ? 1 : 0)
+    let peers = options.torch ? 1.0 + (options.onnx ? 1 : 0) + 1 + (options.compile ? 1 : 0) + (options.bf16 ? 1 + (options.compile ? 1 : 0) : 0) : 0
+    let engines = options.bf16 ? 2.0 : 1.0
     let classifierTimings = options.classifier ? 2.0 * Double(options.batches.filter { $0 >= 16 }.count) : 0
-    let timings = Double(options.batches.count) * engines + classifierTimings
-    let images = Double(options.batches.reduce(0, +))
-    let warmUps = images / 363 * (options.torch ? 4 : 1.5)
-    let fixed = (options.peak ? 4.0 : 0) + (options.torch ? 25.0 : 0)
-    return timings * (options.seconds + 0.3) + warmUps + fixed
+    let perRound = Double(options.batches.count) * (engines + peers) * (options.seconds + 0.3) + (options.peak ? 5 : 0)
+    let startUp = options.torch ? 20.0 + (options.compile ? (options.bf16 ? 2 : 1) * 40.0 * Double(options.batches.count) : 0) : 0
+    return Double(options.rounds) * perRound + startUp + classifierTimings * (options.seconds + 0.3)
 }

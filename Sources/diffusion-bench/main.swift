@@ -2,7 +2,8 @@
 // into docs/bench/results.json (scripts/bench_report.py renders BENCHMARKS.md from it,
 // scripts/bench_plots.py the plots under docs/bench/):
 //
-//   throughput  the engine's UNet against PyTorch, ONNX Runtime and the measured peak (section 1)
+//   throughput  the engine's UNet (fp32, bf16) against PyTorch 1.13 and 2.x (eager, torch.compile,
+//               bf16 autocast), ONNX Runtime and the measured peak, interleaved rounds (section 1)
 //   daemon      a 256-image job through diffusiond against the engine alone, cold start, warm
 //               latency, peak RSS (sections 2 and 5)
 //   sampling    the quality sweep's images, cached under training/work/bench-samples/ (3 and 4)
@@ -44,117 +45,10 @@ enum Stage: String, CaseIterable {
     case throughput, daemon, smalljobs, sampling, quality, queue, fleet
 }
 
-struct Options {
-    var quick = false
-    var stages = Stage.allCases
-    var plan = false
-    var results = "docs/bench/results.json"
-    var invocation: String? = nil
-    // throughput
-    var bundle = "models/fashion-mnist"
-    var batches = [1, 16, 64, 256]
-    var seconds = 1.0
-    var secondsGiven = false
-    var torch = true, onnx = true, peak = true, classifier = true
-    var classifierBundle = "models/fashion-mnist-classifier"
-    var python: String? = nil
-    var blasThreads: Int? = nil, dnnlThreads: Int? = nil
-    // daemon
-    var bin = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
-    var work = "training/work"
-    var warmRepeats = 3
-    // sampling and quality
-    var models = "models"
-    var model = "fashion-mnist"
-    var samples = "training/work/bench-samples"
-    var n: Int? = nil
-    var guidanceN: Int? = nil
-    /// Overrides of the Langevin rows' settings (`sigma_max=50,step_size=1e-4`): tuning runs.
-    var langevinSettings: [String: Double] = [:]
-    var seed: UInt64 = 2026
-    var only: [String]? = nil
-    var refreshSamples = false
-    /// The fleet stage's simulated time an image of the test generator (about a one-thread engine
-    /// worker's for DDIM 25 here), and an older diffusiond's folder for the small-jobs baseline row.
-    var fleetDelayMs = 150
-    var baselineBin: String? = nil
-}
-
-let usage = """
-    usage: diffusion-bench [--quick] [--stages throughput,daemon,smalljobs,sampling,quality,queue,fleet] [--plan] [--results FILE] [--invocation TEXT]
-           [--bundle DIR] [--batches 1,16,64,256] [--seconds S] [--no-torch] [--no-onnx] [--no-peak] [--no-classifier]
-           [--classifier-bundle DIR] [--python PATH] [--bin DIR] [--work DIR] [--warm-repeats N]
-           [--models DIR] [--model NAME] [--samples DIR] [--n N] [--guidance-n N] [--seed S] [--langevin-settings K=V,...] [--only ID,...] [--refresh-samples]
-           [--fleet-delay-ms MS] [--baseline-bin DIR] [--blas-threads N] [--dnnl-threads N] [--omp-wait-policy passive|active|inherit]
-    """
-
-func parseOptions() -> Options {
-    var o = Options()
-    var args = CommandLine.arguments.dropFirst().makeIterator()
-    func value(_ name: String) -> String {
-        guard let v = args.next() else { print("\(name) needs a value\n\(usage)"); exit(2) }
-        return v
-    }
-    func number<T: LosslessStringConvertible>(_ name: String) -> T {
-        let text = value(name)
-        guard let v = T(text) else { print("\(name): not a number: \(text)"); exit(2) }
-        return v
-    }
-    while let a = args.next() {
-        switch a {
-        case "--quick": o.quick = true
-        case "--stages":
-            let names = value(a).split(separator: ",").map(String.init)
-            o.stages = names.compactMap(Stage.init(rawValue:))
-            if o.stages.count != names.count { print("--stages: one of \(Stage.allCases.map(\.rawValue))"); exit(2) }
-        case "--plan": o.plan = true
-        case "--results": o.results = value(a)
-        case "--invocation": o.invocation = value(a)
-        case "--bundle": o.bundle = value(a)
-        case "--batches": o.batches = value(a).split(separator: ",").compactMap { Int($0) }
-        case "--seconds": o.seconds = number(a); o.secondsGiven = true
-        case "--no-torch": o.torch = false
-        case "--no-onnx": o.onnx = false
-        case "--no-peak": o.peak = false
-        case "--no-classifier": o.classifier = false
-        case "--classifier-bundle": o.classifierBundle = value(a)
-        case "--python": o.python = value(a)
-        case "--blas-threads": o.blasThreads = number(a)
-        case "--dnnl-threads": o.dnnlThreads = number(a)
-        case "--omp-wait-policy": _ = value(a)
-        case "--bin": o.bin = value(a)
-        case "--work": o.work = value(a)
-        case "--warm-repeats": o.warmRepeats = max(1, number(a))
-        case "--models": o.models = value(a)
-        case "--model": o.model = value(a)
-        case "--samples": o.samples = value(a)
-        case "--n": o.n = number(a)
-        case "--guidance-n": o.guidanceN = number(a)
-        case "--langevin-settings":
-            for pair in value(a).split(separator: ",") {
-                let kv = pair.split(separator: "=")
-                guard kv.count == 2, let v = Double(kv[1]), ["sigma_max", "sigma_min", "step_size"].contains(String(kv[0])) else {
-                    print("--langevin-settings: KEY=VALUE pairs of sigma_max, sigma_min, step_size, got \(pair)"); exit(2)
-                }
-                o.langevinSettings[String(kv[0])] = v
-            }
-        case "--seed": o.seed = number(a)
-        case "--only": o.only = value(a).split(separator: ",").map(String.init)
-        case "--refresh-samples": o.refreshSamples = true
-        case "--fleet-delay-ms": o.fleetDelayMs = max(0, number(a))
-        case "--baseline-bin": o.baselineBin = value(a)
-        default:
-            print(usage)
-            exit(a == "--help" || a == "-h" ? 0 : 2)
-        }
-    }
-    if let n = o.n, n < 10 || n % 10 != 0 { print("--n must be a positive multiple of 10 (classes i mod 10, balanced)"); exit(2) }
-    if let n = o.guidanceN, n < 10 || n % 10 != 0 { print("--guidance-n must be a positive multiple of 10 (classes i mod 10, balanced)"); exit(2) }
-    return o
-}
-
 var options = parseOptions()
 if options.quick && !options.secondsGiven { options.seconds = 0.3 }
+// torch.compile compiles every batch size at start-up (minutes): the quick variant leaves it out.
+if options.quick { options.compile = false }
 let variant = options.quick ? "quick" : "full"
 ComputeRuntime.configure(blasThreads: options.blasThreads, dnnlThreads: options.dnnlThreads)
 log("diffusion-bench (\(variant)): stages \(options.stages.map(\.rawValue).joined(separator: ", "))")
@@ -171,8 +65,11 @@ func stageCommand(_ stage: Stage) -> String {
     if options.quick { parts.append("--quick") }
     parts += ["--stages", stage.rawValue]
     if stage == .throughput {
-        parts += ["--python", options.python ?? "training/work/venv/bin/python"]
+        parts += ["--python", options.python ?? "training/work/venv/bin/python",
+                  "--torch2-python", options.torch2Python ?? "training/.venv/bin/python"]
         if options.secondsGiven { parts += ["--seconds", "\(options.seconds)"] }
+        if options.rounds != 3 { parts += ["--rounds", "\(options.rounds)"] }
+        if !options.compile { parts.append("--no-compile") }
     }
     if stage == .sampling || stage == .quality {
         if let n = options.n { parts += ["--n", "\(n)"] }

@@ -71,6 +71,31 @@ let cpuHasBFloat16 = ComputePrecision.bf16.unsupportedReason(on: .current) == ni
         #expect(errExact > 3e-4 * scale, "against the exact operands: \(errExact / scale) (no rounding happened?)")
     }
 
+    /// GroupNorm's affine + SiLU written straight into bfloat16 equals the float32 pass rounded (the
+    /// closed form), and a convolution fed that equals the convolution converting float32 itself.
+    @Test(.enabled(if: cpuHasBFloat16, "the CPU has neither AVX512-BF16 nor AMX-BF16"))
+    func fusedBFloat16ActivationMatchesTheConversion() {
+        let n = 2, c = 32, h = 7, pixels = h * h
+        let x = Tensor(shape: [n * c * pixels], values: randomValues(n * c * pixels, seed: 21).map { $0 * 4 })
+        let a = Tensor(shape: [n * c], values: randomValues(n * c, seed: 22)), b = Tensor(shape: [n * c], values: randomValues(n * c, seed: 23))
+        let y = Tensor(shape: [n * c * pixels])
+        affineActivation(x.data, y.data, batch: n, pixels: pixels, channels: c, a: a.data, b: b.data, silu: true)
+        let half = UnsafeMutablePointer<UInt16>.allocate(capacity: n * c * pixels)
+        defer { half.deallocate() }
+        affineActivationBFloat16(x.data, half, batch: n, pixels: pixels, channels: c, a: a.data, b: b.data, silu: true)
+        let mismatches = (0 ..< n * c * pixels).filter { UInt32(half[$0]) << 16 != roundedToBFloat16(y.data[$0]).bitPattern }
+        #expect(mismatches.isEmpty, "\(mismatches.count) values differ from the rounded float32 pass")
+
+        let w = Tensor(shape: [c, c, 3, 3], values: randomValues(c * c * 9, seed: 24)), bias = Tensor(shape: [c], values: randomValues(c, seed: 25))
+        let conv = ConvolutionPrimitive(batch: n, inChannels: c, outChannels: c, height: h, width: h, kernel: 3, padding: 1,
+                                        weights: w.data, bias: bias.data, precision: .bf16, scratch: ScratchArena())
+        #expect(conv.takesBFloat16)
+        let viaConversion = Tensor(shape: [n * c * pixels]), fused = Tensor(shape: [n * c * pixels])
+        conv(y.data, viaConversion.data)
+        conv(bfloat16: half, fused.data)
+        #expect(fused.array == viaConversion.array)
+    }
+
     /// The shipped UNet in bf16 against PyTorch's float32 output: within bfloat16's accuracy, and
     /// far from float32's agreement (so the bf16 kernels ran).
     @Test(.enabled(if: cpuHasBFloat16, "the CPU has neither AVX512-BF16 nor AMX-BF16"))

@@ -238,6 +238,18 @@ final class ConvolutionPrimitive {
         args.deallocate()
     }
 
+    /// Whether the convolution takes bfloat16 input (then `callAsFunction(bfloat16:_:)` skips the conversion).
+    var takesBFloat16: Bool { inputConversion != nil }
+
+    /// Runs a bf16 convolution from input already in bfloat16 (in the layout given at creation).
+    func callAsFunction(bfloat16 input: UnsafePointer<UInt16>, _ output: UnsafeMutablePointer<Float>) {
+        ensure(takesBFloat16, "a \(precision.rawValue) convolution was handed bfloat16 input")
+        dnnl_memory_set_data_handle(inputMemory, UnsafeMutableRawPointer(mutating: input))
+        dnnl_memory_set_data_handle(outputMemory, output)
+        dnnl_memory_set_data_handle(scratchMemory, scratch.pointer)
+        dnnlCheck(dnnl_primitive_execute(primitive, DNNLContext.shared.stream, argCount, args), "conv exec")
+    }
+
     /// Runs the convolution from `input` into `output` (both in the layouts given at creation).
     func callAsFunction(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>) {
         let ctx = DNNLContext.shared

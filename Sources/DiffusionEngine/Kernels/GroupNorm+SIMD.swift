@@ -114,6 +114,27 @@ func affineActivation(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float
     }
 }
 
+/// `affineActivation` into the blocked layout in bfloat16 (rounded to nearest even): the input
+/// of a bf16 convolution, written in the same pass instead of converted after it.
+func affineActivationBFloat16(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<UInt16>, batch: Int, pixels: Int, channels: Int,
+                              a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool) {
+    let blocks = channels / 16
+    let xm = UnsafeMutablePointer(mutating: x)
+    let am = UnsafeMutablePointer(mutating: a), bm = UnsafeMutablePointer(mutating: b)
+    parallelFor(batch * blocks, work: batch * pixels * channels) { range in
+        for plane in range {
+            let n = plane / blocks, blk = plane % blocks
+            let av = am.vec(n * channels + blk * 16), bv = bm.vec(n * channels + blk * 16)
+            let src = xm + plane * pixels * 16
+            let dst = UnsafeMutableRawPointer(y + plane * pixels * 16)
+            for p in 0..<pixels {
+                let u = src.vec(p * 16) * av + bv
+                dst.storeBytes(of: vbfloat16(silu ? vsilu(u) : u), toByteOffset: p * 32, as: SIMD16<UInt16>.self)
+            }
+        }
+    }
+}
+
 /// Backward of y = act(GN(x + addend) * g' + b') for one GroupNorm over blocked data: writes
 /// (or adds, with `accumulate`) dL/dx given dL/dy. `a`, `b` are the forward coefficients,
 /// `effectiveGamma` g', and `mean`/`rstd` the forward statistics; `scratch` holds

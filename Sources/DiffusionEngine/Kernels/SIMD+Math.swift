@@ -15,6 +15,13 @@ extension UnsafeMutablePointer where Pointee == Float {
     }
 }
 
+/// 16 floats rounded to bfloat16, nearest even (what oneDNN's f32 -> bf16 conversion does for finite values).
+@inline(__always) func vbfloat16(_ v: Vec) -> SIMD16<UInt16> {
+    let bits = unsafeBitCast(v, to: SIMD16<UInt32>.self)
+    let rounded = bits &+ 0x7FFF &+ ((bits &>> 16) & 1)
+    return SIMD16<UInt16>(truncatingIfNeeded: rounded &>> 16)
+}
+
 /// e^x for 16 lanes: range reduction by ln 2, degree-6 polynomial, exponent by integer add.
 /// Relative error about 2 ulp on [-87, 88]; inputs outside are clamped.
 @inline(__always) func vexp(_ x: Vec) -> Vec {

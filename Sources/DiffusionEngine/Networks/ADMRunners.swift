@@ -36,6 +36,20 @@ struct GroupNormState {
         affineActivation(x, y, batch: batch, pixels: pixels, channels: channels, a: ws[a], b: ws[b], silu: silu, nhwcOutput: nhwcOutput)
     }
 
+    /// `apply` followed by `conv` on its result: under bf16 the activation is written in bfloat16
+    /// into `y` (half its bytes) for the convolution to read as it is.
+    func apply(_ ws: Workspace, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int, silu: Bool,
+               thenConvolve conv: ConvolutionPrimitive, into output: UnsafeMutablePointer<Float>) {
+        if conv.takesBFloat16 {
+            let half = UnsafeMutableRawPointer(y).assumingMemoryBound(to: UInt16.self)
+            affineActivationBFloat16(x, half, batch: batch, pixels: pixels, channels: channels, a: ws[a], b: ws[b], silu: silu)
+            conv(bfloat16: half, output)
+        } else {
+            apply(ws, x, y, batch: batch, pixels: pixels, channels: channels, silu: silu)
+            conv(y, output)
+        }
+    }
+
     func backward(_ ws: Workspace, x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
                   batch: Int, pixels: Int, channels: Int, addend: UnsafePointer<Float>? = nil, stride: Int = 0, silu: Bool, accumulate: Bool) {
         groupNormBackward(x: x, dy: dy, dx: dx, batch: batch, pixels: pixels, channels: channels, groups: 32,
@@ -195,17 +209,17 @@ final class ResBlockRunner: LayerRunner {
         if p.up || p.down {
             norm1.apply(ws, x, ws[t1a], batch: n, pixels: inPix, channels: i, silu: true)
             resample(ws[t1a], ws[t1], channels: i)
+            conv1(ws[t1], ws[h1])
         } else {
-            norm1.apply(ws, x, ws[t1], batch: n, pixels: inPix, channels: i, silu: true)
+            norm1.apply(ws, x, ws[t1], batch: n, pixels: inPix, channels: i, silu: true, thenConvolve: conv1, into: ws[h1])
         }
-        conv1(ws[t1], ws[h1])
         let e = emb.values + p.embOffset
         if p.scaleShift {
             norm2.prepare(ws, p.norm2, ws[h1], batch: n, pixels: outPix, scale: e, shift: e + o, stride: emb.stride)
         } else {
             norm2.prepare(ws, p.norm2, ws[h1], batch: n, pixels: outPix, addend: e, stride: emb.stride)
         }
-        norm2.apply(ws, ws[h1], ws[t2], batch: n, pixels: outPix, channels: o, silu: true)
+        // The skip path first: conv2 adds onto it.
         if let skip {
             if p.up || p.down { resample(x, ws[xs], channels: i); skip(ws[xs], out) } else { skip(x, out) }
         } else if p.up || p.down {
@@ -213,7 +227,7 @@ final class ResBlockRunner: LayerRunner {
         } else {
             copyKernel(x, out, count: n * inPix * i)
         }
-        conv2(ws[t2], out)
+        norm2.apply(ws, ws[h1], ws[t2], batch: n, pixels: outPix, channels: o, silu: true, thenConvolve: conv2, into: out)
     }
 
     func backward(input x: UnsafeMutablePointer<Float>, dOutput: UnsafeMutablePointer<Float>, dInput dx: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {

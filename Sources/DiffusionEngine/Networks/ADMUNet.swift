@@ -173,15 +173,15 @@ final class UNetPlan {
         core.embed(trunk: net.trunk, timesteps: timesteps, classes: classes)
         core.runForward()
         headNorm.prepare(ws, net.outNorm, ws[core.trunkOutput], batch: n, pixels: pixels)
-        headNorm.apply(ws, ws[core.trunkOutput], ws[headInput], batch: n, pixels: pixels, channels: channels, silu: true)
-        outConv(ws[headInput], ws[outputBlocked])
+        headNorm.apply(ws, ws[core.trunkOutput], ws[headInput], batch: n, pixels: pixels, channels: channels, silu: true,
+                       thenConvolve: outConv, into: ws[outputBlocked])
         let oc = net.architecture.outChannels, total = net.outputChannels
         Self.unpack(ws[outputBlocked], channels: oc, into: output.data, channelOffset: 0, totalChannels: total, batch: n, pixels: pixels)
         if let head = net.head, let headConv {
             // The same final feature map through the head's own GroupNorm, SiLU and conv.
             headNorm.prepare(ws, head.norm, ws[core.trunkOutput], batch: n, pixels: pixels)
-            headNorm.apply(ws, ws[core.trunkOutput], ws[headInput], batch: n, pixels: pixels, channels: channels, silu: true)
-            headConv(ws[headInput], ws[headBlocked])
+            headNorm.apply(ws, ws[core.trunkOutput], ws[headInput], batch: n, pixels: pixels, channels: channels, silu: true,
+                           thenConvolve: headConv, into: ws[headBlocked])
             Self.unpack(ws[headBlocked], channels: head.conv.outChannels, into: output.data, channelOffset: oc,
                         totalChannels: total, batch: n, pixels: pixels)
         }

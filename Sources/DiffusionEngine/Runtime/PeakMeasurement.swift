@@ -20,9 +20,11 @@ public enum PeakMeasurement {
     }
 
     /// Best-of-`repeats` GFLOP/s of one oneDNN 3x3 convolution (stride 1, pad 1) in the engine's blocked
-    /// layout (or NHWC), direct algorithm or Winograd; Winograd's rate counts direct-convolution FLOPs.
+    /// layout (or NHWC), direct algorithm or Winograd (fp32 only); Winograd's rate counts direct-convolution
+    /// FLOPs. With `precision` bf16 the direct convolution takes bfloat16 input and weights.
     public static func convolutionGFLOPS(batch: Int = 64, channels: Int = 64, size: Int = 32,
-                                         repeats: Int = 5, nhwc: Bool = false, winograd: Bool = false) -> Double {
+                                         repeats: Int = 5, nhwc: Bool = false, winograd: Bool = false,
+                                         precision: ComputePrecision = .fp32) -> Double {
         ComputeRuntime.prepareCallingThread()
         let scratch = ScratchArena()
         let w = Tensor(shape: [channels, channels, 3, 3]); w.fill(0.01)
@@ -30,7 +32,7 @@ public enum PeakMeasurement {
         let layout: ActivationLayout = nhwc ? .nhwc : .blocked16
         let conv = ConvolutionPrimitive(batch: batch, inChannels: channels, outChannels: channels, height: size, width: size,
                                         kernel: 3, padding: 1, weights: w.data, bias: bias.data,
-                                        inputLayout: layout, outputLayout: layout, winograd: winograd, scratch: scratch)
+                                        inputLayout: layout, outputLayout: layout, winograd: winograd, precision: precision, scratch: scratch)
         let x = Tensor(shape: [batch, channels, size, size]); x.fill(0.5)
         let y = Tensor(shape: [batch, channels, size, size])
         var best = Double.infinity
@@ -40,5 +42,13 @@ public enum PeakMeasurement {
             best = min(best, seconds() - t0)
         }
         return conv.flops / best / 1e9
+    }
+
+    /// oneDNN's kernel for a 3x3 convolution of the UNet (64 -> 64 channels, 14x14, batch 64) as the
+    /// engine builds it in `precision`, e.g. "jit_wino_4x3:avx512_core" or "jit_bf16:avx512_core_bf16".
+    public static func convolutionKernel(precision: ComputePrecision) -> String {
+        let w = Tensor(shape: [64, 64, 3, 3]), bias = Tensor(shape: [64])
+        return ConvolutionPrimitive(batch: 64, inChannels: 64, outChannels: 64, height: 14, width: 14, kernel: 3, padding: 1,
+                                    weights: w.data, bias: bias.data, precision: precision, scratch: ScratchArena()).implementation
     }
 }

@@ -1,0 +1,112 @@
+// What the throughput stage records (BENCHMARKS.md section 1): every runtime's images per second
+// at every batch size, round by round, their medians and spread, the measured peak, the CPU.
+import DiffusionEngine
+import Foundation
+
+/// One runtime at one batch size over the interleaved rounds.
+struct RuntimeTiming: Codable {
+    /// "engine-fp32", "engine-bf16" or a peer's id.
+    var runtime: String
+    var batch: Int
+    /// Images per second of each round (the round's median call), in round order.
+    var roundsImagesPerSecond: [Double]
+    var medianImagesPerSecond: Double
+    var minImagesPerSecond: Double
+    var maxImagesPerSecond: Double
+    /// The fastest single call of all rounds.
+    var bestCallImagesPerSecond: Double
+
+    init(runtime: String, batch: Int, rounds: [(best: Double, median: Double)]) {
+        self.runtime = runtime
+        self.batch = batch
+        roundsImagesPerSecond = rounds.map { Double(batch) / $0.median }
+        let sorted = roundsImagesPerSecond.sorted()
+        medianImagesPerSecond = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        minImagesPerSecond = sorted.first ?? .nan
+        maxImagesPerSecond = sorted.last ?? .nan
+        bestCallImagesPerSecond = Double(batch) / (rounds.map(\.best).min() ?? .nan)
+    }
+}
+
+/// A runtime of the comparison.
+struct RuntimeEntry: Codable {
+    var id: String
+    var label: String
+    var precision: String
+    var version: String
+}
+
+/// The engine at one batch size against the peers (every figure a median over the rounds).
+struct ThroughputRow: Codable {
+    var batch: Int
+    var engineImagesPerSecond: Double
+    var engineGflops: Double
+    /// The engine's fp32 GFLOP/s over the median fp32 peak.
+    var fractionOfPeak: Double
+    var engineBF16ImagesPerSecond: Double?
+    var bf16SpeedupOverFP32: Double?
+    /// The engine's median over each peer's median, by peer id (fp32 against fp32, bf16 against bf16).
+    var speedups: [String: Double]
+}
+
+struct ClassifierThroughputRow: Codable {
+    var batch: Int
+    var logitsImagesPerSecond: Double
+    var logitsAndGradientImagesPerSecond: Double
+}
+
+/// The machine's peak, measured in every round: medians, and each round's figures.
+struct PeakResult: Codable {
+    var sgemmGflops: Double
+    var convolutionDirectGflops: Double
+    var convolutionWinogradGflops: Double
+    /// The fastest of the three fp32 figures: the "measured peak" (median of the rounds' peaks).
+    var peakGflops: Double
+    var roundsPeakGflops: [Double]
+    /// The same direct convolution with bfloat16 input and weights (nil where the CPU has no bf16).
+    var convolutionBF16Gflops: Double?
+}
+
+/// The CPU the figures come from.
+struct CPUReport: Codable {
+    var model: String
+    /// The feature flags that decide the kernels (as /proc/cpuinfo names them).
+    var flags: [String]
+    var openblasCore: String
+    /// oneDNN's kernels for the UNet's 3x3 convolutions in fp32 and bf16.
+    var convolutionKernels: [String: String]
+}
+
+struct ThroughputResult: Codable {
+    var network: String
+    var gflopPerImage: Double
+    var minSecondsPerTiming: Double
+    var rounds: Int
+    var blasThreads: Int
+    var dnnlThreads: Int
+    var cpu: CPUReport
+    var peak: PeakResult?
+    var runtimes: [RuntimeEntry]
+    var timings: [RuntimeTiming]
+    var rows: [ThroughputRow]
+    var notes: [String]
+    var classifier: [ClassifierThroughputRow]
+    var classifierNetwork: String?
+}
+
+/// The targets at batch 64 and 16, as lines for the log.
+func throughputTargets(_ r: ThroughputResult) -> [String] {
+    func median(_ id: String, _ batch: Int) -> Double? { r.timings.first { $0.runtime == id && $0.batch == batch }?.medianImagesPerSecond }
+    var lines: [String] = []
+    let onnx = r.runtimes.first { $0.id.hasPrefix("onnxruntime") }
+    let torch2 = r.runtimes.filter { $0.id.hasPrefix("pytorch-2") && $0.precision == "fp32" }
+    if let at64 = r.rows.first(where: { $0.batch == 64 }) {
+        lines.append(String(format: "batch 64: %.0f %% of the measured fp32 peak (target 60 %%)", 100 * at64.fractionOfPeak))
+        if let onnx, let s = at64.speedups[onnx.id] { lines.append(String(format: "batch 64: %.2fx %@ (target 1.5x)", s, onnx.label)) }
+        let fastest = torch2.max { (median($0.id, 64) ?? 0) < (median($1.id, 64) ?? 0) }
+        if let fastest, let s = at64.speedups[fastest.id] { lines.append(String(format: "batch 64: %.2fx %@, the faster PyTorch 2 (target 2x)", s, fastest.label)) }
+        if let s = at64.bf16SpeedupOverFP32 { lines.append(String(format: "batch 64: bf16 %.2fx fp32 (target 2x on an AMX machine; this one %@)", s, r.cpu.flags.contains("amx_bf16") ? "has AMX" : "has no AMX")) }
+    }
+    if let onnx, let s = r.rows.first(where: { $0.batch == 16 })?.speedups[onnx.id] { lines.append(String(format: "batch 16: %.2fx %@ (target 1.2x)", s, onnx.label)) }
+    return lines
+}
