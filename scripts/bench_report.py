@@ -235,14 +235,16 @@ def section_precision(results, lines):
         return
     lines += ["", "Images in bf16 against fp32: the same jobs (seed, N, classes i mod 10) sampled with `precision: bf16` and in fp32 "
               "by the quality sweep (sections 3 and 4):", "",
-              "| job | N | FID fp32 | FID bf16 | change | class accuracy fp32 / bf16 | sampling s fp32 / bf16 |", "|---|---|---|---|---|---|---|"]
+              "| job | N | FID fp32 | FID bf16 | change | class accuracy fp32 / bf16 | sampling s fp32 / bf16 (each from the run that cached it) |", "|---|---|---|---|---|---|---|"]
     for b, f in twins:
         qb, qf = quality[b["id"]]["quality"], quality[f["id"]]["quality"]
         change = (qb["fid"] - qf["fid"]) / qf["fid"]
         lines.append(f"| {f['series']}, {f['steps_label']} steps | {qf['n']} | {qf['fid']:.3f} | {qb['fid']:.3f} | {100 * change:+.1f} % "
                      f"| {qf['class_accuracy']:.3f} / {qb['class_accuracy']:.3f} | {fmt(f.get('seconds'), '.0f')} / {fmt(b.get('seconds'), '.0f')} |")
-    lines += ["", "The target (FID within 3 % of fp32) is judged against the FID's own spread between seeds: at N = 1,000 the "
-              "shipped job's FID moves by about 10 % from one seed to the next (training/README.md: 1.13 with seed 7, 1.01 with seed 8).", ""]
+    worst = max(abs((quality[b["id"]]["quality"]["fid"] - quality[f["id"]]["quality"]["fid"]) / quality[f["id"]]["quality"]["fid"]) for b, f in twins)
+    lines += ["", f"Target: bf16's FID within 3 % of fp32's on the same seeds ({100 * worst:.1f} % at most: {'met' if worst <= 0.03 else 'NOT met'}). "
+              "For scale: at N = 1,000 the shipped job's FID moves by about 10 % from one seed to the next "
+              "(training/README.md: 1.13 with seed 7, 1.01 with seed 8), so the paired difference is well inside the estimate's noise.", ""]
 
 
 def job_block(text):

@@ -80,7 +80,7 @@ public final class JobRunner: Sendable {
         for (k, v) in ImageFile.libraryVersions { versions[k] = v }
         let id = try store.recordEnvironment(EnvironmentRow(
             version: DaemonVersion.string, host: host, kernel: env.kernel, kernelVersions: versions,
-            threads: cfg.threads, details: env.details.merging(["precision": env.precision,
+            threads: cfg.threads, details: env.details.merging(["precision": env.precision, "default_job_precision": cfg.precision.rawValue,
                                                                 "os": ProcessInfo.processInfo.operatingSystemVersionString]) { a, _ in a }))
         environmentID.set(id)
         return id
