@@ -57,6 +57,9 @@ build: deps
 BLAS_CORE ?= $(shell scripts/openblas-core.sh)
 test: deps python-deps data-deps tool-deps test-deps
 	$(if $(BLAS_CORE),OPENBLAS_CORETYPE=$(BLAS_CORE)) $(SWIFT) test $(SWIFTFLAGS) --no-parallel
+	@# An image's bits must not depend on its batch under any OpenBLAS kernel family (an AVX2
+	@# machine runs Haswell's, whose products round a row by its place in the product).
+	for core in Haswell Prescott; do OPENBLAS_CORETYPE=$$core $(SWIFT) test $(SWIFTFLAGS) --no-parallel --filter BatchInvarianceTests || exit 1; done
 	$(MAKE) test-python
 	$(MAKE) test-systemd
 

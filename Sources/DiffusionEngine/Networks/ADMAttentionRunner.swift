@@ -56,7 +56,7 @@ final class AttentionRunner: LayerRunner {
         let n = batch, t = tokens, c = p.channels, hc = c / p.heads
         norm.prepare(ws, p.norm, x, batch: n, pixels: t)
         norm.apply(ws, x, ws[xn], batch: n, pixels: t, channels: c, silu: false, nhwcOutput: true)
-        linearForward(ws[xn], rows: n * t, inFeatures: c, outFeatures: 3 * c, weight: p.qkv.weight.data, bias: p.qkv.bias.data, ws[qkv])
+        linearForwardPerItem(ws[xn], items: n, rowsPerItem: t, inFeatures: c, outFeatures: 3 * c, weight: p.qkv.weight.data, bias: p.qkv.bias.data, ws[qkv])
         let scale = 1 / Float(hc).squareRoot()
         let qkvBase = ws[qkv], aBase = ws[attended], pBase = ws[probs]
         let heads = p.heads, perJob = perJobProbs
@@ -71,7 +71,7 @@ final class AttentionRunner: LayerRunner {
         }
         if out != x { copyKernel(x, out, count: n * t * c) }
         // proj_out into the (now free) normalised-input buffer, then the residual add in blocked layout.
-        linearForward(ws[attended], rows: n * t, inFeatures: c, outFeatures: c, weight: p.proj.weight.data, bias: p.proj.bias.data, ws[xn])
+        linearForwardPerItem(ws[attended], items: n, rowsPerItem: t, inFeatures: c, outFeatures: c, weight: p.proj.weight.data, bias: p.proj.bias.data, ws[xn])
         nhwcToBlocked(ws[xn], out, batch: n, pixels: t, channels: c, accumulate: true)
     }
 
@@ -79,7 +79,7 @@ final class AttentionRunner: LayerRunner {
         let n = batch, t = tokens, c = p.channels, hc = c / p.heads
         copyKernel(dy, dx, count: n * t * c)
         blockedToNhwc(dy, ws[gXn], batch: n, pixels: t, channels: c)
-        sgemm(m: n * t, n: c, k: c, a: ws[gXn], lda: c, b: p.proj.weight.data, ldb: c, c: ws[gA], ldc: c)
+        sgemmPerItem(items: n, rowsPerItem: t, n: c, k: c, a: ws[gXn], lda: c, b: p.proj.weight.data, ldb: c, c: ws[gA], ldc: c)
         let scale = 1 / Float(hc).squareRoot()
         let qkvBase = ws[qkv], pBase = ws[probs], daBase = ws[gA], dqkvBase = ws[gQKV], dpBase = ws[gP]
         let heads = p.heads
@@ -99,7 +99,7 @@ final class AttentionRunner: LayerRunner {
             sgemm(m: t, n: hc, k: t, alpha: scale, a: dp, lda: t, b: rows + ko, ldb: 3 * c, c: drows + qo, ldc: 3 * c)
             sgemm(transA: true, m: t, n: hc, k: t, alpha: scale, a: dp, lda: t, b: rows + qo, ldb: 3 * c, c: drows + ko, ldc: 3 * c)
         }
-        sgemm(m: n * t, n: c, k: 3 * c, a: ws[gQKV], lda: 3 * c, b: p.qkv.weight.data, ldb: c, c: ws[gXn], ldc: c)
+        sgemmPerItem(items: n, rowsPerItem: t, n: c, k: 3 * c, a: ws[gQKV], lda: 3 * c, b: p.qkv.weight.data, ldb: c, c: ws[gXn], ldc: c)
         nhwcToBlocked(ws[gXn], ws[gA], batch: n, pixels: t, channels: c)
         norm.backward(ws, x: x, dy: ws[gA], dx: dx, batch: n, pixels: t, channels: c, silu: false, accumulate: true)
     }

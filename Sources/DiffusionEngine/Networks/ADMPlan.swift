@@ -121,9 +121,9 @@ final class ADMPlan {
                 t[n * mc + half + i] = sin(arg)
             }
         }
-        linearForward(t, rows: batch, inFeatures: mc, outFeatures: e, weight: trunk.timeEmbed0.weight.data, bias: trunk.timeEmbed0.bias.data, ws[hidden])
+        linearForwardPerItem(t, items: batch, rowsPerItem: 1, inFeatures: mc, outFeatures: e, weight: trunk.timeEmbed0.weight.data, bias: trunk.timeEmbed0.bias.data, ws[hidden])
         siluKernel(ws[hidden], ws[hidden], count: batch * e)
-        linearForward(ws[hidden], rows: batch, inFeatures: e, outFeatures: e, weight: trunk.timeEmbed2.weight.data, bias: trunk.timeEmbed2.bias.data, ws[emb])
+        linearForwardPerItem(ws[hidden], items: batch, rowsPerItem: 1, inFeatures: e, outFeatures: e, weight: trunk.timeEmbed2.weight.data, bias: trunk.timeEmbed2.bias.data, ws[emb])
         if let table = trunk.labelEmbedding, let classes {
             for n in 0..<batch {
                 let row = table.data + classes[n] * e
@@ -132,7 +132,7 @@ final class ADMPlan {
         }
         siluKernel(ws[emb], ws[embSiLU], count: batch * e)
         if trunk.embTotal > 0 {
-            linearForward(ws[embSiLU], rows: batch, inFeatures: e, outFeatures: trunk.embTotal, weight: trunk.embWeight.data, bias: trunk.embBias.data, ws[embOut])
+            linearForwardPerItem(ws[embSiLU], items: batch, rowsPerItem: 1, inFeatures: e, outFeatures: trunk.embTotal, weight: trunk.embWeight.data, bias: trunk.embBias.data, ws[embOut])
         }
     }
 

@@ -149,7 +149,7 @@ final class FeaturePlan {
             case .flatten(let pixels, let c): nhwcToNchw(cur, other, batch: n, channels: c, pixels: pixels); swap(&cur, &other)
             case .features(let count): features.data.update(from: cur, count: n * count)
             case .linear(let p):
-                linearForward(cur, rows: n, inFeatures: p.inFeatures, outFeatures: p.outFeatures, weight: p.weight.data, bias: p.bias.data, other)
+                linearForwardPerItem(cur, items: n, rowsPerItem: 1, inFeatures: p.inFeatures, outFeatures: p.outFeatures, weight: p.weight.data, bias: p.bias.data, other)
                 swap(&cur, &other)
             }
         }

@@ -181,7 +181,7 @@ final class ClassifierPlan {
         meanOverPixels(ws[headAct], ws[pooled], batch: n, pixels: pixels, channels: c)
         switch net.head {
         case .adaptive(let conv):
-            linearForward(ws[pooled], rows: n, inFeatures: c, outFeatures: classes, weight: conv.weight.data, bias: conv.bias!.data, logits.data)
+            linearForwardPerItem(ws[pooled], items: n, rowsPerItem: 1, inFeatures: c, outFeatures: classes, weight: conv.weight.data, bias: conv.bias!.data, logits.data)
         case .attention(let ap):
             let t = pixels + 1, hc = c / ap.heads
             let tok = ws[tokensBuf], pos = ws[positionalT]
@@ -191,7 +191,7 @@ final class ClassifierPlan {
                 (rows + c).update(from: ws[headAct] + b * pixels * c, count: pixels * c)
                 for i in 0..<(t * c) { rows[i] += pos[i] }
             }
-            linearForward(tok, rows: n * t, inFeatures: c, outFeatures: 3 * c, weight: ap.qkv.weight.data, bias: ap.qkv.bias.data, ws[qkvBuf])
+            linearForwardPerItem(tok, items: n, rowsPerItem: t, inFeatures: c, outFeatures: 3 * c, weight: ap.qkv.weight.data, bias: ap.qkv.bias.data, ws[qkvBuf])
             let scale = 1 / Float(hc).squareRoot()
             let attended = ws[pooled]   // reuse: [N, C] token-0 outputs
             for b in 0..<n {
@@ -213,7 +213,7 @@ final class ClassifierPlan {
                     }
                 }
             }
-            linearForward(attended, rows: n, inFeatures: c, outFeatures: classes, weight: ap.proj.weight.data, bias: ap.proj.bias.data, logits.data)
+            linearForwardPerItem(attended, items: n, rowsPerItem: 1, inFeatures: c, outFeatures: classes, weight: ap.proj.weight.data, bias: ap.proj.bias.data, logits.data)
         }
     }
 
@@ -232,14 +232,14 @@ final class ClassifierPlan {
         let dh = ws[gHead]
         switch net.head {
         case .adaptive(let conv):
-            sgemm(m: n, n: c, k: k, a: dl, lda: k, b: conv.weight.data, ldb: c, c: ws[gPooled], ldc: c)
+            sgemmPerItem(items: n, rowsPerItem: 1, n: c, k: k, a: dl, lda: k, b: conv.weight.data, ldb: c, c: ws[gPooled], ldc: c)
             let inv = 1 / Float(pixels)
             for b in 0..<n { for p in 0..<pixels { for ch in 0..<c { dh[(b * pixels + p) * c + ch] = ws[gPooled][b * c + ch] * inv } } }
         case .attention(let ap):
             let t = pixels + 1, hc = c / ap.heads
             let scale = 1 / Float(hc).squareRoot()
             let dA = ws[gPooled]
-            sgemm(m: n, n: c, k: k, a: dl, lda: k, b: ap.proj.weight.data, ldb: c, c: dA, ldc: c)
+            sgemmPerItem(items: n, rowsPerItem: 1, n: c, k: k, a: dl, lda: k, b: ap.proj.weight.data, ldb: c, c: dA, ldc: c)
             let dqkv = ws[gQKV]
             dqkv.update(repeating: 0, count: n * t * 3 * c)
             for b in 0..<n {
@@ -269,7 +269,7 @@ final class ClassifierPlan {
                 }
             }
             let dtok = ws[gTokens]
-            sgemm(m: n * t, n: c, k: 3 * c, a: dqkv, lda: 3 * c, b: ap.qkv.weight.data, ldb: c, c: dtok, ldc: c)
+            sgemmPerItem(items: n, rowsPerItem: t, n: c, k: 3 * c, a: dqkv, lda: 3 * c, b: ap.qkv.weight.data, ldb: c, c: dtok, ldc: c)
             let inv = 1 / Float(pixels)
             for b in 0..<n {
                 for p in 0..<pixels {
