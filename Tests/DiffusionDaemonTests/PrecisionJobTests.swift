@@ -67,24 +67,12 @@ private let cpuHasBFloat16 = ComputePrecision.bf16.unsupportedReason(on: .curren
     func bf16JobsRecordTheirPrecisionAndRegenerateFromTheirRecords() async throws {
         let dir = makeTempDir("precision")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let store = try ProvenanceStore.inMemory()
-        var config = DaemonConfig()
-        config.models = Self.models
-        config.output = dir + "/output"
-        config.batchSize = 8
-        config.threads = 1
-        config.metrics.enabled = false
         let tiny = JobValidator(catalog: DirectoryModelCatalog(root: Self.models), defaultModel: "tiny-unet-cond")
-        for (n, precision) in ["fp32", "bf16"].enumerated() {
-            let text = "name: \(precision)\nclasses: [class1, class2]\nimages_per_class: 2\nseed: 5\nsampler: {kind: ddim, steps: 5}\nprecision: \(precision)\n"
-            let spec = try tiny.validate(Array(text.utf8), fileName: "\(precision).yml")
-            _ = try store.insertJob(NewJob(name: spec.name, spoolName: "\(n)--\(precision).yml", sourceName: "\(precision).yml",
-                                           content: Array(text.utf8), spec: spec.jsonString(), totalImages: spec.totalImages))
+        let jobs = ["fp32", "bf16"].map { precision in
+            ("\(precision).yml", "name: \(precision)\nclasses: [class1, class2]\nimages_per_class: 2\nseed: 5\nsampler: {kind: ddim, steps: 5}\nprecision: \(precision)\n")
         }
-        // Shared batches are on: the two jobs differ only in precision, so they must not share.
-        let generator = EngineImageGenerator(modelsDirectory: Self.models, cacheBytes: 1 << 30, threads: 1)
-        let runner = JobRunner(store: store, generator: generator, config: config, spool: Spool(root: dir + "/spool"),
-                               logger: Logger(label: "test"))
+        // Shared batches are on (the default): the two jobs differ only in precision, so they must not share.
+        let (runner, store) = try engineRunner(models: Self.models, dir: dir, jobs: jobs, validator: tiny)
         #expect(await runner.runAvailableJobs() == 2)
         var pixels: [String: [[UInt8]]] = [:]
         var bf16Paths: [String] = []

@@ -26,22 +26,8 @@ import Testing
     func run(batchAcrossJobs: Bool) async throws -> [String: [(pixels: [UInt8], sharedBatch: String?)]] {
         let dir = makeTempDir("shared-batch")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let store = try ProvenanceStore.inMemory()
-        var config = DaemonConfig()
-        config.models = Self.models
-        config.output = dir + "/output"
-        config.batchSize = 8
-        config.threads = 1
-        config.metrics.enabled = false
-        config.batchAcrossJobs = batchAcrossJobs
-        for (n, text) in Self.jobs.enumerated() {
-            let spec = try Self.validator.validate(Array(text.utf8), fileName: "\(spec(text)).yml")
-            _ = try store.insertJob(NewJob(name: spec.name, spoolName: "\(n)--\(spec.name).yml", sourceName: "\(spec.name).yml",
-                                           content: Array(text.utf8), spec: spec.jsonString(), totalImages: spec.totalImages))
-        }
-        let generator = EngineImageGenerator(modelsDirectory: Self.models, cacheBytes: 1 << 30, threads: 1)
-        let runner = JobRunner(store: store, generator: generator, config: config, spool: Spool(root: dir + "/spool"),
-                               logger: Logger(label: "test"))
+        let (runner, store) = try engineRunner(models: Self.models, dir: dir, jobs: Self.jobs.map { ("\(spec($0)).yml", $0) },
+                                               validator: Self.validator) { $0.batchAcrossJobs = batchAcrossJobs }
         #expect(await runner.runAvailableJobs() == Self.jobs.count)
         var out: [String: [(pixels: [UInt8], sharedBatch: String?)]] = [:]
         for job in try store.jobs(limit: 10) {

@@ -85,31 +85,33 @@ func groupNormCoefficients(batch: Int, channels: Int, groups: Int,
     }
 }
 
-/// y = act(x * a[n, c] + b[n, c]) over blocked data; `y` may equal `x`. With `nhwcOutput` the
-/// result is written as [batch, pixels, channels] instead (for the matrix products of attention).
-func affineActivation(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int,
-                      a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool, nhwcOutput: Bool = false) {
+/// Runs `body(plane, image, block, a, b, source)` for every (image, 16-channel block) plane of
+/// blocked data in parallel, with the plane's coefficients of act(x * a + b).
+@inline(__always)
+private func forEachAffinePlane(_ x: UnsafePointer<Float>, batch: Int, pixels: Int, channels: Int,
+                                a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                                _ body: (Int, Int, Int, Vec, Vec, UnsafeMutablePointer<Float>) -> Void) {
     let blocks = channels / 16
     let xm = UnsafeMutablePointer(mutating: x)
     let am = UnsafeMutablePointer(mutating: a), bm = UnsafeMutablePointer(mutating: b)
     parallelFor(batch * blocks, work: batch * pixels * channels) { range in
         for plane in range {
             let n = plane / blocks, blk = plane % blocks
-            let av = am.vec(n * channels + blk * 16), bv = bm.vec(n * channels + blk * 16)
-            let src = xm + plane * pixels * 16
-            if nhwcOutput {
-                let dst = y + n * pixels * channels + blk * 16
-                for p in 0..<pixels {
-                    let u = src.vec(p * 16) * av + bv
-                    dst.setVec(p * channels, silu ? vsilu(u) : u)
-                }
-            } else {
-                let dst = y + plane * pixels * 16
-                for p in 0..<pixels {
-                    let u = src.vec(p * 16) * av + bv
-                    dst.setVec(p * 16, silu ? vsilu(u) : u)
-                }
-            }
+            body(plane, n, blk, am.vec(n * channels + blk * 16), bm.vec(n * channels + blk * 16), xm + plane * pixels * 16)
+        }
+    }
+}
+
+/// y = act(x * a[n, c] + b[n, c]) over blocked data; `y` may equal `x`. With `nhwcOutput` the
+/// result is written as [batch, pixels, channels] instead (for the matrix products of attention).
+func affineActivation(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int,
+                      a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool, nhwcOutput: Bool = false) {
+    forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, a: a, b: b) { plane, n, blk, av, bv, src in
+        let dst = nhwcOutput ? y + n * pixels * channels + blk * 16 : y + plane * pixels * 16
+        let stride = nhwcOutput ? channels : 16
+        for p in 0..<pixels {
+            let u = src.vec(p * 16) * av + bv
+            dst.setVec(p * stride, silu ? vsilu(u) : u)
         }
     }
 }
@@ -118,19 +120,11 @@ func affineActivation(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float
 /// of a bf16 convolution, written in the same pass instead of converted after it.
 func affineActivationBFloat16(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<UInt16>, batch: Int, pixels: Int, channels: Int,
                               a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool) {
-    let blocks = channels / 16
-    let xm = UnsafeMutablePointer(mutating: x)
-    let am = UnsafeMutablePointer(mutating: a), bm = UnsafeMutablePointer(mutating: b)
-    parallelFor(batch * blocks, work: batch * pixels * channels) { range in
-        for plane in range {
-            let n = plane / blocks, blk = plane % blocks
-            let av = am.vec(n * channels + blk * 16), bv = bm.vec(n * channels + blk * 16)
-            let src = xm + plane * pixels * 16
-            let dst = UnsafeMutableRawPointer(y + plane * pixels * 16)
-            for p in 0..<pixels {
-                let u = src.vec(p * 16) * av + bv
-                dst.storeBytes(of: vbfloat16(silu ? vsilu(u) : u), toByteOffset: p * 32, as: SIMD16<UInt16>.self)
-            }
+    forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, a: a, b: b) { plane, _, _, av, bv, src in
+        let dst = UnsafeMutableRawPointer(y + plane * pixels * 16)
+        for p in 0..<pixels {
+            let u = src.vec(p * 16) * av + bv
+            dst.storeBytes(of: vbfloat16(silu ? vsilu(u) : u), toByteOffset: p * 32, as: SIMD16<UInt16>.self)
         }
     }
 }
