@@ -20,8 +20,8 @@ struct RuntimeTiming: Codable {
         self.runtime = runtime
         self.batch = batch
         roundsImagesPerSecond = rounds.map { Double(batch) / $0.median }
-        let sorted = roundsImagesPerSecond.sorted()
-        medianImagesPerSecond = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        let (median, sorted) = medianRound(roundsImagesPerSecond) { $0 }
+        medianImagesPerSecond = median
         minImagesPerSecond = sorted.first ?? .nan
         maxImagesPerSecond = sorted.last ?? .nan
         bestCallImagesPerSecond = Double(batch) / (rounds.map(\.best).min() ?? .nan)

@@ -114,7 +114,7 @@ func runThroughputStage(_ options: Options) throws -> ThroughputResult {
     let timings = rounds.flatMap { id, byBatch in byBatch.map { RuntimeTiming(runtime: id, batch: $0.key, rounds: $0.value) } }
         .sorted { ($0.runtime, $0.batch) < ($1.runtime, $1.batch) }
     func median(_ id: String, _ b: Int) -> Double? { timings.first { $0.runtime == id && $0.batch == b }?.medianImagesPerSecond }
-    func mid(_ values: [Double]) -> Double { let s = values.sorted(); return s.isEmpty ? .nan : s[s.count / 2] }
+    func mid(_ values: [Double]) -> Double { values.isEmpty ? .nan : medianRound(values) { $0 }.median }
     let peak: PeakResult? = peakRounds.isEmpty ? nil : PeakResult(
         sgemmGflops: mid(peakRounds.map(\.sgemm)), convolutionDirectGflops: mid(peakRounds.map(\.direct)),
         convolutionWinogradGflops: mid(peakRounds.map(\.winograd)),

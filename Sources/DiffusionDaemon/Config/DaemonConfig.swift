@@ -180,10 +180,7 @@ public struct DaemonConfig: Sendable, Equatable {
         if let n = map["cache_memory_mb"], let v = r.int(n, path: "cache_memory_mb", range: 16 ... 1 << 20) { c.cacheMemoryMB = v }
         if let n = map["batch_size"], let v = r.int(n, path: "batch_size", range: 1 ... 4096) { c.batchSize = v }
         if let n = map["batch_across_jobs"], let v = r.bool(n, path: "batch_across_jobs") { c.batchAcrossJobs = v }
-        if let n = map["precision"], let v = r.choice(n, path: "precision", ComputePrecision.allCases.map(\.rawValue)) {
-            let precision = ComputePrecision(rawValue: v)!
-            if let why = precision.unsupportedReason(on: .current) { r.fail("precision", why, n) } else { c.precision = precision }
-        }
+        if let n = map["precision"], let v = r.precision(n, path: "precision", cpu: .current) { c.precision = v }
         if let n = map["threads"], let v = r.int(n, path: "threads", range: 1 ... 1024) { c.threads = v }
         if let n = map["rescan_seconds"], let v = r.int(n, path: "rescan_seconds", range: 1 ... 86_400) { c.rescanSeconds = v }
         if let n = map["settle_seconds"], let v = r.int(n, path: "settle_seconds", range: 0 ... 3600) { c.settleSeconds = v }

@@ -1,3 +1,4 @@
+import DiffusionEngine
 import Foundation
 import Yams
 
@@ -133,6 +134,13 @@ public struct NodeReader {
     }
 
     /// A string from a fixed set.
+    /// A `ComputePrecision` by its name, refused (by name, with the flags it needs) when `cpu` cannot run it.
+    mutating func precision(_ node: Node, path: String, cpu: CPUFeatures) -> ComputePrecision? {
+        guard let s = choice(node, path: path, ComputePrecision.allCases.map(\.rawValue)), let precision = ComputePrecision(rawValue: s) else { return nil }
+        if let why = precision.unsupportedReason(on: cpu) { fail(path, why, node); return nil }
+        return precision
+    }
+
     public mutating func choice(_ node: Node, path: String, _ choices: [String]) -> String? {
         guard let s = string(node, path: path) else { return nil }
         guard choices.contains(s) else {

@@ -76,11 +76,7 @@ public struct JobValidator: Sendable {
 
     /// `precision`: fp32 or bf16 (the config's `precision` when absent); bf16 only on a CPU that has it.
     func precisionSection(_ top: [String: Node], _ r: inout NodeReader) -> ComputePrecision {
-        guard let n = top["precision"] else { return defaultPrecision }
-        guard let s = r.choice(n, path: "precision", ComputePrecision.allCases.map(\.rawValue)) else { return defaultPrecision }
-        let precision = ComputePrecision(rawValue: s)!
-        if let why = precision.unsupportedReason(on: cpu) { r.fail("precision", why, n) }
-        return precision
+        top["precision"].flatMap { r.precision($0, path: "precision", cpu: cpu) } ?? defaultPrecision
     }
 
     // MARK: - name, model, mode

@@ -66,7 +66,7 @@ final class ConvolutionPrimitive {
     /// oneDNN's name for the kernel it chose (e.g. "jit_wino_4x3:avx512_core", "jit_bf16:avx512_core_bf16").
     private(set) var implementation = ""
     /// Under bf16: the input rounded from float32 into bfloat16, in the same layout, before each call.
-    private var inputConversion: (primitive: dnnl_primitive_t, source: dnnl_memory_t, bytes: Int)?
+    private var inputConversion: (primitive: dnnl_primitive_t, source: dnnl_memory_t)?
     private var primitive: dnnl_primitive_t?
     private var inputMemory: dnnl_memory_t?
     private var outputMemory: dnnl_memory_t?
@@ -188,9 +188,8 @@ final class ConvolutionPrimitive {
             dnnl_primitive_desc_destroy(cpd)
             var source: dnnl_memory_t?
             dnnlCheck(dnnl_memory_create(&source, &f32Input, ctx.engine, nil), "mem f32 in")
-            let bytes = dnnl_memory_desc_get_size(inMD)
-            scratch.converted.reserve(bytes)
-            inputConversion = (convert!, source!, bytes)
+            scratch.converted.reserve(dnnl_memory_desc_get_size(inMD))
+            inputConversion = (convert!, source!)
         }
 
         // Weights: reorder OIHW into the primitive's layout once.
@@ -244,10 +243,7 @@ final class ConvolutionPrimitive {
     /// Runs a bf16 convolution from input already in bfloat16 (in the layout given at creation).
     func callAsFunction(bfloat16 input: UnsafePointer<UInt16>, _ output: UnsafeMutablePointer<Float>) {
         ensure(takesBFloat16, "a \(precision.rawValue) convolution was handed bfloat16 input")
-        dnnl_memory_set_data_handle(inputMemory, UnsafeMutableRawPointer(mutating: input))
-        dnnl_memory_set_data_handle(outputMemory, output)
-        dnnl_memory_set_data_handle(scratchMemory, scratch.pointer)
-        dnnlCheck(dnnl_primitive_execute(primitive, DNNLContext.shared.stream, argCount, args), "conv exec")
+        execute(input: UnsafeMutableRawPointer(mutating: input), output: output)
     }
 
     /// Runs the convolution from `input` into `output` (both in the layouts given at creation).
@@ -263,11 +259,17 @@ final class ConvolutionPrimitive {
                     dnnlCheck(dnnl_primitive_execute(c.primitive, ctx.stream, 2, $0), "bf16 input reorder exec")
                 }
             }
+            execute(input: converted, output: output)
         } else {
-            dnnl_memory_set_data_handle(inputMemory, UnsafeMutableRawPointer(mutating: input))
+            execute(input: UnsafeMutableRawPointer(mutating: input), output: output)
         }
+    }
+
+    /// Runs the primitive on `input` (in the primitive's own format) into `output`.
+    private func execute(input: UnsafeMutableRawPointer?, output: UnsafeMutablePointer<Float>) {
+        dnnl_memory_set_data_handle(inputMemory, input)
         dnnl_memory_set_data_handle(outputMemory, output)
         dnnl_memory_set_data_handle(scratchMemory, scratch.pointer)
-        dnnlCheck(dnnl_primitive_execute(primitive, ctx.stream, argCount, args), "conv exec")
+        dnnlCheck(dnnl_primitive_execute(primitive, DNNLContext.shared.stream, argCount, args), "conv exec")
     }
 }

@@ -29,29 +29,35 @@ func linearForward(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, outFea
           beta: (bias != nil || accumulate) ? 1 : 0, c: y, ldc: ldy)
 }
 
-/// `sgemm` (A not transposed) as one product per item of `rowsPerItem` rows of A and C, items in
-/// parallel: every item's rows go through the same call whatever their place in the batch, so its
-/// result does not depend on the batch. (In one big product OpenBLAS may round a row by its offset:
-/// its Haswell kernels do, which made images depend on their neighbours on AVX2 machines.)
-func sgemmPerItem(items: Int, rowsPerItem: Int, transB: Bool = false, n: Int, k: Int,
-                  a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                  beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+/// Runs `product(i)` for items 0..<items, in parallel when each product (`rowsPerItem` x n x k)
+/// stays on its calling thread in OpenBLAS. One product per item keeps every item's rows in the
+/// same call whatever their place in the batch, so its result does not depend on the batch. (In
+/// one big product OpenBLAS may round a row by its offset: its Haswell kernels do, which made
+/// images depend on their neighbours on AVX2 machines.)
+@inline(__always)
+private func forEachItemProduct(items: Int, rowsPerItem: Int, n: Int, k: Int, _ product: (Int) -> Void) {
     let threads = sgemmIsSingleThreaded(m: rowsPerItem, n: n, k: k) ? min(ComputeRuntime.dnnlThreads, items) : 1
     parallelRegion(threads: threads) { tid, nt in
         var i = tid
-        while i < items {
-            sgemm(transB: transB, m: rowsPerItem, n: n, k: k, a: a + i * rowsPerItem * lda, lda: lda, b: b, ldb: ldb,
-                  beta: beta, c: c + i * rowsPerItem * ldc, ldc: ldc)
-            i += nt
-        }
+        while i < items { product(i); i += nt }
     }
 }
 
-/// `linearForward` item by item (see `sgemmPerItem`): y[items * rowsPerItem, out] = x * W^T + b.
+/// `sgemm` (A not transposed) as one product per item of `rowsPerItem` rows of A and C (see
+/// `forEachItemProduct`).
+func sgemmPerItem(items: Int, rowsPerItem: Int, n: Int, k: Int,
+                  a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                  c: UnsafeMutablePointer<Float>, ldc: Int) {
+    forEachItemProduct(items: items, rowsPerItem: rowsPerItem, n: n, k: k) { i in
+        sgemm(m: rowsPerItem, n: n, k: k, a: a + i * rowsPerItem * lda, lda: lda, b: b, ldb: ldb, c: c + i * rowsPerItem * ldc, ldc: ldc)
+    }
+}
+
+/// `linearForward` item by item (see `forEachItemProduct`): y[items * rowsPerItem, out] = x * W^T + b.
 func linearForwardPerItem(_ x: UnsafePointer<Float>, items: Int, rowsPerItem: Int, inFeatures: Int, outFeatures: Int,
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, _ y: UnsafeMutablePointer<Float>) {
-    let rows = items * rowsPerItem
-    if let bias { for r in 0..<rows { (y + r * outFeatures).update(from: bias, count: outFeatures) } }
-    sgemmPerItem(items: items, rowsPerItem: rowsPerItem, transB: true, n: outFeatures, k: inFeatures, a: x, lda: inFeatures,
-                 b: weight, ldb: inFeatures, beta: bias != nil ? 1 : 0, c: y, ldc: outFeatures)
+    forEachItemProduct(items: items, rowsPerItem: rowsPerItem, n: outFeatures, k: inFeatures) { i in
+        linearForward(x + i * rowsPerItem * inFeatures, rows: rowsPerItem, inFeatures: inFeatures, outFeatures: outFeatures,
+                      weight: weight, bias: bias, y + i * rowsPerItem * outFeatures)
+    }
 }
