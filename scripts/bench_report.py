@@ -164,7 +164,8 @@ def section_throughput(results, lines, rel, plots):
         rounds = " / ".join(f"{p:.0f}" for p in peak["rounds_peak_gflops"])
         lines.append(f"Measured fp32 peak in every round: OpenBLAS sgemm 2048^3 {peak['sgemm_gflops']:.0f} GFLOP/s; oneDNN 3x3 "
                      f"convolution 64->64 channels, 32x32, batch 64: direct {peak['convolution_direct_gflops']:.0f}, Winograd "
-                     f"{peak['convolution_winograd_gflops']:.0f} GFLOP/s effective -> peak {peak['peak_gflops']:.0f} GFLOP/s "
+                     f"{peak['convolution_winograd_gflops']:.0f} GFLOP/s effective" + (f", Winograd as one single-threaded convolution per thread "
+                     f"{peak['convolution_winograd_lanes_gflops']:.0f}" if "convolution_winograd_lanes_gflops" in peak else "") + f" -> peak {peak['peak_gflops']:.0f} GFLOP/s "
                      f"(median; rounds {rounds}){bf16}.")
         lines.append("")
     timing = {(t["runtime"], t["batch"]): t for t in r["timings"]}

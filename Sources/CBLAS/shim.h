@@ -32,7 +32,12 @@ static inline diffusiond_cpu_words diffusiond_read_cpu_words(void) {
     }
     return r;
 }
+/// The SSE control word of the calling thread, and a setter (MXCSR).
+static inline unsigned diffusiond_get_mxcsr(void) { unsigned r; __asm__ volatile("stmxcsr %0" : "=m"(r)); return r; }
+static inline void diffusiond_set_mxcsr(unsigned r) { __asm__ volatile("ldmxcsr %0" : : "m"(r)); }
 #else
+static inline unsigned diffusiond_get_mxcsr(void) { return 0; }
+static inline void diffusiond_set_mxcsr(unsigned r) { (void)r; }
 static inline diffusiond_cpu_words diffusiond_read_cpu_words(void) {
     diffusiond_cpu_words r = {0, 0, 0, 0, 0, 0};
     return r;

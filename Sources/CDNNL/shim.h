@@ -10,6 +10,7 @@ int omp_get_thread_num(void);
 int omp_get_num_threads(void);
 int omp_get_max_threads(void);
 void omp_set_num_threads(int n);
+int omp_get_level(void);
 
 static const int kDNNLArgSrc = DNNL_ARG_SRC;
 static const int kDNNLArgDst = DNNL_ARG_DST;

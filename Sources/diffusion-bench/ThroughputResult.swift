@@ -60,7 +60,10 @@ struct PeakResult: Codable {
     var sgemmGflops: Double
     var convolutionDirectGflops: Double
     var convolutionWinogradGflops: Double
-    /// The fastest of the three fp32 figures: the "measured peak" (median of the rounds' peaks).
+    /// The same Winograd convolution as one single-threaded convolution per thread, all at once,
+    /// each over its share of the batch (how the UNet's lanes run).
+    var convolutionWinogradLanesGflops: Double
+    /// The fastest of the four fp32 figures: the "measured peak" (median of the rounds' peaks).
     var peakGflops: Double
     var roundsPeakGflops: [Double]
     /// The same direct convolution with bfloat16 input and weights (nil where the CPU has no bf16).

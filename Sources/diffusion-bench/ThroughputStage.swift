@@ -82,17 +82,21 @@ func runThroughputStage(_ options: Options) throws -> ThroughputResult {
     if let bf16 { engines.append(("engine-bf16", bf16)) }
 
     var rounds: [String: [Int: [(best: Double, median: Double)]]] = [:]
-    var peakRounds: [(sgemm: Double, direct: Double, winograd: Double, bf16: Double?)] = []
+    var peakRounds: [(sgemm: Double, direct: Double, winograd: Double, winogradLanes: Double, bf16: Double?)] = []
+    func fastest(_ p: (sgemm: Double, direct: Double, winograd: Double, winogradLanes: Double, bf16: Double?)) -> Double {
+        max(p.sgemm, p.direct, p.winograd, p.winogradLanes)
+    }
     for round in 1 ... options.rounds {
         log("\nround \(round) of \(options.rounds)")
         if options.peak {
             let p = (sgemm: PeakMeasurement.sgemmGFLOPS(size: 2048),
                      direct: PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32),
                      winograd: PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32, winograd: true),
+                     winogradLanes: PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32, winograd: true, lanes: true),
                      bf16: bf16 == nil ? nil : PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32, precision: .bf16))
             peakRounds.append(p)
-            log(String(format: "peak: sgemm 2048^3 %.0f GFLOP/s; 3x3 conv 64->64ch 32x32 b64: direct %.0f, Winograd %.0f (effective)%@",
-                       p.sgemm, p.direct, p.winograd, p.bf16.map { String(format: ", bf16 direct %.0f", $0) } ?? ""))
+            log(String(format: "peak: sgemm 2048^3 %.0f GFLOP/s; 3x3 conv 64->64ch 32x32 b64: direct %.0f, Winograd %.0f (effective), Winograd one per thread %.0f%@",
+                       p.sgemm, p.direct, p.winograd, p.winogradLanes, p.bf16.map { String(format: ", bf16 direct %.0f", $0) } ?? ""))
         }
         for (k, b) in options.batches.enumerated() {
             let (x, t, y, out) = inputs[k]
@@ -118,8 +122,8 @@ func runThroughputStage(_ options: Options) throws -> ThroughputResult {
     let peak: PeakResult? = peakRounds.isEmpty ? nil : PeakResult(
         sgemmGflops: mid(peakRounds.map(\.sgemm)), convolutionDirectGflops: mid(peakRounds.map(\.direct)),
         convolutionWinogradGflops: mid(peakRounds.map(\.winograd)),
-        peakGflops: mid(peakRounds.map { max($0.sgemm, $0.direct, $0.winograd) }),
-        roundsPeakGflops: peakRounds.map { max($0.sgemm, $0.direct, $0.winograd) },
+        convolutionWinogradLanesGflops: mid(peakRounds.map(\.winogradLanes)),
+        peakGflops: mid(peakRounds.map(fastest)), roundsPeakGflops: peakRounds.map(fastest),
         convolutionBF16Gflops: bf16 == nil ? nil : mid(peakRounds.compactMap(\.bf16)))
     let rows = options.batches.map { b -> ThroughputRow in
         let fp32 = median("engine-fp32", b)!, half = median("engine-bf16", b)

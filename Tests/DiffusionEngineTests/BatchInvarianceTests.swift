@@ -30,7 +30,7 @@ import Testing
     }
 
     /// Batches of other sizes, orders and compositions, including a doubled one and a tail.
-    /// (Padded to each chunk size the probe admits: 7 and 15 images to 16, 17 and 20 to 32, 40 to 64.)
+    /// (Padded to each chunk size the probe admits: for the UNet 7 to 8, 15 to 16, 17 and 20 to 24, 40 to 40.)
     static let batches: [[Int]] = [[7], [3, 4, 5, 6, 7], Array(5 ..< 20), Array(2 ..< 19), [19, 7, 0], Array(0 ..< 20) + Array(0 ..< 20),
                                    Array(repeating: Array(0 ..< 20), count: 4).flatMap { $0 }.reversed(),
                                    Array(repeating: Array(0 ..< 20), count: 15).flatMap { $0 }]
@@ -86,7 +86,25 @@ import Testing
         #expect(probed.sizes == [16, 64])
         let predictor = UNetNoisePredictor(try ADMUNet(architecture: Self.unetArchitecture,
                                                        weights: try RandomWeights.adm(Self.unetArchitecture)))
-        #expect(predictor.chunkSizes.last == 64)
+        // The UNet runs every multiple of its lane size as single-threaded lane pieces: all pass.
+        #expect(predictor.chunkSizes == ChunkLadder.laneMultiples + [64])
         print("chunk sizes admitted on this machine: \(predictor.chunkSizes)")
+    }
+
+    /// A lane-sized multiple is computed by the same single-threaded pieces whatever the number of
+    /// threads: one thread and every core give the same bits (records then hold on other core counts).
+    @Test func unetOutputDoesNotDependOnTheThreadCount() throws {
+        let net = try ADMUNet(architecture: Self.unetArchitecture, weights: try RandomWeights.adm(Self.unetArchitecture))
+        let images = Array(0 ..< 24)
+        let x = Tensor(shape: [24, 1, 28, 28], values: images.flatMap(Self.input))
+        let threads = ComputeRuntime.dnnlThreads
+        defer { ComputeRuntime.configure(dnnlThreads: threads) }
+        var outputs: [[Float]] = []
+        for count in [1, 2, 3] {
+            ComputeRuntime.configure(dnnlThreads: count)
+            outputs.append(try net.forward(x, timesteps: images.map { 37 * $0 % 1000 }, classes: images.map { $0 % 11 }).array)
+        }
+        #expect(outputs[0] == outputs[1] && outputs[0] == outputs[2])
+        #expect(outputs[0].contains { $0 != 0 } && outputs[0].allSatisfy(\.isFinite))
     }
 }

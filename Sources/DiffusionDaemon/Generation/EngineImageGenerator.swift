@@ -33,6 +33,8 @@ public final class EngineImageGenerator: ImageGenerator {
             precision: "float32",
             details: ["blas_core": ComputeRuntime.blasCoreName, "blas_threads": "\(ComputeRuntime.blasThreads)",
                       "onednn_threads": "\(ComputeRuntime.dnnlThreads)",
+                      // The UNet's images are computed in single-threaded pieces of this many rows.
+                      "unet_lane_rows": "\(ADMUNet.laneRows)",
                       "blas_core_best": KernelSelection.current.bestOpenBLASCore ?? "none",
                       "cpu_flags": KernelSelection.current.features.joined(separator: " ")])
     }

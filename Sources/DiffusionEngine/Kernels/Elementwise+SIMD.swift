@@ -194,8 +194,8 @@ func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
         let row = x + r * cols
         var mv = Vec(repeating: -.infinity)
         var j = 0
-        while j + 16 <= cols { mv = pointwiseMax(mv, row.vec(j)); j += 16 }
-        var m = mv.max()
+        while j + 16 <= cols { mv = lanewiseMax(mv, row.vec(j)); j += 16 }
+        var m = hmax(mv)
         while j < cols { m = max(m, row[j]); j += 1 }
         var sv = Vec()
         j = 0

@@ -110,7 +110,7 @@ func affineActivation(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float
         let dst = nhwcOutput ? y + n * pixels * channels + blk * 16 : y + plane * pixels * 16
         let stride = nhwcOutput ? channels : 16
         for p in 0..<pixels {
-            let u = src.vec(p * 16) * av + bv
+            let u = bv.addingProduct(src.vec(p * 16), av)
             dst.setVec(p * stride, silu ? vsilu(u) : u)
         }
     }
@@ -123,7 +123,7 @@ func affineActivationBFloat16(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePoint
     forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, a: a, b: b) { plane, _, _, av, bv, src in
         let dst = UnsafeMutableRawPointer(y + plane * pixels * 16)
         for p in 0..<pixels {
-            let u = src.vec(p * 16) * av + bv
+            let u = bv.addingProduct(src.vec(p * 16), av)
             dst.storeBytes(of: vbfloat16(silu ? vsilu(u) : u), toByteOffset: p * 32, as: SIMD16<UInt16>.self)
         }
     }
@@ -155,7 +155,7 @@ func groupNormBackward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: Un
                 for p in 0..<pixels {
                     let xv = xm.vec(o + p * 16)
                     var du = dym.vec(o + p * 16)
-                    if silu { du *= vsiluGrad(xv * av + bv) }
+                    if silu { du *= vsiluGrad(bv.addingProduct(xv, av)) }
                     acc1 += du; acc2 += du * xv
                 }
                 s1.setVec(j, acc1); s2.setVec(j, acc2)
@@ -189,7 +189,7 @@ func groupNormBackward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: Un
                 for p in 0..<pixels {
                     let xv = xm.vec(o + p * 16)
                     var du = dym.vec(o + p * 16)
-                    if silu { du *= vsiluGrad(xv * av + bv) }
+                    if silu { du *= vsiluGrad(bv.addingProduct(xv, av)) }
                     var g = du * al + xv * be + ga
                     if accumulate { g += dx.vec(o + p * 16) }
                     dx.setVec(o + p * 16, g)

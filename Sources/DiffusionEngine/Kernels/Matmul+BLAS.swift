@@ -11,9 +11,10 @@ func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, a
 }
 
 /// Whether OpenBLAS runs a product of this size on the calling thread only (its small-size
-/// threshold), so that it may be called from inside an OpenMP parallel region.
+/// thresholds for sgemm and, with one row, sgemv), so that it may be called from inside an
+/// OpenMP parallel region.
 @inline(__always)
-func sgemmIsSingleThreaded(m: Int, n: Int, k: Int) -> Bool { m * n * k <= 262_144 }
+func sgemmIsSingleThreaded(m: Int, n: Int, k: Int) -> Bool { m == 1 ? n * k <= 9_216 : m * n * k <= 262_144 }
 
 /// y[rows, out] = x[rows, in] * W^T + b, with W stored [out, in] (PyTorch Linear / 1x1 conv).
 func linearForward(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, outFeatures: Int,
@@ -25,8 +26,14 @@ func linearForward(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, outFea
     } else if let bias {
         for r in 0..<rows { for o in 0..<outFeatures { y[r * ldy + o] += bias[o] } }
     }
+    let beta: Float = (bias != nil || accumulate) ? 1 : 0
+    if rows == 1 {
+        // A matrix-vector product: sgemm would pack the whole weight matrix for one row.
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outFeatures), Int32(inFeatures), 1, weight, Int32(inFeatures), x, 1, beta, y, 1)
+        return
+    }
     sgemm(transB: true, m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: weight, ldb: inFeatures,
-          beta: (bias != nil || accumulate) ? 1 : 0, c: y, ldc: ldy)
+          beta: beta, c: y, ldc: ldy)
 }
 
 /// Runs `product(i)` for items 0..<items, in parallel when each product (`rowsPerItem` x n x k)

@@ -22,7 +22,7 @@ extension UnsafeMutablePointer where Pointee == Float {
     return SIMD16<UInt16>(truncatingIfNeeded: rounded &>> 16)
 }
 
-/// e^x for 16 lanes: range reduction by ln 2, degree-6 polynomial, exponent by integer add.
+/// e^x for 16 lanes: range reduction by ln 2, degree-6 polynomial (fused multiply-adds), exponent by integer add.
 /// Relative error about 2 ulp on [-87, 88]; inputs outside are clamped.
 @inline(__always) func vexp(_ x: Vec) -> Vec {
     let magic = Vec(repeating: 12_582_912)                  // 1.5 * 2^23: rounds to an integer
@@ -30,12 +30,13 @@ extension UnsafeMutablePointer where Pointee == Float {
     let t = xc * 1.442_695_04 + magic
     let n = t - magic
     let r = (xc - n * 0.693_145_751_953_125) - n * 1.428_606_765_330_187e-6
-    var p = r * (1.0 / 720.0) + (1.0 / 120.0)
-    p = p * r + (1.0 / 24.0)
-    p = p * r + (1.0 / 6.0)
-    p = p * r + 0.5
-    p = p * r + 1
-    p = p * r + 1
+    // Horner's scheme in fused multiply-adds.
+    var p = Vec(repeating: 1.0 / 120.0).addingProduct(r, Vec(repeating: 1.0 / 720.0))
+    p = Vec(repeating: 1.0 / 24.0).addingProduct(p, r)
+    p = Vec(repeating: 1.0 / 6.0).addingProduct(p, r)
+    p = Vec(repeating: 0.5).addingProduct(p, r)
+    p = Vec(repeating: 1).addingProduct(p, r)
+    p = Vec(repeating: 1).addingProduct(p, r)
     let ni = unsafeBitCast(t, to: SIMD16<Int32>.self) &- unsafeBitCast(magic, to: SIMD16<Int32>.self)
     let scale = unsafeBitCast((ni &+ 127) &<< 23, to: Vec.self)
     return p * scale
@@ -70,4 +71,21 @@ extension UnsafeMutablePointer where Pointee == Float {
     let b = a.lowHalf + a.highHalf
     let c = b.lowHalf + b.highHalf
     return c[0] + c[1]
+}
+
+/// Lane-wise maximum as one compare and blend (the standard library's `pointwiseMax` and `max()`
+/// go lane by lane through `Float.maximum` where neither operand is a constant). A NaN in `a` stays NaN.
+@inline(__always) func lanewiseMax(_ a: Vec, _ b: Vec) -> Vec { a.replacing(with: b, where: a .< b) }
+
+/// `lanewiseMax` on 8 lanes.
+@inline(__always) func lanewiseMax(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: a .< b) }
+
+/// `lanewiseMax` on 4 lanes.
+@inline(__always) func lanewiseMax(_ a: SIMD4<Float>, _ b: SIMD4<Float>) -> SIMD4<Float> { a.replacing(with: b, where: a .< b) }
+
+/// Horizontal maximum of 16 lanes as a tree of vector maxima.
+@inline(__always) func hmax(_ v: Vec) -> Float {
+    let a = lanewiseMax(v.lowHalf, v.highHalf)
+    let b = lanewiseMax(a.lowHalf, a.highHalf)
+    return max(max(b[0], b[1]), max(b[2], b[3]))
 }

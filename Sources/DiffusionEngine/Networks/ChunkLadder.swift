@@ -10,12 +10,16 @@ import Foundation
 /// batch or a tail padded with zeros to the smallest size that fits. A size is in `sizes` only if a
 /// probe on the running machine found its results bit-identical to those of a full chunk, so a
 /// resumed job, another batch size or classifier-free guidance's doubled batch reproduce every image
-/// to the bit, and a 10-image job pays for 16 rows, not 64.
+/// to the bit. The UNet computes every multiple of `ADMUNet.laneRows` as single-threaded pieces of
+/// that size, so its probe admits every such multiple and a 10-image job pays for 16 rows, a
+/// 1-image job for 8; the classifier's threaded kernels admit fewer.
 struct ChunkLadder {
-    /// Images per full chunk: 64 is where the UNet reaches its full speed on these CPUs.
+    /// Images per full chunk: 64 is where the networks reach their full speed on these CPUs.
     static let fullRows = 64
-    /// Smaller chunk sizes a probe may admit, smallest first.
+    /// Smaller chunk sizes a probe may admit by default, smallest first.
     static let candidates = [16, 32]
+    /// The UNet's candidates: every multiple of its lane size below a full chunk.
+    static let laneMultiples = Array(stride(from: ADMUNet.laneRows, to: fullRows, by: ADMUNet.laneRows))
 
     /// The chunk sizes in use, smallest first; the last is `fullRows`.
     let sizes: [Int]
@@ -28,7 +32,7 @@ struct ChunkLadder {
 
     /// The ladder of the candidates whose outputs agree bit for bit with a full chunk's:
     /// `evaluate(rows)` returns the flat output of the first `rows` probe images run as one chunk.
-    static func probed(_ evaluate: (Int) throws -> [Float]) rethrows -> ChunkLadder {
+    static func probed(candidates: [Int] = candidates, _ evaluate: (Int) throws -> [Float]) rethrows -> ChunkLadder {
         let full = try evaluate(fullRows)
         let perImage = full.count / fullRows
         var sizes: [Int] = []
@@ -38,10 +42,10 @@ struct ChunkLadder {
 
     /// `cache`, or (stored there) the ladder probed with `evaluate(x, timesteps)` on deterministic
     /// probe images of `imageShape` with timesteps spread over 0..<1000.
-    static func cached(_ cache: inout ChunkLadder?, imageShape: [Int],
+    static func cached(_ cache: inout ChunkLadder?, imageShape: [Int], candidates: [Int] = candidates,
                        evaluate: (Tensor, [Int]) throws -> [Float]) rethrows -> ChunkLadder {
         if let cache { return cache }
-        let ladder = try probed { rows in
+        let ladder = try probed(candidates: candidates) { rows in
             try evaluate(probeInput(rows: rows, imageShape: imageShape), (0 ..< rows).map { 61 * $0 % 1000 })
         }
         cache = ladder

@@ -23,7 +23,8 @@ public final class UNetNoisePredictor: NoisePredictor, @unchecked Sendable {
     /// The ladder, probed once: the candidates whose outputs match a full chunk's bit for bit.
     private func ladder() throws -> ChunkLadder {
         let a = network.architecture
-        return try ChunkLadder.cached(&chunks, imageShape: [a.inChannels, a.imageSize, a.imageSize]) { x, t in
+        return try ChunkLadder.cached(&chunks, imageShape: [a.inChannels, a.imageSize, a.imageSize],
+                                      candidates: ChunkLadder.laneMultiples) { x, t in
             let rows = t.count
             let out = Tensor(shape: [rows, network.outputChannels, a.imageSize, a.imageSize])
             try network.forward(x, timesteps: t, classes: a.numClasses.map { k in (0 ..< rows).map { $0 % k } }, into: out)

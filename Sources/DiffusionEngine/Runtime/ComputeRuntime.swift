@@ -73,6 +73,37 @@ public enum ComputeRuntime {
         if !configured { configure() }
         omp_set_num_threads(Int32(ompCount))
     }
+
+    /// Runs `body(lane)` on `lanes` threads of one OpenMP team, every kernel inside single-threaded:
+    /// oneDNN, the SIMD kernels (they run inline inside a team) and OpenBLAS (set to one thread for
+    /// the region). One team per call instead of one per kernel: the lanes meet once, at the end.
+    static func inSingleThreadedLanes(_ lanes: Int, _ body: (Int) -> Void) {
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(blasCount)) }
+        withoutActuallyEscaping(body) { escaping in
+            var job = ParallelJob { lane, _ in
+                omp_set_num_threads(1)
+                // Subnormal results flush to zero (FTZ) and subnormal inputs read as zero (DAZ):
+                // softmax's tails and their products otherwise run on microcode assists.
+                let saved = diffusiond_get_mxcsr()
+                diffusiond_set_mxcsr(saved | 0x8040)
+                defer { diffusiond_set_mxcsr(saved) }
+                escaping(lane)
+            }
+            withUnsafeMutablePointer(to: &job) { pointer in
+                GOMP_parallel({ raw in
+                    raw!.assumingMemoryBound(to: ParallelJob.self).pointee.body(Int(omp_get_thread_num()), Int(omp_get_num_threads()))
+                }, pointer, UInt32(max(lanes, 1)), 0)
+            }
+        }
+    }
+
+    /// Runs `body` with oneDNN creating its primitives for one thread on the calling thread.
+    static func singleThreaded<T>(_ body: () -> T) -> T {
+        omp_set_num_threads(1)
+        defer { omp_set_num_threads(Int32(ompCount)) }
+        return body()
+    }
 }
 
 /// The closure a parallel region runs on every thread of the team.
@@ -83,7 +114,8 @@ private struct ParallelJob {
 /// Runs `body(thread, threadCount)` on every thread of an OpenMP team (the pool oneDNN uses).
 @inline(__always)
 func parallelRegion(threads: Int, _ body: (Int, Int) -> Void) {
-    if threads <= 1 { body(0, 1); return }
+    // Inside a team (a lane of `inSingleThreadedLanes`) every kernel runs on its own thread.
+    if threads <= 1 || omp_get_level() > 0 { body(0, 1); return }
     withoutActuallyEscaping(body) { escaping in
         var job = ParallelJob(body: escaping)
         withUnsafeMutablePointer(to: &job) { pointer in

@@ -21,27 +21,38 @@ public enum PeakMeasurement {
 
     /// Best-of-`repeats` GFLOP/s of one oneDNN 3x3 convolution (stride 1, pad 1) in the engine's blocked
     /// layout (or NHWC), direct algorithm or Winograd (fp32 only); Winograd's rate counts direct-convolution
-    /// FLOPs. With `precision` bf16 the direct convolution takes bfloat16 input and weights.
+    /// FLOPs. With `precision` bf16 the direct convolution takes bfloat16 input and weights. With `lanes`
+    /// every thread runs its own single-threaded convolution over its share of the batch, all at once
+    /// (as the UNet's lanes do); without, one convolution uses every thread.
     public static func convolutionGFLOPS(batch: Int = 64, channels: Int = 64, size: Int = 32,
                                          repeats: Int = 5, nhwc: Bool = false, winograd: Bool = false,
-                                         precision: ComputePrecision = .fp32) -> Double {
+                                         precision: ComputePrecision = .fp32, lanes: Bool = false) -> Double {
         ComputeRuntime.prepareCallingThread()
-        let scratch = ScratchArena()
         let w = Tensor(shape: [channels, channels, 3, 3]); w.fill(0.01)
         let bias = Tensor(shape: [channels])
         let layout: ActivationLayout = nhwc ? .nhwc : .blocked16
-        let conv = ConvolutionPrimitive(batch: batch, inChannels: channels, outChannels: channels, height: size, width: size,
-                                        kernel: 3, padding: 1, weights: w.data, bias: bias.data,
-                                        inputLayout: layout, outputLayout: layout, winograd: winograd, precision: precision, scratch: scratch)
-        let x = Tensor(shape: [batch, channels, size, size]); x.fill(0.5)
-        let y = Tensor(shape: [batch, channels, size, size])
+        let threads = lanes ? max(1, min(ComputeRuntime.dnnlThreads, batch)) : 1
+        let rows = batch / threads
+        func convolution() -> ConvolutionPrimitive {   // each with its own scratchpad
+            ConvolutionPrimitive(batch: rows, inChannels: channels, outChannels: channels, height: size, width: size,
+                                 kernel: 3, padding: 1, weights: w.data, bias: bias.data,
+                                 inputLayout: layout, outputLayout: layout, winograd: winograd, precision: precision, scratch: ScratchArena())
+        }
+        let convs = (0 ..< threads).map { _ in lanes ? ComputeRuntime.singleThreaded(convolution) : convolution() }
+        let xs = convs.map { _ in Tensor(shape: [rows, channels, size, size]) }
+        let ys = convs.map { _ in Tensor(shape: [rows, channels, size, size]) }
+        for x in xs { x.fill(0.5) }
         var best = Double.infinity
         for _ in 0..<(repeats + 1) {
             let t0 = seconds()
-            conv(x.data, y.data)
+            if lanes {
+                ComputeRuntime.inSingleThreadedLanes(threads) { lane in convs[lane](xs[lane].data, ys[lane].data) }
+            } else {
+                convs[0](xs[0].data, ys[0].data)
+            }
             best = min(best, seconds() - t0)
         }
-        return conv.flops / best / 1e9
+        return convs.reduce(0) { $0 + $1.flops } / best / 1e9
     }
 
     /// oneDNN's kernel for a 3x3 convolution of the UNet (64 -> 64 channels, 14x14, batch 64) as the
