@@ -80,21 +80,14 @@ public enum ComputeRuntime {
     static func inSingleThreadedLanes(_ lanes: Int, _ body: (Int) -> Void) {
         openblas_set_num_threads(1)
         defer { openblas_set_num_threads(Int32(blasCount)) }
-        withoutActuallyEscaping(body) { escaping in
-            var job = ParallelJob { lane, _ in
-                omp_set_num_threads(1)
-                // Subnormal results flush to zero (FTZ) and subnormal inputs read as zero (DAZ):
-                // softmax's tails and their products otherwise run on microcode assists.
-                let saved = diffusiond_get_mxcsr()
-                diffusiond_set_mxcsr(saved | 0x8040)
-                defer { diffusiond_set_mxcsr(saved) }
-                escaping(lane)
-            }
-            withUnsafeMutablePointer(to: &job) { pointer in
-                GOMP_parallel({ raw in
-                    raw!.assumingMemoryBound(to: ParallelJob.self).pointee.body(Int(omp_get_thread_num()), Int(omp_get_num_threads()))
-                }, pointer, UInt32(max(lanes, 1)), 0)
-            }
+        openMPTeam(threads: max(lanes, 1)) { lane, _ in
+            omp_set_num_threads(1)
+            // Subnormal results flush to zero (FTZ) and subnormal inputs read as zero (DAZ):
+            // softmax's tails and their products otherwise run on microcode assists.
+            let saved = diffusiond_get_mxcsr()
+            diffusiond_set_mxcsr(saved | 0x8040)
+            defer { diffusiond_set_mxcsr(saved) }
+            body(lane)
         }
     }
 
@@ -116,6 +109,12 @@ private struct ParallelJob {
 func parallelRegion(threads: Int, _ body: (Int, Int) -> Void) {
     // Inside a team (a lane of `inSingleThreadedLanes`) every kernel runs on its own thread.
     if threads <= 1 || omp_get_level() > 0 { body(0, 1); return }
+    openMPTeam(threads: threads, body)
+}
+
+/// `body(thread, threadCount)` on a team of `threads` libgomp threads (also for one: the region counts).
+@inline(__always)
+private func openMPTeam(threads: Int, _ body: (Int, Int) -> Void) {
     withoutActuallyEscaping(body) { escaping in
         var job = ParallelJob(body: escaping)
         withUnsafeMutablePointer(to: &job) { pointer in
