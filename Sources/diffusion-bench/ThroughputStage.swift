@@ -82,10 +82,10 @@ func runThroughputStage(_ options: Options) throws -> ThroughputResult {
     if let bf16 { engines.append(("engine-bf16", bf16)) }
 
     var rounds: [String: [Int: [(best: Double, median: Double)]]] = [:]
-    var peakRounds: [(sgemm: Double, direct: Double, winograd: Double, winogradLanes: Double, bf16: Double?)] = []
-    func fastest(_ p: (sgemm: Double, direct: Double, winograd: Double, winogradLanes: Double, bf16: Double?)) -> Double {
-        max(p.sgemm, p.direct, p.winograd, p.winogradLanes)
-    }
+    typealias PeakRound = (sgemm: Double, direct: Double, winograd: Double, winogradLanes: Double, bf16: Double?)
+    var peakRounds: [PeakRound] = []
+    /// A round's fp32 peak: the fastest of its fp32 figures.
+    func fastest(_ p: PeakRound) -> Double { max(p.sgemm, p.direct, p.winograd, p.winogradLanes) }
     for round in 1 ... options.rounds {
         log("\nround \(round) of \(options.rounds)")
         if options.peak {

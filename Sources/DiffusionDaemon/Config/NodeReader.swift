@@ -133,7 +133,6 @@ public struct NodeReader {
         return nil
     }
 
-    /// A string from a fixed set.
     /// A `ComputePrecision` by its name, refused (by name, with the flags it needs) when `cpu` cannot run it.
     mutating func precision(_ node: Node, path: String, cpu: CPUFeatures) -> ComputePrecision? {
         guard let s = choice(node, path: path, ComputePrecision.allCases.map(\.rawValue)), let precision = ComputePrecision(rawValue: s) else { return nil }
@@ -141,6 +140,7 @@ public struct NodeReader {
         return precision
     }
 
+    /// A string from a fixed set.
     public mutating func choice(_ node: Node, path: String, _ choices: [String]) -> String? {
         guard let s = string(node, path: path) else { return nil }
         guard choices.contains(s) else {
