@@ -69,6 +69,35 @@ func randomValues(_ count: Int, seed: UInt64) -> [Float] {
         #expect(abs(lhs - rhs) < 1e-3 * max(1, abs(lhs)))
     }
 
+    /// The output layer's kernel against a float64 loop, into channels of a wider NCHW tensor
+    /// (the other channels untouched): 3 input blocks (an odd one left over), and the UNet's 32 -> 2.
+    @Test(arguments: [(48, 3, 7, 9), (32, 2, 28, 28)])
+    func fewChannelConvolutionMatchesNaiveLoop(ci: Int, co: Int, h: Int, w: Int) {
+        let n = 2, total = co + 2, offset = 1
+        let x = randomValues(n * ci * h * w, seed: 11), wt = randomValues(co * ci * 9, seed: 12), b = randomValues(co, seed: 13)
+        let xT = Tensor(shape: [n, ci, h, w], values: x), xN = Tensor(shape: [n, h, w, ci]), xB = Tensor(shape: [n, ci, h, w])
+        nchwToNhwc(xT.data, xN.data, batch: n, channels: ci, pixels: h * w)
+        nhwcToBlocked(xN.data, xB.data, batch: n, pixels: h * w, channels: ci)
+        let wT = Tensor(shape: [co, ci, 3, 3], values: wt), bT = Tensor(shape: [co], values: b)
+        let conv = FewChannelConvolution(inChannels: ci, outChannels: co, height: h, width: w, weights: wT.data, bias: bT.data)
+        let y = Tensor(shape: [n, total, h, w]); y.fill(7)
+        conv(xB.data, batch: n, into: y.data, channelOffset: offset, totalChannels: total)
+        var err = 0.0, untouched = true
+        for s in 0..<n { for c in 0..<total { for i in 0..<h { for j in 0..<w {
+            let got = Double(y.data[((s * total + c) * h + i) * w + j])
+            guard c >= offset && c < offset + co else { untouched = untouched && got == 7; continue }
+            let o = c - offset
+            var acc = Double(b[o])
+            for k in 0..<ci { for p in 0..<3 { for q in 0..<3 {
+                let yi = i + p - 1, xj = j + q - 1
+                if yi >= 0 && yi < h && xj >= 0 && xj < w { acc += Double(x[((s * ci + k) * h + yi) * w + xj]) * Double(wt[((o * ci + k) * 3 + p) * 3 + q]) }
+            } } }
+            err = max(err, abs(got - acc))
+        } } } }
+        #expect(untouched)
+        #expect(err < 1e-4)
+    }
+
     @Test func groupNormSiLUMatchesFloat64() {
         let n = 3, pixels = 25, c = 64, groups = 32, cpg = 2
         let x = randomValues(n * pixels * c, seed: 5).map { $0 * 3 + 0.5 }

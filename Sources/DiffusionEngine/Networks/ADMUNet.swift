@@ -161,14 +161,39 @@ public final class ADMUNet: @unchecked Sendable {
 
 /// The UNet's plan for one batch size: the shared trunk plan plus the output head.
 final class UNetPlan {
+    /// A 3x3 output layer: in float32 with a few output channels straight into the output's planes
+    /// (`FewChannelConvolution`), otherwise a oneDNN convolution into 16-channel blocks (oneDNN has
+    /// only a reference kernel for a few channels in plain layouts), unpacked after.
+    enum OutputLayer {
+        case planes(FewChannelConvolution)
+        case blocks(ConvolutionPrimitive, buffer: Int)
+
+        init(_ p: ConvParameters, batch: Int, size: Int, precision: ComputePrecision, ws: Workspace, scratch: ScratchArena) {
+            if precision == .fp32 && FewChannelConvolution.serves(inChannels: p.inChannels, outChannels: p.outChannels, kernel: p.kernel, padding: p.padding) {
+                self = .planes(FewChannelConvolution(inChannels: p.inChannels, outChannels: p.outChannels, height: size, width: size,
+                                                     weights: p.weight.data, bias: p.bias?.data))
+            } else {
+                let conv = ConvolutionPrimitive(batch: batch, inChannels: p.inChannels, outChannels: p.outChannels, height: size, width: size,
+                                                kernel: 3, padding: 1, weights: p.weight.data, bias: p.bias?.data,
+                                                inputLayout: .blocked16, outputLayout: .blocked16, precision: precision, scratch: scratch)
+                self = .blocks(conv, buffer: ws.privateBuffer(batch * ((p.outChannels + 15) / 16) * 16 * size * size))
+            }
+        }
+
+        func flops(batch: Int) -> Double {
+            switch self {
+            case .planes(let conv): Double(batch) * conv.flopsPerImage
+            case .blocks(let conv, _): conv.flops
+            }
+        }
+    }
+
     let core: ADMPlan
     let headNorm: GroupNormState
     let headInput: Int
-    let outConv: ConvolutionPrimitive
+    let output: OutputLayer
+    let headOutput: OutputLayer?
     let size: Int, channels: Int
-    let outputBlocked: Int
-    let headConv: ConvolutionPrimitive?
-    let headBlocked: Int
 
     init(_ net: ADMUNet, batch: Int) {
         core = ADMPlan(trunk: net.trunk, batch: batch, training: false, precision: net.precision)
@@ -176,27 +201,10 @@ final class UNetPlan {
         channels = net.trunk.finalChannels
         headNorm = GroupNormState(core.ws, batch: batch, channels: channels)
         headInput = core.ws.buffer("head", batch * size * size * channels)
-        outConv = ConvolutionPrimitive(batch: batch, inChannels: channels, outChannels: net.architecture.outChannels,
-                                       height: size, width: size, kernel: 3, padding: 1,
-                                       weights: net.outConv.weight.data, bias: net.outConv.bias?.data,
-                                       inputLayout: .blocked16, outputLayout: .blocked16, precision: net.precision, scratch: core.scratch)
-        // oneDNN only has a reference kernel for a few output channels in plain layouts:
-        // write 16-channel blocks (zero padded) and unpack.
-        let outBlocks = (net.architecture.outChannels + 15) / 16
-        outputBlocked = core.ws.privateBuffer(batch * outBlocks * 16 * size * size)
-        core.flops += outConv.flops
-        if let head = net.head {
-            let conv = ConvolutionPrimitive(batch: batch, inChannels: channels, outChannels: head.conv.outChannels,
-                                            height: size, width: size, kernel: 3, padding: 1,
-                                            weights: head.conv.weight.data, bias: head.conv.bias?.data,
-                                            inputLayout: .blocked16, outputLayout: .blocked16, precision: net.precision, scratch: core.scratch)
-            headConv = conv
-            headBlocked = core.ws.privateBuffer(batch * ((head.conv.outChannels + 15) / 16) * 16 * size * size)
-            core.flops += conv.flops
-        } else {
-            headConv = nil
-            headBlocked = -1
-        }
+        output = OutputLayer(net.outConv, batch: batch, size: size, precision: net.precision, ws: core.ws, scratch: core.scratch)
+        let (ws, scratch, imageSize) = (core.ws, core.scratch, size)
+        headOutput = net.head.map { OutputLayer($0.conv, batch: batch, size: imageSize, precision: net.precision, ws: ws, scratch: scratch) }
+        core.flops += output.flops(batch: batch) + (headOutput?.flops(batch: batch) ?? 0)
         core.ws.allocate()
     }
 
@@ -209,18 +217,27 @@ final class UNetPlan {
         ws[core.input].update(from: x, count: n * c * pixels)
         core.embed(trunk: net.trunk, timesteps: timesteps, classes: classes)
         core.runForward()
-        headNorm.prepare(ws, net.outNorm, ws[core.trunkOutput], batch: n, pixels: pixels)
-        headNorm.apply(ws, ws[core.trunkOutput], ws[headInput], batch: n, pixels: pixels, channels: channels, silu: true,
-                       thenConvolve: outConv, into: ws[outputBlocked])
-        let oc = net.architecture.outChannels, total = net.outputChannels
-        Self.unpack(ws[outputBlocked], channels: oc, into: output, channelOffset: 0, totalChannels: total, batch: n, pixels: pixels)
-        if let head = net.head, let headConv {
+        let total = net.outputChannels
+        evaluate(self.output, norm: net.outNorm, into: output, channelOffset: 0, totalChannels: total)
+        if let head = net.head, let headOutput {
             // The same final feature map through the head's own GroupNorm, SiLU and conv.
-            headNorm.prepare(ws, head.norm, ws[core.trunkOutput], batch: n, pixels: pixels)
+            evaluate(headOutput, norm: head.norm, into: output, channelOffset: net.architecture.outChannels, totalChannels: total)
+        }
+    }
+
+    /// GroupNorm, SiLU and `layer` on the trunk's output, into channels [channelOffset, ...) of the NCHW output.
+    private func evaluate(_ layer: OutputLayer, norm: GroupNormParameters, into output: UnsafeMutablePointer<Float>, channelOffset: Int, totalChannels: Int) {
+        let n = core.batch, ws = core.ws, pixels = size * size
+        headNorm.prepare(ws, norm, ws[core.trunkOutput], batch: n, pixels: pixels)
+        switch layer {
+        case .planes(let conv):
+            headNorm.apply(ws, ws[core.trunkOutput], ws[headInput], batch: n, pixels: pixels, channels: channels, silu: true)
+            conv(ws[headInput], batch: n, into: output, channelOffset: channelOffset, totalChannels: totalChannels)
+        case .blocks(let conv, let buffer):
             headNorm.apply(ws, ws[core.trunkOutput], ws[headInput], batch: n, pixels: pixels, channels: channels, silu: true,
-                           thenConvolve: headConv, into: ws[headBlocked])
-            Self.unpack(ws[headBlocked], channels: head.conv.outChannels, into: output, channelOffset: oc,
-                        totalChannels: total, batch: n, pixels: pixels)
+                           thenConvolve: conv, into: ws[buffer])
+            Self.unpack(ws[buffer], channels: conv.outChannels, into: output, channelOffset: channelOffset,
+                        totalChannels: totalChannels, batch: n, pixels: pixels)
         }
     }
 
