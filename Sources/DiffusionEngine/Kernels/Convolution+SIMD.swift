@@ -9,13 +9,13 @@ final class FewChannelConvolution {
     private let bias: [Float]
 
     /// Whether this kernel serves a convolution of that shape (otherwise use oneDNN).
-    static func serves(inChannels: Int, outChannels: Int, kernel: Int, padding: Int) -> Bool {
-        kernel == 3 && padding == 1 && inChannels % 16 == 0 && outChannels <= 4
+    static func serves(inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int) -> Bool {
+        kernel == 3 && stride == 1 && padding == 1 && inChannels % 16 == 0 && outChannels <= 4
     }
 
     /// `weights` are OIHW float32 (PyTorch order), `bias` has outChannels entries.
     init(inChannels: Int, outChannels: Int, height: Int, width: Int, weights w: UnsafePointer<Float>, bias b: UnsafePointer<Float>?) {
-        ensure(Self.serves(inChannels: inChannels, outChannels: outChannels, kernel: 3, padding: 1),
+        ensure(Self.serves(inChannels: inChannels, outChannels: outChannels, kernel: 3, stride: 1, padding: 1),
                "FewChannelConvolution: \(inChannels) -> \(outChannels) channels")
         self.inChannels = inChannels; self.outChannels = outChannels; self.height = height; self.width = width
         let blocks = inChannels / 16

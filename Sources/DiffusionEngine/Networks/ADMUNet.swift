@@ -169,7 +169,8 @@ final class UNetPlan {
         case blocks(ConvolutionPrimitive, buffer: Int)
 
         init(_ p: ConvParameters, batch: Int, size: Int, precision: ComputePrecision, ws: Workspace, scratch: ScratchArena) {
-            if precision == .fp32 && FewChannelConvolution.serves(inChannels: p.inChannels, outChannels: p.outChannels, kernel: p.kernel, padding: p.padding) {
+            if precision == .fp32 && FewChannelConvolution.serves(inChannels: p.inChannels, outChannels: p.outChannels, kernel: p.kernel,
+                                                                       stride: p.stride, padding: p.padding) {
                 self = .planes(FewChannelConvolution(inChannels: p.inChannels, outChannels: p.outChannels, height: size, width: size,
                                                      weights: p.weight.data, bias: p.bias?.data))
             } else {
