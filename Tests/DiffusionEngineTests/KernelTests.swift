@@ -69,6 +69,27 @@ func randomValues(_ count: Int, seed: UInt64) -> [Float] {
         #expect(abs(lhs - rhs) < 1e-3 * max(1, abs(lhs)))
     }
 
+    /// Two plans' convolutions with one weight cache keep one reordered copy of the weights, and
+    /// compute what a convolution with its own copy computes, bit for bit.
+    @Test func convolutionsShareReorderedWeights() {
+        let n = 2, ci = 16, co = 32, h = 12
+        let w = Tensor(shape: [co, ci, 3, 3], values: randomValues(co * ci * 9, seed: 21))
+        let b = Tensor(shape: [co], values: randomValues(co, seed: 22))
+        let x = Tensor(shape: [n, ci, h, h], values: randomValues(n * ci * h * h, seed: 23))   // 16 channels: one block
+        let cache = ConvolutionWeightCache()
+        func conv(_ scratch: ScratchArena) -> ConvolutionPrimitive {
+            ConvolutionPrimitive(batch: n, inChannels: ci, outChannels: co, height: h, width: h, kernel: 3, padding: 1,
+                                 weights: w.data, bias: b.data, scratch: scratch)
+        }
+        let shared = [conv(ScratchArena(sharedWeights: cache)), conv(ScratchArena(sharedWeights: cache))], own = conv(ScratchArena())
+        #expect(cache.count == 1)
+        let outputs = (shared + [own]).map { c -> [Float] in
+            let y = Tensor(shape: [n, co, h, h]); c(x.data, y.data); return Array(UnsafeBufferPointer(start: y.data, count: y.count))
+        }
+        #expect(outputs[0] == outputs[2] && outputs[1] == outputs[2])
+        #expect(outputs[2].contains { $0 != 0 })
+    }
+
     /// The output layer's kernel against a float64 loop, into channels of a wider NCHW tensor
     /// (the other channels untouched): 3 input blocks (an odd one left over), and the UNet's 32 -> 2.
     @Test(arguments: [(48, 3, 7, 9), (32, 2, 28, 28)])

@@ -34,24 +34,6 @@ enum ActivationLayout {
     }
 }
 
-/// Scratch memory that grows to the largest request and is reused by every primitive of a plan.
-final class ScratchArena {
-    private(set) var pointer: UnsafeMutableRawPointer?
-    private(set) var bytes = 0
-    /// A second region, for a convolution's input converted to bfloat16 (alive during the call).
-    private(set) lazy var converted: ScratchArena = ScratchArena()
-
-    /// Ensures at least `size` bytes (only allocates while planning).
-    func reserve(_ size: Int) {
-        guard size > bytes else { return }
-        pointer?.deallocate()
-        pointer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
-        bytes = size
-    }
-
-    deinit { pointer?.deallocate() }
-}
-
 /// One oneDNN 2-D convolution (forward, optionally accumulating into dst, or backward-data)
 /// for a fixed batch size and geometry, with weights reordered once into oneDNN's preferred layout.
 final class ConvolutionPrimitive {
@@ -74,6 +56,8 @@ final class ConvolutionPrimitive {
     private var biasMemory: dnnl_memory_t?
     private var scratchMemory: dnnl_memory_t?
     private var weightStorage: UnsafeMutableRawPointer?
+    /// False when the weights live in the plan's `ConvolutionWeightCache`.
+    private var ownsWeights = true
     private let args: UnsafeMutablePointer<dnnl_exec_arg_t>
     private var argCount: Int32 = 0
     private let scratch: ScratchArena
@@ -192,20 +176,30 @@ final class ConvolutionPrimitive {
             inputConversion = (convert!, source!)
         }
 
-        // Weights: reorder OIHW into the primitive's layout once.
-        let wBytes = max(dnnl_memory_desc_get_size(wMD), 64)
-        weightStorage = .allocate(byteCount: wBytes, alignment: 64)
-        dnnlCheck(dnnl_memory_create(&weightMemory, wMD, ctx.engine, weightStorage), "mem w")
-        var userW: dnnl_memory_t?
-        dnnlCheck(dnnl_memory_create(&userW, &wUser, ctx.engine, UnsafeMutableRawPointer(mutating: weights)), "mem w user")
-        var rpd: dnnl_primitive_desc_t?
-        dnnlCheck(dnnl_reorder_primitive_desc_create(&rpd, &wUser, ctx.engine, wMD, ctx.engine, nil), "reorder pd")
-        var reorder: dnnl_primitive_t?
-        dnnlCheck(dnnl_primitive_create(&reorder, rpd), "reorder")
-        var rargs = [dnnl_exec_arg_t(arg: kDNNLArgSrc, memory: userW), dnnl_exec_arg_t(arg: kDNNLArgDst, memory: weightMemory)]
-        dnnlCheck(dnnl_primitive_execute(reorder, ctx.stream, 2, &rargs), "reorder exec")
-        dnnlCheck(dnnl_stream_wait(ctx.stream), "wait")
-        dnnl_primitive_destroy(reorder); dnnl_primitive_desc_destroy(rpd); dnnl_memory_destroy(userW)
+        // Weights: reorder OIHW into the primitive's layout once (or take the copy another plan made).
+        if let shared = scratch.sharedWeights?.storage(for: weights, layout: wMD) {
+            weightStorage = shared
+            ownsWeights = false
+            dnnlCheck(dnnl_memory_create(&weightMemory, wMD, ctx.engine, weightStorage), "mem w")
+        } else {
+            let wBytes = max(dnnl_memory_desc_get_size(wMD), 64)
+            weightStorage = .allocate(byteCount: wBytes, alignment: 64)
+            dnnlCheck(dnnl_memory_create(&weightMemory, wMD, ctx.engine, weightStorage), "mem w")
+            var userW: dnnl_memory_t?
+            dnnlCheck(dnnl_memory_create(&userW, &wUser, ctx.engine, UnsafeMutableRawPointer(mutating: weights)), "mem w user")
+            var rpd: dnnl_primitive_desc_t?
+            dnnlCheck(dnnl_reorder_primitive_desc_create(&rpd, &wUser, ctx.engine, wMD, ctx.engine, nil), "reorder pd")
+            var reorder: dnnl_primitive_t?
+            dnnlCheck(dnnl_primitive_create(&reorder, rpd), "reorder")
+            var rargs = [dnnl_exec_arg_t(arg: kDNNLArgSrc, memory: userW), dnnl_exec_arg_t(arg: kDNNLArgDst, memory: weightMemory)]
+            dnnlCheck(dnnl_primitive_execute(reorder, ctx.stream, 2, &rargs), "reorder exec")
+            dnnlCheck(dnnl_stream_wait(ctx.stream), "wait")
+            dnnl_primitive_destroy(reorder); dnnl_primitive_desc_destroy(rpd); dnnl_memory_destroy(userW)
+            if let cache = scratch.sharedWeights {
+                cache.insert(weightStorage!, for: weights, layout: wMD)
+                ownsWeights = false
+            }
+        }
 
         inputArg = backwardData ? kDNNLArgDiffDst : kDNNLArgSrc
         outputArg = backwardData ? kDNNLArgDiffSrc : kDNNLArgDst
@@ -232,7 +226,7 @@ final class ConvolutionPrimitive {
         dnnl_primitive_destroy(primitive)
         for m in [inputMemory, outputMemory, weightMemory, biasMemory, scratchMemory] where m != nil { dnnl_memory_destroy(m) }
         if let c = inputConversion { dnnl_primitive_destroy(c.primitive); dnnl_memory_destroy(c.source) }
-        weightStorage?.deallocate()
+        if ownsWeights { weightStorage?.deallocate() }
         biasCopy?.deallocate()
         args.deallocate()
     }

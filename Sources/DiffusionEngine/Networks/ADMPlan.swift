@@ -67,15 +67,18 @@ struct ADMPlanBuilder {
 final class ADMPlan {
     let batch: Int
     let ws: Workspace
-    let scratch = ScratchArena()
+    let scratch: ScratchArena
     var steps: [PlanStep] = []
     var flops: Double = 0
     /// NCHW network input, the trunk's final (blocked) activation, and embedding buffers.
     var input = 0, trunkOutput = 0
     let tEmb: Int, hidden: Int, emb: Int, embSiLU: Int, embOut: Int
 
-    init(trunk: ADMTrunk, batch: Int, training: Bool, precision: ComputePrecision = .fp32) {
+    /// With `sharedWeights` the plan's convolutions take their reordered weights from (and leave
+    /// them in) that cache instead of keeping their own.
+    init(trunk: ADMTrunk, batch: Int, training: Bool, precision: ComputePrecision = .fp32, sharedWeights: ConvolutionWeightCache? = nil) {
         self.batch = batch
+        scratch = ScratchArena(sharedWeights: sharedWeights)
         ws = Workspace(keepIntermediates: training)
         let a = trunk.arch, e = trunk.embChannels
         tEmb = ws.privateBuffer(batch * a.modelChannels)

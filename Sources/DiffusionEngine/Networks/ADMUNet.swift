@@ -25,6 +25,9 @@ public final class ADMUNet: @unchecked Sendable {
     private var plans: [Int: UNetPlan] = [:]
     /// One single-threaded `laneRows` plan per lane.
     private var lanePlans: [UNetPlan] = []
+    /// The convolutions' reordered weights, one copy per layout for all plans (the lanes' plans
+    /// all have the same layouts).
+    private var reorderedWeights = ConvolutionWeightCache()
     private let lock = NSLock()
 
     /// Builds the network from its architecture and state-dict tensors (keys as in guided-diffusion).
@@ -94,20 +97,20 @@ public final class ADMUNet: @unchecked Sendable {
     private func plan(batch: Int) -> UNetPlan {
         if let p = plans[batch] { return p }
         ComputeRuntime.prepareCallingThread()
-        let p = UNetPlan(self, batch: batch)
+        let p = UNetPlan(self, batch: batch, sharedWeights: reorderedWeights)
         plans[batch] = p
         return p
     }
 
     /// Drops the cached evaluation plans (their buffers and primitives).
-    public func releasePlans() { lock.lock(); plans.removeAll(); lanePlans.removeAll(); lock.unlock() }
+    public func releasePlans() { lock.lock(); plans.removeAll(); lanePlans.removeAll(); reorderedWeights = ConvolutionWeightCache(); lock.unlock() }
 
     /// Evaluates `n` (a multiple of `laneRows`) images piece by piece on single-threaded lanes.
     private func runInLanes(n: Int, x: UnsafePointer<Float>, timesteps: [Int], classes: [Int]?, output: UnsafeMutablePointer<Float>) {
         let pieces = n / Self.laneRows
         let lanes = min(ComputeRuntime.dnnlThreads, pieces)
         while lanePlans.count < lanes {
-            lanePlans.append(ComputeRuntime.singleThreaded { UNetPlan(self, batch: Self.laneRows) })
+            lanePlans.append(ComputeRuntime.singleThreaded { UNetPlan(self, batch: Self.laneRows, sharedWeights: reorderedWeights) })
         }
         let a = architecture, pixels = a.imageSize * a.imageSize
         let inStride = Self.laneRows * a.inChannels * pixels, outStride = Self.laneRows * outputChannels * pixels
@@ -196,8 +199,8 @@ final class UNetPlan {
     let headOutput: OutputLayer?
     let size: Int, channels: Int
 
-    init(_ net: ADMUNet, batch: Int) {
-        core = ADMPlan(trunk: net.trunk, batch: batch, training: false, precision: net.precision)
+    init(_ net: ADMUNet, batch: Int, sharedWeights: ConvolutionWeightCache? = nil) {
+        core = ADMPlan(trunk: net.trunk, batch: batch, training: false, precision: net.precision, sharedWeights: sharedWeights)
         size = net.architecture.imageSize
         channels = net.trunk.finalChannels
         headNorm = GroupNormState(core.ws, batch: batch, channels: channels)
