@@ -180,26 +180,16 @@ final class ConvolutionPrimitive {
         if let shared = scratch.sharedWeights?.storage(for: weights, layout: wMD) {
             weightStorage = shared
             ownsWeights = false
-            dnnlCheck(dnnl_memory_create(&weightMemory, wMD, ctx.engine, weightStorage), "mem w")
         } else {
-            let wBytes = max(dnnl_memory_desc_get_size(wMD), 64)
-            weightStorage = .allocate(byteCount: wBytes, alignment: 64)
-            dnnlCheck(dnnl_memory_create(&weightMemory, wMD, ctx.engine, weightStorage), "mem w")
-            var userW: dnnl_memory_t?
-            dnnlCheck(dnnl_memory_create(&userW, &wUser, ctx.engine, UnsafeMutableRawPointer(mutating: weights)), "mem w user")
-            var rpd: dnnl_primitive_desc_t?
-            dnnlCheck(dnnl_reorder_primitive_desc_create(&rpd, &wUser, ctx.engine, wMD, ctx.engine, nil), "reorder pd")
-            var reorder: dnnl_primitive_t?
-            dnnlCheck(dnnl_primitive_create(&reorder, rpd), "reorder")
-            var rargs = [dnnl_exec_arg_t(arg: kDNNLArgSrc, memory: userW), dnnl_exec_arg_t(arg: kDNNLArgDst, memory: weightMemory)]
-            dnnlCheck(dnnl_primitive_execute(reorder, ctx.stream, 2, &rargs), "reorder exec")
-            dnnlCheck(dnnl_stream_wait(ctx.stream), "wait")
-            dnnl_primitive_destroy(reorder); dnnl_primitive_desc_destroy(rpd); dnnl_memory_destroy(userW)
+            let storage = UnsafeMutableRawPointer.allocate(byteCount: max(dnnl_memory_desc_get_size(wMD), 64), alignment: 64)
+            Self.reorder(weights, from: &wUser, into: storage, layout: wMD)
+            weightStorage = storage
             if let cache = scratch.sharedWeights {
-                cache.insert(weightStorage!, for: weights, layout: wMD)
+                cache.insert(storage, for: weights, layout: wMD)
                 ownsWeights = false
             }
         }
+        dnnlCheck(dnnl_memory_create(&weightMemory, wMD, ctx.engine, weightStorage), "mem w")
 
         inputArg = backwardData ? kDNNLArgDiffDst : kDNNLArgSrc
         outputArg = backwardData ? kDNNLArgDiffSrc : kDNNLArgDst
@@ -221,6 +211,23 @@ final class ConvolutionPrimitive {
     }
 
     private var biasCopy: UnsafeMutablePointer<Float>?
+
+    /// Writes `weights` (described by `source`) into `storage` in `layout` with a oneDNN reorder.
+    private static func reorder(_ weights: UnsafePointer<Float>, from source: UnsafePointer<dnnl_memory_desc_t>,
+                                into storage: UnsafeMutableRawPointer, layout: UnsafePointer<dnnl_memory_desc_t>) {
+        let ctx = DNNLContext.shared
+        var src: dnnl_memory_t?, dst: dnnl_memory_t?
+        dnnlCheck(dnnl_memory_create(&src, source, ctx.engine, UnsafeMutableRawPointer(mutating: weights)), "mem w user")
+        dnnlCheck(dnnl_memory_create(&dst, layout, ctx.engine, storage), "mem w reordered")
+        var rpd: dnnl_primitive_desc_t?
+        dnnlCheck(dnnl_reorder_primitive_desc_create(&rpd, source, ctx.engine, layout, ctx.engine, nil), "reorder pd")
+        var reorder: dnnl_primitive_t?
+        dnnlCheck(dnnl_primitive_create(&reorder, rpd), "reorder")
+        var rargs = [dnnl_exec_arg_t(arg: kDNNLArgSrc, memory: src), dnnl_exec_arg_t(arg: kDNNLArgDst, memory: dst)]
+        dnnlCheck(dnnl_primitive_execute(reorder, ctx.stream, 2, &rargs), "reorder exec")
+        dnnlCheck(dnnl_stream_wait(ctx.stream), "wait")
+        dnnl_primitive_destroy(reorder); dnnl_primitive_desc_destroy(rpd); dnnl_memory_destroy(src); dnnl_memory_destroy(dst)
+    }
 
     deinit {
         dnnl_primitive_destroy(primitive)
