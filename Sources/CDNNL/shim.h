@@ -3,6 +3,7 @@
 // that hide fixed-size C arrays (dnnl_dims_t) from Swift.
 #include <oneapi/dnnl/dnnl.h>
 #include <stdint.h>
+#include <stddef.h>
 
 /// libgomp's entry point behind `#pragma omp parallel`: runs fn(data) on a team.
 void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags);
@@ -45,4 +46,9 @@ static inline dnnl_status_t dd_convolution_desc(dnnl_convolution_desc_t *desc,
                 src, weights, dst, strides, padding, padding);
     return dnnl_convolution_forward_desc_init(desc, prop, alg,
             src, weights, bias, dst, strides, padding, padding);
+}
+
+/// Asks the core to bring `bytes` bytes at `p` towards its L2 cache (software prefetch).
+static inline void dd_prefetch(const void *p, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 2);
 }

@@ -83,6 +83,10 @@ func randomValues(_ count: Int, seed: UInt64) -> [Float] {
         }
         let shared = [conv(ScratchArena(sharedWeights: cache)), conv(ScratchArena(sharedWeights: cache))], own = conv(ScratchArena())
         #expect(cache.count == 1)
+        // The range the pass before a convolution prefetches is the one copy both plans read.
+        #expect(shared[0].weightBytes.baseAddress == shared[1].weightBytes.baseAddress)
+        #expect(shared[0].weightBytes.baseAddress != own.weightBytes.baseAddress)
+        #expect(shared[0].weightBytes.count == own.weightBytes.count && own.weightBytes.count >= co * ci * 9 * 4)
         let outputs = (shared + [own]).map { c -> [Float] in
             let y = Tensor(shape: [n, co, h, h]); c(x.data, y.data); return Array(UnsafeBufferPointer(start: y.data, count: y.count))
         }

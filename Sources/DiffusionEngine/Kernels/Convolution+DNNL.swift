@@ -56,6 +56,8 @@ final class ConvolutionPrimitive {
     private var biasMemory: dnnl_memory_t?
     private var scratchMemory: dnnl_memory_t?
     private var weightStorage: UnsafeMutableRawPointer?
+    /// The weights in the primitive's layout (for the pass before the convolution to prefetch).
+    private(set) var weightBytes = UnsafeRawBufferPointer(start: nil, count: 0)
     /// False when the weights live in the plan's `ConvolutionWeightCache`.
     private var ownsWeights = true
     private let args: UnsafeMutablePointer<dnnl_exec_arg_t>
@@ -190,6 +192,7 @@ final class ConvolutionPrimitive {
             }
         }
         dnnlCheck(dnnl_memory_create(&weightMemory, wMD, ctx.engine, weightStorage), "mem w")
+        weightBytes = UnsafeRawBufferPointer(start: weightStorage, count: dnnl_memory_desc_get_size(wMD))
 
         inputArg = backwardData ? kDNNLArgDiffDst : kDNNLArgSrc
         outputArg = backwardData ? kDNNLArgDiffSrc : kDNNLArgDst

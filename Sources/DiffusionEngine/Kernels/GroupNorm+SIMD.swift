@@ -1,3 +1,5 @@
+import CDNNL
+
 /// GroupNorm over activations in oneDNN's 16-channel blocked layout (nChw16c: [batch][channels/16]
 /// [pixels][16]), float32 data with float64 group reductions: statistics, the fused normalise +
 /// per-sample scale/shift + SiLU pass of ADM ResBlocks, and its backward pass. Channels must be a
@@ -86,16 +88,23 @@ func groupNormCoefficients(batch: Int, channels: Int, groups: Int,
 }
 
 /// Runs `body(plane, image, block, a, b, source)` for every (image, 16-channel block) plane of
-/// blocked data in parallel, with the plane's coefficients of act(x * a + b).
+/// blocked data in parallel, with the plane's coefficients of act(x * a + b). Each plane first
+/// prefetches its share of `prefetch` (the next convolution's weights): the pass is bound by its
+/// arithmetic, so the weights arrive while it computes instead of while the convolution waits.
 @inline(__always)
 private func forEachAffinePlane(_ x: UnsafePointer<Float>, batch: Int, pixels: Int, channels: Int,
-                                a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                                a: UnsafePointer<Float>, b: UnsafePointer<Float>, prefetch: UnsafeRawBufferPointer? = nil,
                                 _ body: (Int, Int, Int, Vec, Vec, UnsafeMutablePointer<Float>) -> Void) {
     let blocks = channels / 16
     let xm = UnsafeMutablePointer(mutating: x)
     let am = UnsafeMutablePointer(mutating: a), bm = UnsafeMutablePointer(mutating: b)
-    parallelFor(batch * blocks, work: batch * pixels * channels) { range in
+    let planes = batch * blocks
+    let slice = prefetch.map { ($0.count + planes - 1) / planes } ?? 0
+    parallelFor(planes, work: batch * pixels * channels) { range in
         for plane in range {
+            if let prefetch, let base = prefetch.baseAddress, plane * slice < prefetch.count {
+                dd_prefetch(base + plane * slice, min(slice, prefetch.count - plane * slice))
+            }
             let n = plane / blocks, blk = plane % blocks
             body(plane, n, blk, am.vec(n * channels + blk * 16), bm.vec(n * channels + blk * 16), xm + plane * pixels * 16)
         }
@@ -105,8 +114,9 @@ private func forEachAffinePlane(_ x: UnsafePointer<Float>, batch: Int, pixels: I
 /// y = act(x * a[n, c] + b[n, c]) over blocked data; `y` may equal `x`. With `nhwcOutput` the
 /// result is written as [batch, pixels, channels] instead (for the matrix products of attention).
 func affineActivation(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int,
-                      a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool, nhwcOutput: Bool = false) {
-    forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, a: a, b: b) { plane, n, blk, av, bv, src in
+                      a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool, nhwcOutput: Bool = false,
+                      prefetch: UnsafeRawBufferPointer? = nil) {
+    forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, a: a, b: b, prefetch: prefetch) { plane, n, blk, av, bv, src in
         let dst = nhwcOutput ? y + n * pixels * channels + blk * 16 : y + plane * pixels * 16
         let stride = nhwcOutput ? channels : 16
         for p in 0..<pixels {
@@ -119,8 +129,8 @@ func affineActivation(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float
 /// `affineActivation` into the blocked layout in bfloat16 (rounded to nearest even): the input
 /// of a bf16 convolution, written in the same pass instead of converted after it.
 func affineActivationBFloat16(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<UInt16>, batch: Int, pixels: Int, channels: Int,
-                              a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool) {
-    forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, a: a, b: b) { plane, _, _, av, bv, src in
+                              a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool, prefetch: UnsafeRawBufferPointer? = nil) {
+    forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, a: a, b: b, prefetch: prefetch) { plane, _, _, av, bv, src in
         let dst = UnsafeMutableRawPointer(y + plane * pixels * 16)
         for p in 0..<pixels {
             let u = bv.addingProduct(src.vec(p * 16), av)

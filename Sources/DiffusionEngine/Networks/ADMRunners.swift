@@ -32,20 +32,26 @@ struct GroupNormState {
                               scale: scale, shift: shift, scaleStride: stride, a: ws[a], b: ws[b], effectiveGamma: ws[gamma])
     }
 
-    func apply(_ ws: Workspace, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int, silu: Bool, nhwcOutput: Bool = false) {
-        affineActivation(x, y, batch: batch, pixels: pixels, channels: channels, a: ws[a], b: ws[b], silu: silu, nhwcOutput: nhwcOutput)
+    /// y = act(x * a + b); with `prefetching` the pass also brings that convolution's weights
+    /// towards the core, for the convolution that follows (on `y`, or on `y` resampled).
+    func apply(_ ws: Workspace, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int, silu: Bool,
+               nhwcOutput: Bool = false, prefetching next: ConvolutionPrimitive? = nil) {
+        affineActivation(x, y, batch: batch, pixels: pixels, channels: channels, a: ws[a], b: ws[b], silu: silu, nhwcOutput: nhwcOutput,
+                         prefetch: next?.weightBytes)
     }
 
-    /// `apply` followed by `conv` on its result: under bf16 the activation is written in bfloat16
-    /// into `y` (half its bytes) for the convolution to read as it is.
+    /// `apply` followed by `conv` on its result (the pass prefetching the convolution's weights):
+    /// under bf16 the activation is written in bfloat16 into `y` (half its bytes) for the
+    /// convolution to read as it is.
     func apply(_ ws: Workspace, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int, silu: Bool,
                thenConvolve conv: ConvolutionPrimitive, into output: UnsafeMutablePointer<Float>) {
         if conv.takesBFloat16 {
             let half = UnsafeMutableRawPointer(y).assumingMemoryBound(to: UInt16.self)
-            affineActivationBFloat16(x, half, batch: batch, pixels: pixels, channels: channels, a: ws[a], b: ws[b], silu: silu)
+            affineActivationBFloat16(x, half, batch: batch, pixels: pixels, channels: channels, a: ws[a], b: ws[b], silu: silu,
+                                     prefetch: conv.weightBytes)
             conv(bfloat16: half, output)
         } else {
-            apply(ws, x, y, batch: batch, pixels: pixels, channels: channels, silu: silu)
+            apply(ws, x, y, batch: batch, pixels: pixels, channels: channels, silu: silu, prefetching: conv)
             conv(y, output)
         }
     }
@@ -207,7 +213,7 @@ final class ResBlockRunner: LayerRunner {
         let inPix = size * size, outPix = outSize * outSize
         norm1.prepare(ws, p.norm1, x, batch: n, pixels: inPix)
         if p.up || p.down {
-            norm1.apply(ws, x, ws[t1a], batch: n, pixels: inPix, channels: i, silu: true)
+            norm1.apply(ws, x, ws[t1a], batch: n, pixels: inPix, channels: i, silu: true, prefetching: conv1)
             resample(ws[t1a], ws[t1], channels: i)
             conv1(ws[t1], ws[h1])
         } else {
