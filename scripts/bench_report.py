@@ -315,7 +315,7 @@ def section_daemon(results, lines, rel, plots):
     w = r["warm"]
     runs = ", ".join(f"{x['submit_to_done_seconds']:.2f}" for x in w["runs"])
     lines.append(f"**Warm job latency** ({w['settings']}; the model cached): submit -> done {w['median_submit_to_done_seconds']:.2f} s "
-                 f"median ({runs} s), of which the engine alone needs {w['engine_seconds']:.2f} s (one padded batch of 64 rows).")
+                 f"median ({runs} s), of which the engine alone needs {w['engine_seconds']:.2f} s (the same job, timed after a first run built its plans).")
     lines.append("")
     for note in r.get("notes") or []:
         lines.append(f"- {note}")

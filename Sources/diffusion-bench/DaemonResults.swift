@@ -58,7 +58,7 @@ struct WarmJobResult: Codable {
     var settings: String
     var runs: [JobTiming]
     var medianSubmitToDoneSeconds: Double
-    /// The engine alone on the same work (one padded batch of 64 rows).
+    /// The engine alone on the same job, timed after a first run built its plans.
     var engineSeconds: Double
 }
 

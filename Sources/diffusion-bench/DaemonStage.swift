@@ -93,6 +93,7 @@ func runDaemonStage(_ options: Options) throws -> DaemonResult {
     let before = try engine.run(batch: batch)
     log(String(format: "engine alone: %.2f s (%.1f img/s)", before.seconds, Double(images) / before.seconds))
     let warmEngine = try EngineRun(models: models, job: e2eJobYAML(name: "bench-warm", images: warmImages, steps: warmSteps))
+    _ = try warmEngine.run(batch: batch)   // builds the plans, as the daemon's cached model has them
     let warmEngineRun = try warmEngine.run(batch: batch)
 
     // Run 1: preload fashion-mnist; the 256-image job; warm jobs.
