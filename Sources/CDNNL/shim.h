@@ -1,6 +1,7 @@
 // oneDNN 2.x C API (Debian libdnnl-dev; no pkg-config file), the few OpenMP
-// entry points the engine shares with oneDNN's thread pool, and small helpers
-// that hide fixed-size C arrays (dnnl_dims_t) from Swift.
+// entry points the engine shares with oneDNN's thread pool, small helpers
+// that hide fixed-size C arrays (dnnl_dims_t) from Swift, and a software
+// prefetch (Swift has no prefetch of its own) for a primitive's weights.
 #include <oneapi/dnnl/dnnl.h>
 #include <stdint.h>
 #include <stddef.h>
