@@ -46,9 +46,14 @@ def stage(results, name):
     return (results.get("stages") or {}).get(name)
 
 
-def busy_load(results, name):
+def other_machines(results, name):
+    """(CPU, record) of the stage as last run on each other CPU (kept when a run on this one replaced it)."""
+    return [(cpu, kept[name]) for cpu, kept in sorted((results.get("other_machines") or {}).items()) if name in kept]
+
+
+def busy_load(results, name, st=None):
     """The highest load average of a stage when other work shared the cores (above cores + 1), else None."""
-    st = stage(results, name)
+    st = st or stage(results, name)
     cores = (results.get("machine") or {}).get("cores") or 2
     loads = [x for x in ((st or {}).get("load_average_before"), (st or {}).get("load_average_after")) if isinstance(x, (int, float))]
     if st and st["status"] != "skipped" and loads and max(loads) > cores + 1:
@@ -104,8 +109,9 @@ def header(results, lines):
     lines.append(f"- **Date:** {dates[0][:10] if dates else 'unknown'}"
                  + (f" to {dates[-1][:10]}" if dates and dates[-1][:10] != dates[0][:10] else "")
                  + f" (stages run {', '.join(sorted({d.replace('T', ' ').replace('Z', ' UTC') for d in dates}))})")
-    lines.append(f"- **Machine:** {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {fmt(m.get('memory_gib'), '.0f')} GiB, "
-                 f"{m.get('os', '?')} (Linux {m.get('kernel', '?')})")
+    lines.append(f"- **Machine of the last run:** {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {fmt(m.get('memory_gib'), '.0f')} GiB, "
+                 f"{m.get('os', '?')} (Linux {m.get('kernel', '?')}). Each stage names the CPU it ran on (table below); "
+                 "figures are compared only within one stage's run")
     lines.append(f"- **Software:** {m.get('swift') or 'Swift (version not recorded)'}; engine: {m.get('engine', '?')}; "
                  f"OMP_WAIT_POLICY={m.get('omp_wait_policy', '?')}, OPENBLAS_CORETYPE {m.get('openblas_coretype', '?')}")
     lines.append(f"- **Checkout:** {commit}{dirty}")
@@ -117,16 +123,17 @@ def header(results, lines):
               "# one stage alone, e.g. after `swift build -c release -Xswiftc -target-cpu -Xswiftc skylake-avx512`:",
               ".build/release/diffusion-bench --stages daemon     # throughput | daemon | sampling | quality; --plan prints the grid",
               "```", ""]
-    lines += ["| stage | status | variant | expected | took | load before -> after | rerun alone |", "|---|---|---|---|---|---|---|"]
+    lines += ["| stage | CPU | status | variant | expected | took | load before -> after | rerun alone |", "|---|---|---|---|---|---|---|---|"]
     for name in STAGES:
         st = stage(results, name)
         if st is None:
-            lines.append(f"| {STAGE_TITLES[name]} | not run | | | | | |")
+            lines.append(f"| {STAGE_TITLES[name]} | | not run | | | | | |")
             continue
-        status = st["status"] + (f": {st['reason']}" if st["status"] != "done" and st.get("reason") else "")
-        load = f"{fmt(st.get('load_average_before'), '.2f')} -> {fmt(st.get('load_average_after'), '.2f')}"
-        lines.append(f"| {STAGE_TITLES[name]} | {status} | {st['variant']} | {duration(st.get('expected_seconds'))} "
-                     f"| {duration(st.get('seconds'))} | {load} | `{st['command']}` |")
+        for cpu, record in [(st.get("machine") or m.get("cpu", "?"), st)] + other_machines(results, name):
+            status = record["status"] + (f": {record['reason']}" if record["status"] != "done" and record.get("reason") else "")
+            load = f"{fmt(record.get('load_average_before'), '.2f')} -> {fmt(record.get('load_average_after'), '.2f')}"
+            lines.append(f"| {STAGE_TITLES[name]} | {cpu} | {status} | {record['variant']} | {duration(record.get('expected_seconds'))} "
+                         f"| {duration(record.get('seconds'))} | {load} | `{record['command']}` |")
     lines.append("")
     lines.append("Expected times are predicted before each stage from its plan and the engine's speed "
                  "measured at the start of the run; the sampling stage counts only rows not yet in the sample cache. "
@@ -138,6 +145,20 @@ def header(results, lines):
 def section_throughput(results, lines, rel, plots):
     lines += ["## 1. Engine throughput (one UNet evaluation)", ""]
     st = stage(results, "throughput")
+    others = other_machines(results, "throughput")
+    if others:
+        lines += [f"On {st.get('machine') or '?'} (the last run of the stage); the same stage on "
+                  + ", ".join(f"{cpu} ({record['date'][:10]})" for cpu, record in others) + " follows below.", ""]
+    throughput_record(results, st, lines)
+    for cpu, record in others:
+        lines += [f"### 1b. The same stage on {cpu}, {record['date'].replace('T', ' ').replace('Z', ' UTC')}", ""]
+        throughput_record(results, record, lines)
+    section_precision(results, lines)
+    lines.append(plot(rel, plots, "throughput.png", "Images per second of every runtime by batch size, medians of interleaved rounds"))
+
+
+def throughput_record(results, st, lines):
+    """Section 1's tables and targets for one run of the throughput stage."""
     msg = status_line(st)
     if msg or not st.get("result"):
         lines += [msg or "No result.", ""]
@@ -196,7 +217,7 @@ def section_throughput(results, lines, rel, plots):
         lines.append(f"| {row['batch']} | {row['engine_gflops']:.0f} ({frac_text}) | " + " | ".join(cells)
                      + f" | {fmt(row.get('bf16_speedup_over_fp32'), '.2f')}x |")
     lines += ["", "Speed-ups: the engine's median over the runtime's (fp32 against fp32, bf16 against bf16).", ""]
-    busy = busy_load(results, "throughput")
+    busy = busy_load(results, "throughput", st)
     at64 = next((row for row in r["rows"] if row["batch"] == 64), None)
     at16 = next((row for row in r["rows"] if row["batch"] == 16), None)
     if at64:
@@ -239,8 +260,7 @@ def section_throughput(results, lines, rel, plots):
         lines.append("")
     for note in r.get("notes") or []:
         lines.append(f"- {note}")
-    section_precision(results, lines)
-    lines.append(plot(rel, plots, "throughput.png", "Images per second of every runtime by batch size, medians of interleaved rounds"))
+    lines.append("")
 
 
 def section_precision(results, lines):
@@ -252,11 +272,13 @@ def section_precision(results, lines):
         return
     lines += ["", "Images in bf16 against fp32: the same jobs (seed, N, classes i mod 10) sampled with `precision: bf16` and in fp32 "
               "by the quality sweep (sections 3 and 4):", "",
-              "| job | N | FID fp32 | FID bf16 | change | class accuracy fp32 / bf16 | sampling s fp32 / bf16 (each from the run that cached it) |", "|---|---|---|---|---|---|---|"]
+              "| job | sampled on | N | FID fp32 | FID bf16 | change | class accuracy fp32 / bf16 | sampling s fp32 / bf16 (each from the run that cached it) |", "|---|---|---|---|---|---|---|---|"]
     for b, f in twins:
         qb, qf = quality[b["id"]]["quality"], quality[f["id"]]["quality"]
         change = (qb["fid"] - qf["fid"]) / qf["fid"]
-        lines.append(f"| {f['series']}, {f['steps_label']} steps | {qf['n']} | {qf['fid']:.3f} | {qb['fid']:.3f} | {100 * change:+.1f} % "
+        default = (stage(results, "sampling") or {}).get("machine") or (results.get("machine") or {}).get("cpu", "?")
+        machines = " / ".join(dict.fromkeys(x.get("machine") or default for x in (f, b)))
+        lines.append(f"| {f['series']}, {f['steps_label']} steps | {machines} | {qf['n']} | {qf['fid']:.3f} | {qb['fid']:.3f} | {100 * change:+.1f} % "
                      f"| {qf['class_accuracy']:.3f} / {qb['class_accuracy']:.3f} | {fmt(f.get('seconds'), '.0f')} / {fmt(b.get('seconds'), '.0f')} |")
     worst = max(abs((quality[b["id"]]["quality"]["fid"] - quality[f["id"]]["quality"]["fid"]) / quality[f["id"]]["quality"]["fid"]) for b, f in twins)
     lines += ["", f"Target: bf16's FID within 3 % of fp32's on the same seeds ({100 * worst:.1f} % at most: {'met' if worst <= 0.03 else 'NOT met'}). "

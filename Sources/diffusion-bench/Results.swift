@@ -19,6 +19,8 @@ struct StageRecord<Result: Encodable>: Encodable {
     var expectedSeconds: Double?
     /// The run time it took.
     var seconds: Double
+    /// The CPU the stage ran on (`MachineInfo.cpu`): figures of different CPUs are not compared.
+    var machine: String?
     /// The 1-minute load average (/proc/loadavg) when the stage started and ended: near 0 before
     /// and near the thread count during a stage on a quiet machine.
     var loadAverageBefore: Double?
@@ -49,7 +51,7 @@ struct MachineInfo: Codable {
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
             .map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces) } ?? "unknown"
-        let avx512 = cpuinfo.contains(" avx512f")
+        let avx512 = cpuinfo.contains(" avx512f"), amx = cpuinfo.contains(" amx_bf16")
         let osRelease = (try? String(contentsOfFile: "/etc/os-release", encoding: .utf8)) ?? ""
         let os = osRelease.split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
             .map { String($0.dropFirst("PRETTY_NAME=".count)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) } ?? "unknown"
@@ -58,7 +60,7 @@ struct MachineInfo: Codable {
         let kernel = withUnsafeBytes(of: &u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         let env = ProcessInfo.processInfo.environment
         return MachineInfo(
-            cpu: model + (avx512 ? " (AVX-512)" : ""), cores: ProcessInfo.processInfo.activeProcessorCount,
+            cpu: model + (avx512 ? (amx ? " (AVX-512, AMX)" : " (AVX-512)") : ""), cores: ProcessInfo.processInfo.activeProcessorCount,
             memoryGib: (Double(ProcessInfo.processInfo.physicalMemory) / Double(1 << 30) * 10).rounded() / 10,
             os: os, kernel: kernel,
             swift: which("swift").flatMap { programLine($0, ["--version"]) },
@@ -98,20 +100,60 @@ struct ResultsFile {
         }
     }
 
-    /// The machine, the checkout and the date of this run.
+    /// The machine, the checkout and the date of this run. Stage records from before stages named
+    /// their CPU are given the CPU of the run that wrote them, the header's until now.
     mutating func setHeader(machine: MachineInfo, git: GitInfo, invocation: String) {
+        if let earlier = (root["machine"] as? [String: Any])?["cpu"] as? String, var stages = root["stages"] as? [String: Any] {
+            for (name, value) in stages {
+                if var record = value as? [String: Any], record["machine"] == nil { record["machine"] = earlier; stages[name] = record }
+            }
+            root["stages"] = stages
+        }
         root["machine"] = Self.object(machine)
         root["git"] = Self.object(git)
         root["updated"] = Self.isoDate()
         root["invocation"] = invocation
     }
 
-    /// Replaces one stage's record and writes the file.
-    mutating func setStage<R: Encodable>(_ name: String, _ record: StageRecord<R>) throws {
+    /// Replaces one stage's record and writes the file. A record of another CPU that this one
+    /// replaces is kept under `other_machines` (CPU, then stage). With `mergingRowsByID` (a stage
+    /// rerun for some rows only) the rows of the earlier record that the new one lacks are kept.
+    mutating func setStage<R: Encodable>(_ name: String, _ record: StageRecord<R>, mergingRowsByID: Bool = false) throws {
         var stages = root["stages"] as? [String: Any] ?? [:]
-        stages[name] = Self.object(record)
+        guard var new = Self.object(record) as? [String: Any] else { return }
+        if let old = stages[name] as? [String: Any] {
+            if let oldCPU = old["machine"] as? String, oldCPU != record.machine, old["status"] as? String == "done" {
+                var others = root["other_machines"] as? [String: Any] ?? [:]
+                var kept = others[oldCPU] as? [String: Any] ?? [:]
+                kept[name] = old
+                others[oldCPU] = kept
+                root["other_machines"] = others
+            } else if mergingRowsByID {
+                new = Self.mergingRows(of: old, into: new)
+            }
+        }
+        stages[name] = new
         root["stages"] = stages
         try write()
+    }
+
+    /// `new` with the rows of `old` (by "id") that `new` lacks, in `old`'s order, then `new`'s others.
+    static func mergingRows(of old: [String: Any], into new: [String: Any]) -> [String: Any] {
+        guard var result = new["result"] as? [String: Any], let newRows = result["rows"] as? [[String: Any]],
+              let oldRows = (old["result"] as? [String: Any])?["rows"] as? [[String: Any]] else { return new }
+        let byID = Dictionary(newRows.compactMap { row in (row["id"] as? String).map { ($0, row) } }, uniquingKeysWith: { a, _ in a })
+        var merged = oldRows.map { row -> [String: Any] in
+            if let id = row["id"] as? String, let replaced = byID[id] { return replaced }
+            var kept = row
+            if kept["machine"] == nil { kept["machine"] = old["machine"] }     // rows from before rows named their CPU
+            return kept
+        }
+        let oldIDs = Set(oldRows.compactMap { $0["id"] as? String })
+        merged += newRows.filter { !oldIDs.contains($0["id"] as? String ?? "") }
+        result["rows"] = merged
+        var out = new
+        out["result"] = result
+        return out
     }
 
     func write() throws {

@@ -30,6 +30,8 @@ struct SweepRowResult: Codable {
     /// Whether the samples came from the cache (then `seconds` is that of the run that made them).
     var cached: Bool
     var samplingDate: String?
+    /// The CPU that sampled the row (`MachineInfo.cpu`; bf16 rows differ between CPU families).
+    var machine: String?
     var seconds: Double?
     var expectedSeconds: Double
     var error: String?
@@ -57,6 +59,7 @@ func runSamplingStage(plan: SweepPlan, calibration: SamplingCalibration, options
     let total = plan.rows.reduce(0.0) { $0 + calibration.seconds($1, n: $1.n) }
     var done = 0.0
     let started = seconds()
+    let cpu = MachineInfo.current().cpu
     for (i, row) in plan.rows.enumerated() {
         let expected = calibration.seconds(row, n: row.n)
         let (key, keyText) = try plan.cacheKey(row)
@@ -71,6 +74,7 @@ func runSamplingStage(plan: SweepPlan, calibration: SamplingCalibration, options
             result.samplingConfiguration = set.metadata["sampling_configuration"].flatMap(JSONValue.parse)
             result.seconds = set.metadata["seconds"].flatMap(Double.init)
             result.samplingDate = set.metadata["date"]
+            result.machine = set.metadata["cpu"]
             log(String(format: "[%d/%d] %@: cached (%@)", i + 1, plan.rows.count, row.id, path))
         } else {
             do {
@@ -89,10 +93,11 @@ func runSamplingStage(plan: SweepPlan, calibration: SamplingCalibration, options
                 try SampleCache.write(SampleSet(
                     pixels: pixels, shape: [row.n, c, h, w], requestedClasses: images.map { $0.classIndex ?? -1 },
                     metadata: ["key": keyText, "row": row.id, "job": plan.jobYAML(row), "sampling_configuration": configuration,
-                               "seconds": String(elapsed), "date": date]), to: path)
+                               "seconds": String(elapsed), "date": date, "cpu": cpu]), to: path)
                 result.samplingConfiguration = JSONValue.parse(configuration)
                 result.seconds = elapsed
                 result.samplingDate = date
+                result.machine = cpu
                 log(String(format: "[%d/%d] %@: %d images in %@ (expected %@; %.0f network rows/s)", i + 1, plan.rows.count, row.id,
                            row.n, formatSeconds(elapsed), formatSeconds(expected),
                            Double(row.networkEvaluationsPerImage * row.n) / elapsed))

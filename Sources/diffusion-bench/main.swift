@@ -109,7 +109,8 @@ do {
 }
 
 var results = ResultsFile(path: options.results)
-results.setHeader(machine: MachineInfo.current(), git: GitInfo.current(), invocation: invocation)
+let machine = MachineInfo.current()
+results.setHeader(machine: machine, git: GitInfo.current(), invocation: invocation)
 var failed: [String] = []
 
 /// What a stage body returns: its result, or why it was skipped or (partly) failed.
@@ -143,8 +144,8 @@ func record<R: Encodable>(_ stage: Stage, expected: Double?, _ body: () async th
     do {
         try results.setStage(stage.rawValue, StageRecord(
             status: status, reason: reason, variant: variant, date: ResultsFile.isoDate(), command: stageCommand(stage),
-            expectedSeconds: expected, seconds: elapsed, loadAverageBefore: loadBefore, loadAverageAfter: loadAverage(),
-            result: value))
+            expectedSeconds: expected, seconds: elapsed, machine: machine.cpu, loadAverageBefore: loadBefore, loadAverageAfter: loadAverage(),
+            result: value), mergingRowsByID: options.only != nil && (stage == .sampling || stage == .quality))
     } catch {
         log("cannot write \(options.results): \(error)")
         failed.append("results")

@@ -25,9 +25,11 @@ let cpuHasBFloat16 = ComputePrecision.bf16.unsupportedReason(on: .current) == ni
     }
 
     /// A bf16 convolution equals the float64 convolution of its bfloat16-rounded input and weights
-    /// (float32 accumulation aside), and visibly differs from the unrounded one.
-    @Test(.enabled(if: cpuHasBFloat16, "the CPU has neither AVX512-BF16 nor AMX-BF16"), arguments: [3, 1])
-    func convolutionRoundsItsOperandsToBFloat16(kernel: Int) {
+    /// (float32 accumulation aside; added onto what the output held with `accumulate`), and visibly
+    /// differs from the unrounded one. On an AMX CPU it runs channels-last and reorders its result.
+    @Test(.enabled(if: cpuHasBFloat16, "the CPU has neither AVX512-BF16 nor AMX-BF16"),
+          arguments: [(3, false), (1, false), (3, true)])
+    func convolutionRoundsItsOperandsToBFloat16(kernel: Int, accumulate: Bool) {
         let n = 2, ci = 32, co = 32, h = 7, padding = kernel / 2
         let x = randomValues(n * ci * h * h, seed: 11).map { $0 * 3 }, w = randomValues(co * ci * kernel * kernel, seed: 12)
         let b = randomValues(co, seed: 13)
@@ -54,21 +56,41 @@ let cpuHasBFloat16 = ComputePrecision.bf16.unsupportedReason(on: .current) == ni
             } } }
             return t
         }
-        let input = blocked(x, channels: ci), output = Tensor(shape: [n * co * h * h])
+        let held = randomValues(n * co * h * h, seed: 14)
+        let input = blocked(x, channels: ci), output = accumulate ? blocked(held, channels: co) : Tensor(shape: [n * co * h * h])
         let weights = Tensor(shape: [co, ci, kernel, kernel], values: w), bias = Tensor(shape: [co], values: b)
         let conv = ConvolutionPrimitive(batch: n, inChannels: ci, outChannels: co, height: h, width: h, kernel: kernel,
-                                        padding: padding, weights: weights.data, bias: bias.data, precision: .bf16, scratch: ScratchArena())
+                                        padding: padding, weights: weights.data, bias: bias.data, accumulate: accumulate,
+                                        precision: .bf16, scratch: ScratchArena())
         #expect(conv.precision == .bf16)
         #expect(conv.implementation.contains("bf16"), "oneDNN chose \(conv.implementation)")
         conv(input.data, output.data)
         var errRounded = 0.0, errExact = 0.0, scale = 0.0
         for s in 0..<n { for o in 0..<co { for q in 0..<(h * h) {
-            let got = Double(output.data[((s * co / 16 + o / 16) * h * h + q) * 16 + o % 16]), i = (s * co + o) * h * h + q
+            let i = (s * co + o) * h * h + q
+            let got = Double(output.data[((s * co / 16 + o / 16) * h * h + q) * 16 + o % 16]) - (accumulate ? Double(held[i]) : 0)
             errRounded = max(errRounded, abs(got - rounded[i])); errExact = max(errExact, abs(got - exact[i]))
             scale = max(scale, abs(exact[i]))
         } } }
         #expect(errRounded < 2e-6 * scale, "against the rounded operands: \(errRounded / scale)")
         #expect(errExact > 3e-4 * scale, "against the exact operands: \(errExact / scale) (no rounding happened?)")
+    }
+
+    /// The bf16 kernel follows the CPU's flags as /proc/cpuinfo lists them: AMX tiles (channels-last)
+    /// where there is amx_bf16, AVX512-BF16 over the blocked layout where there is only avx512_bf16.
+    @Test(.enabled(if: cpuHasBFloat16, "the CPU has neither AVX512-BF16 nor AMX-BF16"))
+    func bf16KernelFollowsTheCPUFlags() throws {
+        let text = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("flags") })
+        let amx = line.split(separator: " ").contains("amx_bf16")
+        let c = 64, h = 14
+        let w = Tensor(shape: [c, c, 3, 3], values: randomValues(c * c * 9, seed: 31)), bias = Tensor(shape: [c], values: randomValues(c, seed: 32))
+        for kernel in [3, 1] {
+            let conv = ConvolutionPrimitive(batch: 8, inChannels: c, outChannels: c, height: h, width: h, kernel: kernel, padding: kernel / 2,
+                                            weights: w.data, bias: bias.data, accumulate: true, precision: .bf16, scratch: ScratchArena())
+            #expect(conv.implementation.contains(amx ? "avx512_core_amx" : "avx512_core_bf16"), "oneDNN chose \(conv.implementation)")
+            #expect(conv.bfloat16InputLayout == (amx ? .nhwc : .blocked16))
+        }
     }
 
     /// GroupNorm's affine + SiLU written straight into bfloat16 equals the float32 pass rounded (the
@@ -85,6 +107,14 @@ let cpuHasBFloat16 = ComputePrecision.bf16.unsupportedReason(on: .current) == ni
         affineActivationBFloat16(x.data, half, batch: n, pixels: pixels, channels: c, a: a.data, b: b.data, silu: true)
         let mismatches = (0 ..< n * c * pixels).filter { UInt32(half[$0]) << 16 != roundedToBFloat16(y.data[$0]).bitPattern }
         #expect(mismatches.isEmpty, "\(mismatches.count) values differ from the rounded float32 pass")
+        // The same pass written channels-last: value (image, channel, pixel) at (image * pixels + pixel) * c + channel.
+        let channelsLast = UnsafeMutablePointer<UInt16>.allocate(capacity: n * c * pixels)
+        defer { channelsLast.deallocate() }
+        affineActivationBFloat16(x.data, channelsLast, batch: n, pixels: pixels, channels: c, a: a.data, b: b.data, silu: true, nhwcOutput: true)
+        var misplaced = 0
+        for s in 0..<n { for ch in 0..<c { for q in 0..<pixels
+            where channelsLast[(s * pixels + q) * c + ch] != half[((s * c / 16 + ch / 16) * pixels + q) * 16 + ch % 16] { misplaced += 1 } } }
+        #expect(misplaced == 0, "\(misplaced) channels-last values differ from the blocked ones")
 
         let w = Tensor(shape: [c, c, 3, 3], values: randomValues(c * c * 9, seed: 24)), bias = Tensor(shape: [c], values: randomValues(c, seed: 25))
         let conv = ConvolutionPrimitive(batch: n, inChannels: c, outChannels: c, height: h, width: h, kernel: 3, padding: 1,
@@ -92,7 +122,7 @@ let cpuHasBFloat16 = ComputePrecision.bf16.unsupportedReason(on: .current) == ni
         #expect(conv.takesBFloat16)
         let viaConversion = Tensor(shape: [n * c * pixels]), fused = Tensor(shape: [n * c * pixels])
         conv(y.data, viaConversion.data)
-        conv(bfloat16: half, fused.data)
+        conv(bfloat16: conv.bfloat16InputLayout == .nhwc ? channelsLast : half, fused.data)
         #expect(fused.array == viaConversion.array)
     }
 

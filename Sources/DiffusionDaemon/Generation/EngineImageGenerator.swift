@@ -43,6 +43,7 @@ public final class EngineImageGenerator: ImageGenerator {
     public func environment(for job: JobSpec) -> GeneratorEnvironment {
         var env = environment
         env.precision = job.precision.recordName
+        if let kernels = job.precision.convolutionKernels(on: .current) { env.details["bf16_convolutions"] = kernels }
         return env
     }
 

@@ -1,39 +1,5 @@
 import CDNNL
 
-/// The process-wide oneDNN CPU engine and stream.
-final class DNNLContext: @unchecked Sendable {
-    static let shared = DNNLContext()
-    let engine: dnnl_engine_t
-    let stream: dnnl_stream_t
-
-    private init() {
-        var e: dnnl_engine_t?
-        dnnlCheck(dnnl_engine_create(&e, dnnl_cpu, 0), "engine_create")
-        var s: dnnl_stream_t?
-        dnnlCheck(dnnl_stream_create(&s, e, dnnl_stream_default_flags.rawValue), "stream_create")
-        engine = e!
-        stream = s!
-    }
-}
-
-@inline(__always)
-func dnnlCheck(_ status: dnnl_status_t, _ what: @autoclosure () -> String) {
-    ensure(status == dnnl_success, "oneDNN \(what()) failed with status \(status.rawValue)")
-}
-
-/// How an activation tensor is laid out in memory.
-enum ActivationLayout {
-    case nchw, nhwc, blocked16
-
-    var tag: dnnl_format_tag_t {
-        switch self {
-        case .nchw: dnnl_nchw
-        case .nhwc: dnnl_nhwc
-        case .blocked16: dnnl_nChw16c
-        }
-    }
-}
-
 /// One oneDNN 2-D convolution (forward, optionally accumulating into dst, or backward-data)
 /// for a fixed batch size and geometry, with weights reordered once into oneDNN's preferred layout.
 final class ConvolutionPrimitive {
@@ -47,8 +13,12 @@ final class ConvolutionPrimitive {
     private(set) var usesWinograd = false
     /// oneDNN's name for the kernel it chose (e.g. "jit_wino_4x3:avx512_core", "jit_bf16:avx512_core_bf16").
     private(set) var implementation = ""
-    /// Under bf16: the input rounded from float32 into bfloat16, in the same layout, before each call.
+    /// Under bf16: the input rounded from float32 into bfloat16 (in `bfloat16InputLayout`) before each call.
     private var inputConversion: (primitive: dnnl_primitive_t, source: dnnl_memory_t)?
+    /// Where the bf16 kernel reads its input: the caller's blocked layout, or nhwc for AMX kernels.
+    private(set) var bfloat16InputLayout = ActivationLayout.blocked16
+    /// For AMX kernels: the float32 nhwc result reordered (or added) into the caller's layout after each call.
+    private var outputReorder: (primitive: dnnl_primitive_t, destination: dnnl_memory_t)?
     private var primitive: dnnl_primitive_t?
     private var inputMemory: dnnl_memory_t?
     private var outputMemory: dnnl_memory_t?
@@ -89,11 +59,13 @@ final class ConvolutionPrimitive {
         // (about twice the direct speed here); direct otherwise or when oneDNN declines.
         let wantWinograd = !bf16 && winograd ?? (kernel == 3 && stride == 1 && padding == 1 && !backwardData
             && inChannels % 16 == 0 && outChannels % 16 == 0 && inputLayout == .blocked16 && outputLayout == .blocked16)
+        // On AMX (see `ComputePrecision.convolutionKernels`) bf16 computes channels-last.
+        let wantChannelsLast = bf16 && !relu && outputLayout == .blocked16 && CPUFeatures.current.amxBF16
         self.batch = batch; self.inChannels = inChannels; self.outChannels = outChannels
         self.height = height; self.width = width; self.kernel = kernel
         self.stride = stride; self.padding = padding
-        self.outHeight = (height + 2 * padding - kernel) / stride + 1
-        self.outWidth = (width + 2 * padding - kernel) / stride + 1
+        let outH = (height + 2 * padding - kernel) / stride + 1, outW = (width + 2 * padding - kernel) / stride + 1
+        outHeight = outH; outWidth = outW
         self.backwardData = backwardData
         self.scratch = scratch
         args = .allocate(capacity: 6)
@@ -101,29 +73,29 @@ final class ConvolutionPrimitive {
 
         var src = dnnl_memory_desc_t(), dst = dnnl_memory_desc_t()
         var wAny = dnnl_memory_desc_t(), bmd = dnnl_memory_desc_t(), wUser = dnnl_memory_desc_t()
-        // src/dst describe the input/output side (diff_src/diff_dst for backward data).
-        let srcLayout = inputLayout, dstLayout = outputLayout
         let computeType = bf16 ? dnnl_bf16 : dnnl_f32
-        dnnlCheck(dd_memory_desc_typed(&src, 4, Int64(batch), Int64(inChannels), Int64(height), Int64(width), computeType, srcLayout.tag), "src md")
-        dnnlCheck(dd_memory_desc(&dst, 4, Int64(batch), Int64(outChannels), Int64(outHeight), Int64(outWidth), dstLayout.tag), "dst md")
         dnnlCheck(dd_memory_desc_typed(&wAny, 4, Int64(outChannels), Int64(inChannels), Int64(kernel), Int64(kernel), computeType, dnnl_format_tag_any), "w md")
         dnnlCheck(dd_memory_desc(&wUser, 4, Int64(outChannels), Int64(inChannels), Int64(kernel), Int64(kernel), dnnl_oihw), "w user md")
         dnnlCheck(dd_memory_desc(&bmd, 1, Int64(outChannels), 0, 0, 0, dnnl_a), "bias md")
 
-        var attr: dnnl_primitive_attr_t?
-        dnnlCheck(dnnl_primitive_attr_create(&attr), "attr")
-        defer { dnnl_primitive_attr_destroy(attr) }
-        dnnlCheck(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad mode")
-        if (accumulate || relu) && !backwardData {
-            var ops: dnnl_post_ops_t?
-            dnnlCheck(dnnl_post_ops_create(&ops), "post ops")
-            if accumulate { dnnlCheck(dnnl_post_ops_append_sum(ops, 1), "sum") }
-            if relu { dnnlCheck(dnnl_post_ops_append_eltwise(ops, 1, dnnl_eltwise_relu, 0, 0), "relu") }
-            dnnlCheck(dnnl_primitive_attr_set_post_ops(attr, ops), "set post ops")
-            dnnl_post_ops_destroy(ops)
-        }
-
-        func create(_ alg: dnnl_alg_kind_t) -> dnnl_primitive_desc_t? {
+        // src/dst describe the input/output side (diff_src/diff_dst for backward data); with
+        // `channelsLast` both are nhwc and a reorder writes (or adds) the result into `outputLayout`.
+        func create(_ alg: dnnl_alg_kind_t, channelsLast: Bool) -> dnnl_primitive_desc_t? {
+            let srcLayout = channelsLast ? .nhwc : inputLayout, dstLayout = channelsLast ? .nhwc : outputLayout
+            dnnlCheck(dd_memory_desc_typed(&src, 4, Int64(batch), Int64(inChannels), Int64(height), Int64(width), computeType, srcLayout.tag), "src md")
+            dnnlCheck(dd_memory_desc(&dst, 4, Int64(batch), Int64(outChannels), Int64(outH), Int64(outW), dstLayout.tag), "dst md")
+            var attr: dnnl_primitive_attr_t?
+            dnnlCheck(dnnl_primitive_attr_create(&attr), "attr")
+            defer { dnnl_primitive_attr_destroy(attr) }
+            dnnlCheck(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad mode")
+            if ((accumulate && !channelsLast) || relu) && !backwardData {
+                var ops: dnnl_post_ops_t?
+                dnnlCheck(dnnl_post_ops_create(&ops), "post ops")
+                if accumulate && !channelsLast { dnnlCheck(dnnl_post_ops_append_sum(ops, 1), "sum") }
+                if relu { dnnlCheck(dnnl_post_ops_append_eltwise(ops, 1, dnnl_eltwise_relu, 0, 0), "relu") }
+                dnnlCheck(dnnl_primitive_attr_set_post_ops(attr, ops), "set post ops")
+                dnnl_post_ops_destroy(ops)
+            }
             var pd: dnnl_primitive_desc_t?
             var fwdDesc = dnnl_convolution_desc_t()
             if backwardData {
@@ -141,17 +113,22 @@ final class ConvolutionPrimitive {
                     : dd_convolution_desc(&fwdDesc, dnnl_forward_inference, alg, &src, &wAny, nil, &dst, Int64(stride), Int64(padding))
                 guard status == dnnl_success, dnnl_primitive_desc_create(&pd, &fwdDesc, attr, ctx.engine, nil) == dnnl_success else { return nil }
             }
+            if channelsLast, let found = pd, !ConvolutionPrimitive.implementation(of: found).contains("amx") {
+                dnnl_primitive_desc_destroy(found)       // no AMX kernel for this shape: stay blocked
+                return nil
+            }
             return pd
         }
-        var pd = wantWinograd ? create(dnnl_convolution_winograd) : nil
-        usesWinograd = pd != nil
-        if pd == nil { pd = create(dnnl_convolution_direct) }
+        // AMX's bf16 kernels (oneDNN's brgconv) read and write channels-last only.
+        var pd = wantChannelsLast ? create(dnnl_convolution_direct, channelsLast: true) : nil
+        let channelsLast = pd != nil
+        if pd == nil, wantWinograd { pd = create(dnnl_convolution_winograd, channelsLast: false) }
+        usesWinograd = pd != nil && !channelsLast
+        if pd == nil { pd = create(dnnl_convolution_direct, channelsLast: false) }
         ensure(pd != nil, "oneDNN has no \(self.precision.rawValue) convolution for \(inChannels)->\(outChannels) k\(kernel) s\(stride) at \(height)x\(width)")
+        bfloat16InputLayout = channelsLast ? .nhwc : .blocked16
+        implementation = Self.implementation(of: pd!)
         defer { dnnl_primitive_desc_destroy(pd) }
-        var info: UnsafePointer<CChar>?
-        if dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) == dnnl_success, let info {
-            implementation = String(cString: info)
-        }
         dnnlCheck(dnnl_primitive_create(&primitive, pd), "conv primitive")
 
         let inMD = dnnl_primitive_desc_query_md(pd, backwardData ? dnnl_query_diff_dst_md : dnnl_query_src_md, 0)!
@@ -166,7 +143,7 @@ final class ConvolutionPrimitive {
         if bf16 {
             // float32 input (the caller's) -> bfloat16 (the primitive's), rounded to nearest even.
             var f32Input = dnnl_memory_desc_t()
-            dnnlCheck(dd_memory_desc(&f32Input, 4, Int64(batch), Int64(inChannels), Int64(height), Int64(width), srcLayout.tag), "f32 src md")
+            dnnlCheck(dd_memory_desc(&f32Input, 4, Int64(batch), Int64(inChannels), Int64(height), Int64(width), inputLayout.tag), "f32 src md")
             var cpd: dnnl_primitive_desc_t?
             dnnlCheck(dnnl_reorder_primitive_desc_create(&cpd, &f32Input, ctx.engine, inMD, ctx.engine, nil), "bf16 input reorder pd")
             var convert: dnnl_primitive_t?
@@ -176,6 +153,30 @@ final class ConvolutionPrimitive {
             dnnlCheck(dnnl_memory_create(&source, &f32Input, ctx.engine, nil), "mem f32 in")
             scratch.converted.reserve(dnnl_memory_desc_get_size(inMD))
             inputConversion = (convert!, source!)
+        }
+        if channelsLast {
+            // float32 nhwc (the primitive's output) -> the caller's layout, added onto it with `accumulate`.
+            var target = dnnl_memory_desc_t()
+            dnnlCheck(dd_memory_desc(&target, 4, Int64(batch), Int64(outChannels), Int64(outHeight), Int64(outWidth), outputLayout.tag), "output md")
+            var attr: dnnl_primitive_attr_t?
+            dnnlCheck(dnnl_primitive_attr_create(&attr), "reorder attr")
+            defer { dnnl_primitive_attr_destroy(attr) }
+            if accumulate {
+                var ops: dnnl_post_ops_t?
+                dnnlCheck(dnnl_post_ops_create(&ops), "reorder post ops")
+                dnnlCheck(dnnl_post_ops_append_sum(ops, 1), "reorder sum")
+                dnnlCheck(dnnl_primitive_attr_set_post_ops(attr, ops), "set reorder post ops")
+                dnnl_post_ops_destroy(ops)
+            }
+            var rpd: dnnl_primitive_desc_t?
+            dnnlCheck(dnnl_reorder_primitive_desc_create(&rpd, outMD, ctx.engine, &target, ctx.engine, attr), "output reorder pd")
+            var reorder: dnnl_primitive_t?
+            dnnlCheck(dnnl_primitive_create(&reorder, rpd), "output reorder")
+            dnnl_primitive_desc_destroy(rpd)
+            var destination: dnnl_memory_t?
+            dnnlCheck(dnnl_memory_create(&destination, &target, ctx.engine, nil), "mem output")
+            scratch.channelsLastOutput.reserve(dnnl_memory_desc_get_size(outMD))
+            outputReorder = (reorder!, destination!)
         }
 
         // Weights: reorder OIHW into the primitive's layout once (or take the copy another plan made).
@@ -236,6 +237,7 @@ final class ConvolutionPrimitive {
         dnnl_primitive_destroy(primitive)
         for m in [inputMemory, outputMemory, weightMemory, biasMemory, scratchMemory] where m != nil { dnnl_memory_destroy(m) }
         if let c = inputConversion { dnnl_primitive_destroy(c.primitive); dnnl_memory_destroy(c.source) }
+        if let r = outputReorder { dnnl_primitive_destroy(r.primitive); dnnl_memory_destroy(r.destination) }
         if ownsWeights { weightStorage?.deallocate() }
         biasCopy?.deallocate()
         args.deallocate()
@@ -271,9 +273,25 @@ final class ConvolutionPrimitive {
 
     /// Runs the primitive on `input` (in the primitive's own format) into `output`.
     private func execute(input: UnsafeMutableRawPointer?, output: UnsafeMutablePointer<Float>) {
+        let stream = DNNLContext.shared.stream
         dnnl_memory_set_data_handle(inputMemory, input)
-        dnnl_memory_set_data_handle(outputMemory, output)
+        dnnl_memory_set_data_handle(outputMemory, outputReorder == nil ? UnsafeMutableRawPointer(output) : scratch.channelsLastOutput.pointer)
         dnnl_memory_set_data_handle(scratchMemory, scratch.pointer)
-        dnnlCheck(dnnl_primitive_execute(primitive, DNNLContext.shared.stream, argCount, args), "conv exec")
+        dnnlCheck(dnnl_primitive_execute(primitive, stream, argCount, args), "conv exec")
+        guard let r = outputReorder else { return }
+        dnnl_memory_set_data_handle(r.destination, output)
+        var rargs = (dnnl_exec_arg_t(arg: kDNNLArgSrc, memory: outputMemory), dnnl_exec_arg_t(arg: kDNNLArgDst, memory: r.destination))
+        withUnsafePointer(to: &rargs) {
+            $0.withMemoryRebound(to: dnnl_exec_arg_t.self, capacity: 2) {
+                dnnlCheck(dnnl_primitive_execute(r.primitive, stream, 2, $0), "output reorder exec")
+            }
+        }
+    }
+
+    /// oneDNN's name for the kernel a primitive descriptor chose.
+    private static func implementation(of pd: dnnl_primitive_desc_t) -> String {
+        var info: UnsafePointer<CChar>?
+        guard dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) == dnnl_success, let info else { return "" }
+        return String(cString: info)
     }
 }

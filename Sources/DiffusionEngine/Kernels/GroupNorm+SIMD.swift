@@ -126,15 +126,18 @@ func affineActivation(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float
     }
 }
 
-/// `affineActivation` into the blocked layout in bfloat16 (rounded to nearest even): the input
-/// of a bf16 convolution, written in the same pass instead of converted after it.
+/// `affineActivation` in bfloat16 (rounded to nearest even), into the blocked layout or with
+/// `nhwcOutput` as [batch, pixels, channels]: the input of a bf16 convolution, written in the same
+/// pass instead of converted after it.
 func affineActivationBFloat16(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<UInt16>, batch: Int, pixels: Int, channels: Int,
-                              a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool, prefetch: UnsafeRawBufferPointer? = nil) {
-    forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, a: a, b: b, prefetch: prefetch) { plane, _, _, av, bv, src in
-        let dst = UnsafeMutableRawPointer(y + plane * pixels * 16)
+                              a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool, nhwcOutput: Bool = false,
+                              prefetch: UnsafeRawBufferPointer? = nil) {
+    forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, a: a, b: b, prefetch: prefetch) { plane, n, blk, av, bv, src in
+        let dst = UnsafeMutableRawPointer(nhwcOutput ? y + n * pixels * channels + blk * 16 : y + plane * pixels * 16)
+        let stride = (nhwcOutput ? channels : 16) * 2
         for p in 0..<pixels {
             let u = bv.addingProduct(src.vec(p * 16), av)
-            dst.storeBytes(of: vbfloat16(silu ? vsilu(u) : u), toByteOffset: p * 32, as: SIMD16<UInt16>.self)
+            dst.storeBytes(of: vbfloat16(silu ? vsilu(u) : u), toByteOffset: p * stride, as: SIMD16<UInt16>.self)
         }
     }
 }

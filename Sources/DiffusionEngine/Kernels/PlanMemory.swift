@@ -34,6 +34,8 @@ final class ScratchArena {
     private(set) var bytes = 0
     /// A second region, for a convolution's input converted to bfloat16 (alive during the call).
     private(set) lazy var converted: ScratchArena = ScratchArena()
+    /// A third, for an AMX convolution's float32 channels-last result before its reorder.
+    private(set) lazy var channelsLastOutput: ScratchArena = ScratchArena()
     /// Where the plan's convolutions share their reordered weights with other plans' (nil: each keeps its own).
     let sharedWeights: ConvolutionWeightCache?
 

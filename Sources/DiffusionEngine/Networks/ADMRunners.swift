@@ -41,14 +41,14 @@ struct GroupNormState {
     }
 
     /// `apply` followed by `conv` on its result (the pass prefetching the convolution's weights):
-    /// under bf16 the activation is written in bfloat16 into `y` (half its bytes) for the
-    /// convolution to read as it is.
+    /// under bf16 the activation is written in bfloat16 into `y` (half its bytes), in the layout
+    /// the convolution reads, for it to read as it is.
     func apply(_ ws: Workspace, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int, silu: Bool,
                thenConvolve conv: ConvolutionPrimitive, into output: UnsafeMutablePointer<Float>) {
         if conv.takesBFloat16 {
             let half = UnsafeMutableRawPointer(y).assumingMemoryBound(to: UInt16.self)
             affineActivationBFloat16(x, half, batch: batch, pixels: pixels, channels: channels, a: ws[a], b: ws[b], silu: silu,
-                                     prefetch: conv.weightBytes)
+                                     nhwcOutput: conv.bfloat16InputLayout == .nhwc, prefetch: conv.weightBytes)
             conv(bfloat16: half, output)
         } else {
             apply(ws, x, y, batch: batch, pixels: pixels, channels: channels, silu: silu, prefetching: conv)

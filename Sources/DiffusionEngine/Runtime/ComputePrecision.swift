@@ -1,7 +1,8 @@
 /// The number format a network's convolutions compute in.
 ///
 /// `fp32` is the default and the reference. `bf16` runs every convolution over 16-channel blocks
-/// (all but the network's first) through oneDNN's bfloat16 kernels, AMX or AVX512-BF16: inputs and
+/// (all but the network's first) through oneDNN's bfloat16 kernels, AMX (on channels-last copies)
+/// or AVX512-BF16: inputs and
 /// weights are rounded to bfloat16 (8 significant bits) and products accumulate in float32 into
 /// float32 outputs. GroupNorm, attention, the embeddings and the sampler stay float32, as under
 /// PyTorch's CPU autocast.
@@ -18,6 +19,13 @@ public enum ComputePrecision: String, Sendable, Codable, CaseIterable {
             return "precision bf16 needs a CPU with AMX-BF16 or AVX512-BF16 (flags amx_bf16 or avx512_bf16); this one has "
                 + (features.flagNames.isEmpty ? "neither (no AVX at all)" : "neither (\(features.flagNames.joined(separator: " ")))")
         }
+    }
+
+    /// For bf16: which kernels its convolutions run on a CPU with `features` (images regenerate bit
+    /// for bit on a CPU whose bf16 convolutions run the same ones); nil for fp32.
+    public func convolutionKernels(on features: CPUFeatures) -> String? {
+        guard self == .bf16 else { return nil }
+        return features.amxBF16 ? "amx_bf16 tiles, channels-last" : "avx512_bf16, 16-channel blocks"
     }
 
     /// What the image records say ran: the convolution format, and float32 for the rest.
