@@ -1,7 +1,9 @@
 // oneDNN 2.x C API (Debian libdnnl-dev; no pkg-config file), the few OpenMP
 // entry points the engine shares with oneDNN's thread pool, small helpers
-// that hide fixed-size C arrays (dnnl_dims_t) from Swift, and a software
-// prefetch (Swift has no prefetch of its own) for a primitive's weights.
+// that hide fixed-size C arrays (dnnl_dims_t) from Swift, a software
+// prefetch (Swift has no prefetch of its own) for a primitive's weights, and
+// AVX512-BF16's float32 -> bfloat16 conversion (Swift has no bfloat16 type).
+#include <immintrin.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -52,4 +54,15 @@ static inline dnnl_status_t dd_convolution_desc(dnnl_convolution_desc_t *desc,
 /// Asks the core to bring `bytes` bytes at `p` towards its L2 cache (software prefetch).
 static inline void dd_prefetch(const void *p, size_t bytes) {
     for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 2);
+}
+
+/// Rounds `vectors` x 16 floats at `src` to bfloat16 (nearest even: vcvtneps2bf16, the instruction
+/// oneDNN's own conversions use) and stores vector i's 16 values at `dst + i * stride`. Only for
+/// CPUs with AVX512-BF16 (flag avx512_bf16).
+__attribute__((target("avx512f,avx512bf16")))
+static inline void dd_store_bfloat16(const float *src, size_t vectors, uint16_t *dst, size_t stride) {
+    for (size_t i = 0; i < vectors; i++) {
+        __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + 16 * i));
+        __builtin_memcpy(dst + i * stride, &h, 32);
+    }
 }

@@ -1,3 +1,4 @@
+import CDNNL
 @testable import DiffusionEngine
 import Foundation
 import ModelBundles
@@ -74,6 +75,22 @@ let cpuHasBFloat16 = ComputePrecision.bf16.unsupportedReason(on: .current) == ni
         } } }
         #expect(errRounded < 2e-6 * scale, "against the rounded operands: \(errRounded / scale)")
         #expect(errExact > 3e-4 * scale, "against the exact operands: \(errExact / scale) (no rounding happened?)")
+    }
+
+    /// AVX512-BF16's conversion instruction (what the fused GroupNorm pass rounds with on such CPUs)
+    /// gives the closed form's bits on ties, both signs, the extremes of the float32 range and zero.
+    @Test(.enabled(if: CPUFeatures.current.avx512BF16, "the CPU has no AVX512-BF16"))
+    func hardwareRoundingIsTheClosedForm() {
+        let ulp: Float = 1.0 / 128
+        var values: [Float] = [0, -0.0, 1, 1 + ulp / 2, 1 + 3 * ulp / 2, -(1 + ulp / 2), 1 + 0.51 * ulp, -3.1415927,
+                               .greatestFiniteMagnitude, -.greatestFiniteMagnitude, .leastNormalMagnitude, 65_504, 1e-30, -7e22]
+        values += randomValues(16 * 8 - values.count, seed: 61).enumerated().map { $1 * Float(1 << ($0 % 20)) }
+        let stride = 24
+        let out = UnsafeMutablePointer<UInt16>.allocate(capacity: values.count / 16 * stride)
+        defer { out.deallocate() }
+        values.withUnsafeBufferPointer { dd_store_bfloat16($0.baseAddress!, values.count / 16, out, stride) }
+        let wrong = values.indices.filter { UInt32(out[$0 / 16 * stride + $0 % 16]) << 16 != roundedToBFloat16(values[$0]).bitPattern }
+        #expect(wrong.isEmpty, "differs at \(wrong.map { values[$0] })")
     }
 
     /// The bf16 kernel follows the CPU's flags as /proc/cpuinfo lists them: AMX tiles (channels-last)

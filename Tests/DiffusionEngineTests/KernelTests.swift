@@ -175,6 +175,17 @@ func randomValues(_ count: Int, seed: UInt64) -> [Float] {
         let up = Tensor(shape: [1, 4, 4, 16])
         upsampleNearest2x(x.data, up.data, batch: 1, height: 2, width: 2, channels: 16)
         #expect(up.data[(3 * 4 + 2) * 16 + 5] == x.data[(1 * 2 + 1) * 16 + 5])
+        // Every output pixel is its source pixel, for vector-wide (16, 32) and odd (3) channel counts.
+        for c in [16, 32, 3] {
+            let (n, h, w) = (2, 3, 5)
+            let source = Tensor(shape: [n * h * w * c], values: randomValues(n * h * w * c, seed: UInt64(70 + c)))
+            let doubled = Tensor(shape: [n * 4 * h * w * c])
+            upsampleNearest2x(source.data, doubled.data, batch: n, height: h, width: w, channels: c)
+            var wrong = 0
+            for b in 0..<n { for i in 0..<(2 * h) { for j in 0..<(2 * w) { for k in 0..<c
+                where doubled.data[((b * 2 * h + i) * 2 * w + j) * c + k] != source.data[((b * h + i / 2) * w + j / 2) * c + k] { wrong += 1 } } } }
+            #expect(wrong == 0, "\(wrong) values misplaced with \(c) channels")
+        }
         let down = Tensor(shape: [1, 2, 2, 16])
         avgPool2x2(up.data, down.data, batch: 1, height: 4, width: 4, channels: 16)
         #expect(down.array == x.array)

@@ -14,11 +14,12 @@ final class ConvolutionPrimitive {
     /// oneDNN's name for the kernel it chose (e.g. "jit_wino_4x3:avx512_core", "jit_bf16:avx512_core_bf16").
     private(set) var implementation = ""
     /// Under bf16: the input rounded from float32 into bfloat16 (in `bfloat16InputLayout`) before each call.
-    private var inputConversion: (primitive: dnnl_primitive_t, source: dnnl_memory_t)?
+    private var inputConversion: LayoutReorder?
     /// Where the bf16 kernel reads its input: the caller's blocked layout, or nhwc for AMX kernels.
     private(set) var bfloat16InputLayout = ActivationLayout.blocked16
-    /// For AMX kernels: the float32 nhwc result reordered (or added) into the caller's layout after each call.
-    private var outputReorder: (primitive: dnnl_primitive_t, destination: dnnl_memory_t)?
+    /// When the kernel writes another layout than the caller's (AMX's nhwc, or blocked for an nhwc
+    /// caller): its float32 result reordered (or, with `accumulate`, added) into the caller's after each call.
+    private var outputReorder: LayoutReorder?
     private var primitive: dnnl_primitive_t?
     private var inputMemory: dnnl_memory_t?
     private var outputMemory: dnnl_memory_t?
@@ -46,7 +47,7 @@ final class ConvolutionPrimitive {
     /// result is added to what the output already holds. With `backwardData` the call maps the
     /// output gradient to the input gradient (bias, accumulate and relu are then ignored).
     /// With `precision` bf16 a forward convolution over a 16-channel-blocked input takes its input
-    /// and weights in bfloat16 and writes float32 (others stay float32).
+    /// and weights in bfloat16 and writes float32, blocked or channels-last (others stay float32).
     init(batch: Int, inChannels: Int, outChannels: Int, height: Int, width: Int,
          kernel: Int, stride: Int = 1, padding: Int,
          weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
@@ -60,7 +61,7 @@ final class ConvolutionPrimitive {
         let wantWinograd = !bf16 && winograd ?? (kernel == 3 && stride == 1 && padding == 1 && !backwardData
             && inChannels % 16 == 0 && outChannels % 16 == 0 && inputLayout == .blocked16 && outputLayout == .blocked16)
         // On AMX (see `ComputePrecision.convolutionKernels`) bf16 computes channels-last.
-        let wantChannelsLast = bf16 && !relu && outputLayout == .blocked16 && CPUFeatures.current.amxBF16
+        let wantChannelsLast = bf16 && !relu && outputLayout != .nchw && precision.computesChannelsLast()
         self.batch = batch; self.inChannels = inChannels; self.outChannels = outChannels
         self.height = height; self.width = width; self.kernel = kernel
         self.stride = stride; self.padding = padding
@@ -78,20 +79,26 @@ final class ConvolutionPrimitive {
         dnnlCheck(dd_memory_desc(&wUser, 4, Int64(outChannels), Int64(inChannels), Int64(kernel), Int64(kernel), dnnl_oihw), "w user md")
         dnnlCheck(dd_memory_desc(&bmd, 1, Int64(outChannels), 0, 0, 0, dnnl_a), "bias md")
 
+        // The layout the kernel writes: nhwc with `channelsLast`, else the caller's (blocked for bf16
+        // kernels, whose nhwc caller gets a reorder).
+        func kernelOutputLayout(channelsLast: Bool) -> ActivationLayout {
+            channelsLast ? .nhwc : bf16 && outputLayout == .nhwc ? .blocked16 : outputLayout
+        }
         // src/dst describe the input/output side (diff_src/diff_dst for backward data); with
-        // `channelsLast` both are nhwc and a reorder writes (or adds) the result into `outputLayout`.
+        // `channelsLast` both are nhwc. Where dst is not `outputLayout` a reorder writes (or adds) into it.
         func create(_ alg: dnnl_alg_kind_t, channelsLast: Bool) -> dnnl_primitive_desc_t? {
-            let srcLayout = channelsLast ? .nhwc : inputLayout, dstLayout = channelsLast ? .nhwc : outputLayout
+            let srcLayout = channelsLast ? .nhwc : inputLayout, dstLayout = kernelOutputLayout(channelsLast: channelsLast)
+            let accumulateInKernel = accumulate && dstLayout == outputLayout
             dnnlCheck(dd_memory_desc_typed(&src, 4, Int64(batch), Int64(inChannels), Int64(height), Int64(width), computeType, srcLayout.tag), "src md")
             dnnlCheck(dd_memory_desc(&dst, 4, Int64(batch), Int64(outChannels), Int64(outH), Int64(outW), dstLayout.tag), "dst md")
             var attr: dnnl_primitive_attr_t?
             dnnlCheck(dnnl_primitive_attr_create(&attr), "attr")
             defer { dnnl_primitive_attr_destroy(attr) }
             dnnlCheck(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad mode")
-            if ((accumulate && !channelsLast) || relu) && !backwardData {
+            if (accumulateInKernel || relu) && !backwardData {
                 var ops: dnnl_post_ops_t?
                 dnnlCheck(dnnl_post_ops_create(&ops), "post ops")
-                if accumulate && !channelsLast { dnnlCheck(dnnl_post_ops_append_sum(ops, 1), "sum") }
+                if accumulateInKernel { dnnlCheck(dnnl_post_ops_append_sum(ops, 1), "sum") }
                 if relu { dnnlCheck(dnnl_post_ops_append_eltwise(ops, 1, dnnl_eltwise_relu, 0, 0), "relu") }
                 dnnlCheck(dnnl_primitive_attr_set_post_ops(attr, ops), "set post ops")
                 dnnl_post_ops_destroy(ops)
@@ -144,39 +151,14 @@ final class ConvolutionPrimitive {
             // float32 input (the caller's) -> bfloat16 (the primitive's), rounded to nearest even.
             var f32Input = dnnl_memory_desc_t()
             dnnlCheck(dd_memory_desc(&f32Input, 4, Int64(batch), Int64(inChannels), Int64(height), Int64(width), inputLayout.tag), "f32 src md")
-            var cpd: dnnl_primitive_desc_t?
-            dnnlCheck(dnnl_reorder_primitive_desc_create(&cpd, &f32Input, ctx.engine, inMD, ctx.engine, nil), "bf16 input reorder pd")
-            var convert: dnnl_primitive_t?
-            dnnlCheck(dnnl_primitive_create(&convert, cpd), "bf16 input reorder")
-            dnnl_primitive_desc_destroy(cpd)
-            var source: dnnl_memory_t?
-            dnnlCheck(dnnl_memory_create(&source, &f32Input, ctx.engine, nil), "mem f32 in")
+            inputConversion = LayoutReorder(from: &f32Input, to: inMD)
             scratch.converted.reserve(dnnl_memory_desc_get_size(inMD))
-            inputConversion = (convert!, source!)
         }
-        if channelsLast {
-            // float32 nhwc (the primitive's output) -> the caller's layout, added onto it with `accumulate`.
+        if kernelOutputLayout(channelsLast: channelsLast) != outputLayout {
             var target = dnnl_memory_desc_t()
             dnnlCheck(dd_memory_desc(&target, 4, Int64(batch), Int64(outChannels), Int64(outHeight), Int64(outWidth), outputLayout.tag), "output md")
-            var attr: dnnl_primitive_attr_t?
-            dnnlCheck(dnnl_primitive_attr_create(&attr), "reorder attr")
-            defer { dnnl_primitive_attr_destroy(attr) }
-            if accumulate {
-                var ops: dnnl_post_ops_t?
-                dnnlCheck(dnnl_post_ops_create(&ops), "reorder post ops")
-                dnnlCheck(dnnl_post_ops_append_sum(ops, 1), "reorder sum")
-                dnnlCheck(dnnl_primitive_attr_set_post_ops(attr, ops), "set reorder post ops")
-                dnnl_post_ops_destroy(ops)
-            }
-            var rpd: dnnl_primitive_desc_t?
-            dnnlCheck(dnnl_reorder_primitive_desc_create(&rpd, outMD, ctx.engine, &target, ctx.engine, attr), "output reorder pd")
-            var reorder: dnnl_primitive_t?
-            dnnlCheck(dnnl_primitive_create(&reorder, rpd), "output reorder")
-            dnnl_primitive_desc_destroy(rpd)
-            var destination: dnnl_memory_t?
-            dnnlCheck(dnnl_memory_create(&destination, &target, ctx.engine, nil), "mem output")
+            outputReorder = LayoutReorder(from: outMD, to: &target, accumulate: accumulate)
             scratch.channelsLastOutput.reserve(dnnl_memory_desc_get_size(outMD))
-            outputReorder = (reorder!, destination!)
         }
 
         // Weights: reorder OIHW into the primitive's layout once (or take the copy another plan made).
@@ -219,25 +201,13 @@ final class ConvolutionPrimitive {
     /// Writes `weights` (described by `source`) into `storage` in `layout` with a oneDNN reorder.
     private static func reorder(_ weights: UnsafePointer<Float>, from source: UnsafePointer<dnnl_memory_desc_t>,
                                 into storage: UnsafeMutableRawPointer, layout: UnsafePointer<dnnl_memory_desc_t>) {
-        let ctx = DNNLContext.shared
-        var src: dnnl_memory_t?, dst: dnnl_memory_t?
-        dnnlCheck(dnnl_memory_create(&src, source, ctx.engine, UnsafeMutableRawPointer(mutating: weights)), "mem w user")
-        dnnlCheck(dnnl_memory_create(&dst, layout, ctx.engine, storage), "mem w reordered")
-        var rpd: dnnl_primitive_desc_t?
-        dnnlCheck(dnnl_reorder_primitive_desc_create(&rpd, source, ctx.engine, layout, ctx.engine, nil), "reorder pd")
-        var reorder: dnnl_primitive_t?
-        dnnlCheck(dnnl_primitive_create(&reorder, rpd), "reorder")
-        var rargs = [dnnl_exec_arg_t(arg: kDNNLArgSrc, memory: src), dnnl_exec_arg_t(arg: kDNNLArgDst, memory: dst)]
-        dnnlCheck(dnnl_primitive_execute(reorder, ctx.stream, 2, &rargs), "reorder exec")
-        dnnlCheck(dnnl_stream_wait(ctx.stream), "wait")
-        dnnl_primitive_destroy(reorder); dnnl_primitive_desc_destroy(rpd); dnnl_memory_destroy(src); dnnl_memory_destroy(dst)
+        LayoutReorder(from: source, to: layout)(weights, storage)
+        dnnlCheck(dnnl_stream_wait(DNNLContext.shared.stream), "wait")
     }
 
     deinit {
         dnnl_primitive_destroy(primitive)
         for m in [inputMemory, outputMemory, weightMemory, biasMemory, scratchMemory] where m != nil { dnnl_memory_destroy(m) }
-        if let c = inputConversion { dnnl_primitive_destroy(c.primitive); dnnl_memory_destroy(c.source) }
-        if let r = outputReorder { dnnl_primitive_destroy(r.primitive); dnnl_memory_destroy(r.destination) }
         if ownsWeights { weightStorage?.deallocate() }
         biasCopy?.deallocate()
         args.deallocate()
@@ -254,17 +224,9 @@ final class ConvolutionPrimitive {
 
     /// Runs the convolution from `input` into `output` (both in the layouts given at creation).
     func callAsFunction(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>) {
-        let ctx = DNNLContext.shared
-        if let c = inputConversion {
-            let converted = scratch.converted.pointer
-            dnnl_memory_set_data_handle(c.source, UnsafeMutableRawPointer(mutating: input))
-            dnnl_memory_set_data_handle(inputMemory, converted)
-            var cargs = (dnnl_exec_arg_t(arg: kDNNLArgSrc, memory: c.source), dnnl_exec_arg_t(arg: kDNNLArgDst, memory: inputMemory))
-            withUnsafePointer(to: &cargs) {
-                $0.withMemoryRebound(to: dnnl_exec_arg_t.self, capacity: 2) {
-                    dnnlCheck(dnnl_primitive_execute(c.primitive, ctx.stream, 2, $0), "bf16 input reorder exec")
-                }
-            }
+        if let convert = inputConversion {
+            let converted = scratch.converted.pointer!
+            convert(input, converted)
             execute(input: converted, output: output)
         } else {
             execute(input: UnsafeMutableRawPointer(mutating: input), output: output)
@@ -278,14 +240,7 @@ final class ConvolutionPrimitive {
         dnnl_memory_set_data_handle(outputMemory, outputReorder == nil ? UnsafeMutableRawPointer(output) : scratch.channelsLastOutput.pointer)
         dnnl_memory_set_data_handle(scratchMemory, scratch.pointer)
         dnnlCheck(dnnl_primitive_execute(primitive, stream, argCount, args), "conv exec")
-        guard let r = outputReorder else { return }
-        dnnl_memory_set_data_handle(r.destination, output)
-        var rargs = (dnnl_exec_arg_t(arg: kDNNLArgSrc, memory: outputMemory), dnnl_exec_arg_t(arg: kDNNLArgDst, memory: r.destination))
-        withUnsafePointer(to: &rargs) {
-            $0.withMemoryRebound(to: dnnl_exec_arg_t.self, capacity: 2) {
-                dnnlCheck(dnnl_primitive_execute(r.primitive, stream, 2, $0), "output reorder exec")
-            }
-        }
+        outputReorder?(scratch.channelsLastOutput.pointer!, output)
     }
 
     /// oneDNN's name for the kernel a primitive descriptor chose.

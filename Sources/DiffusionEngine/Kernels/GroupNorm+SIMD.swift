@@ -3,14 +3,25 @@ import CDNNL
 /// GroupNorm over activations in oneDNN's 16-channel blocked layout (nChw16c: [batch][channels/16]
 /// [pixels][16]), float32 data with float64 group reductions: statistics, the fused normalise +
 /// per-sample scale/shift + SiLU pass of ADM ResBlocks, and its backward pass. Channels must be a
-/// multiple of 16; `channels / groups` channels form a group.
+/// multiple of 16; `channels / groups` channels form a group. The forward passes also read
+/// channels-last input ([batch][pixels][channels], what AMX convolutions write), visiting the
+/// same 16 channels of each pixel in the same order: the same bits in either layout.
+
+/// Where the 16 channels `16 * block ..< 16 * block + 16` of pixel 0 of image `n` lie, and the
+/// distance in floats from one pixel's 16 channels to the next's.
+@inline(__always)
+private func channelBlock(_ x: UnsafeMutablePointer<Float>, _ layout: ActivationLayout, image n: Int, block: Int,
+                          pixels: Int, channels: Int) -> (base: UnsafeMutablePointer<Float>, pixelStride: Int) {
+    layout == .nhwc ? (x + n * pixels * channels + block * 16, channels)
+                    : (x + (n * channels / 16 + block) * pixels * 16, 16)
+}
 
 /// Per-sample, per-group mean and 1/sqrt(var + eps) of `x`, optionally after adding a
 /// per-(sample, channel) constant `addend[n * addendStride + c]` (the ResBlock timestep term).
 func groupNormStatistics(_ x: UnsafePointer<Float>, batch: Int, pixels: Int, channels: Int, groups: Int,
                          addend: UnsafePointer<Float>? = nil, addendStride: Int = 0, eps: Float = 1e-5,
-                         mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>) {
-    ensure(channels % 16 == 0 && channels % groups == 0)
+                         mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>, layout: ActivationLayout = .blocked16) {
+    ensure(channels % 16 == 0 && channels % groups == 0 && layout != .nchw)
     let cpg = channels / groups, blocks = channels / 16
     parallelFor(batch, work: batch * pixels * channels) { range in
         // Per group: element count, mean and sum of squared deviations, merged channel by
@@ -20,19 +31,20 @@ func groupNormStatistics(_ x: UnsafePointer<Float>, batch: Int, pixels: Int, cha
             for n in range {
                 gn.update(repeating: 0, count: 3 * groups)
                 for blk in 0..<blocks {
-                    let base = UnsafeMutablePointer(mutating: x) + (n * blocks + blk) * pixels * 16
+                    let (base, ps) = channelBlock(UnsafeMutablePointer(mutating: x), layout, image: n, block: blk,
+                                                  pixels: pixels, channels: channels)
                     let k = base.vec(0)
                     var s1a = Vec(), s1b = Vec(), s2a = Vec(), s2b = Vec()
                     var p = 0
                     while p + 1 < pixels {
-                        let d0 = base.vec(p * 16) - k
-                        let d1 = base.vec(p * 16 + 16) - k
+                        let d0 = base.vec(p * ps) - k
+                        let d1 = base.vec(p * ps + ps) - k
                         s1a += d0; s2a += d0 * d0
                         s1b += d1; s2b += d1 * d1
                         p += 2
                     }
                     if p < pixels {
-                        let d0 = base.vec(p * 16) - k
+                        let d0 = base.vec(p * ps) - k
                         s1a += d0; s2a += d0 * d0
                     }
                     let s1 = s1a + s1b, s2 = s2a + s2b
@@ -87,14 +99,15 @@ func groupNormCoefficients(batch: Int, channels: Int, groups: Int,
     }
 }
 
-/// Runs `body(plane, image, block, a, b, source)` for every (image, 16-channel block) plane of
-/// blocked data in parallel, with the plane's coefficients of act(x * a + b). Each plane first
+/// Runs `body(plane, image, block, a, b, source, pixelStride)` for every (image, 16-channel block)
+/// plane of `x` (blocked or channels-last) in parallel, with the plane's coefficients of act(x * a + b). Each plane first
 /// prefetches its share of `prefetch` (the next convolution's weights): the pass is bound by its
 /// arithmetic, so the weights arrive while it computes instead of while the convolution waits.
 @inline(__always)
-private func forEachAffinePlane(_ x: UnsafePointer<Float>, batch: Int, pixels: Int, channels: Int,
+private func forEachAffinePlane(_ x: UnsafePointer<Float>, batch: Int, pixels: Int, channels: Int, layout: ActivationLayout,
                                 a: UnsafePointer<Float>, b: UnsafePointer<Float>, prefetch: UnsafeRawBufferPointer? = nil,
-                                _ body: (Int, Int, Int, Vec, Vec, UnsafeMutablePointer<Float>) -> Void) {
+                                _ body: (Int, Int, Int, Vec, Vec, UnsafeMutablePointer<Float>, Int) -> Void) {
+    ensure(layout != .nchw)
     let blocks = channels / 16
     let xm = UnsafeMutablePointer(mutating: x)
     let am = UnsafeMutablePointer(mutating: a), bm = UnsafeMutablePointer(mutating: b)
@@ -106,21 +119,24 @@ private func forEachAffinePlane(_ x: UnsafePointer<Float>, batch: Int, pixels: I
                 dd_prefetch(base + plane * slice, min(slice, prefetch.count - plane * slice))
             }
             let n = plane / blocks, blk = plane % blocks
-            body(plane, n, blk, am.vec(n * channels + blk * 16), bm.vec(n * channels + blk * 16), xm + plane * pixels * 16)
+            let (source, ps) = channelBlock(xm, layout, image: n, block: blk, pixels: pixels, channels: channels)
+            body(plane, n, blk, am.vec(n * channels + blk * 16), bm.vec(n * channels + blk * 16), source, ps)
         }
     }
 }
 
-/// y = act(x * a[n, c] + b[n, c]) over blocked data; `y` may equal `x`. With `nhwcOutput` the
-/// result is written as [batch, pixels, channels] instead (for the matrix products of attention).
+/// y = act(x * a[n, c] + b[n, c]) over blocked (or `inputLayout`) data; `y` may equal `x`. With
+/// `nhwcOutput` the result is written as [batch, pixels, channels] instead (for the matrix
+/// products of attention).
 func affineActivation(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int,
                       a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool, nhwcOutput: Bool = false,
-                      prefetch: UnsafeRawBufferPointer? = nil) {
-    forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, a: a, b: b, prefetch: prefetch) { plane, n, blk, av, bv, src in
+                      inputLayout: ActivationLayout = .blocked16, prefetch: UnsafeRawBufferPointer? = nil) {
+    forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, layout: inputLayout, a: a, b: b,
+                       prefetch: prefetch) { plane, n, blk, av, bv, src, ps in
         let dst = nhwcOutput ? y + n * pixels * channels + blk * 16 : y + plane * pixels * 16
         let stride = nhwcOutput ? channels : 16
         for p in 0..<pixels {
-            let u = bv.addingProduct(src.vec(p * 16), av)
+            let u = bv.addingProduct(src.vec(p * ps), av)
             dst.setVec(p * stride, silu ? vsilu(u) : u)
         }
     }
@@ -128,16 +144,36 @@ func affineActivation(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float
 
 /// `affineActivation` in bfloat16 (rounded to nearest even), into the blocked layout or with
 /// `nhwcOutput` as [batch, pixels, channels]: the input of a bf16 convolution, written in the same
-/// pass instead of converted after it.
+/// pass instead of converted after it. The rounding is AVX512-BF16's instruction where the CPU has
+/// it, else `vbfloat16`: the same bits for every normal or zero value.
 func affineActivationBFloat16(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<UInt16>, batch: Int, pixels: Int, channels: Int,
                               a: UnsafePointer<Float>, b: UnsafePointer<Float>, silu: Bool, nhwcOutput: Bool = false,
-                              prefetch: UnsafeRawBufferPointer? = nil) {
-    forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, a: a, b: b, prefetch: prefetch) { plane, n, blk, av, bv, src in
-        let dst = UnsafeMutableRawPointer(nhwcOutput ? y + n * pixels * channels + blk * 16 : y + plane * pixels * 16)
-        let stride = (nhwcOutput ? channels : 16) * 2
-        for p in 0..<pixels {
-            let u = bv.addingProduct(src.vec(p * 16), av)
-            dst.storeBytes(of: vbfloat16(silu ? vsilu(u) : u), toByteOffset: p * stride, as: SIMD16<UInt16>.self)
+                              inputLayout: ActivationLayout = .blocked16, prefetch: UnsafeRawBufferPointer? = nil) {
+    let hardwareRounding = CPUFeatures.current.avx512BF16
+    forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, layout: inputLayout, a: a, b: b,
+                       prefetch: prefetch) { plane, n, blk, av, bv, src, ps in
+        let dst = nhwcOutput ? y + n * pixels * channels + blk * 16 : y + plane * pixels * 16
+        let stride = nhwcOutput ? channels : 16
+        guard hardwareRounding else {
+            for p in 0..<pixels {
+                let u = bv.addingProduct(src.vec(p * ps), av)
+                UnsafeMutableRawPointer(dst + p * stride).storeBytes(of: vbfloat16(silu ? vsilu(u) : u), as: SIMD16<UInt16>.self)
+            }
+            return
+        }
+        // float32 results of up to 64 pixels at a time (in L1), rounded and stored by vcvtneps2bf16.
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 64 * 16) { buffer in
+            let results = buffer.baseAddress!
+            var p = 0
+            while p < pixels {
+                let count = min(64, pixels - p)
+                for k in 0..<count {
+                    let u = bv.addingProduct(src.vec((p + k) * ps), av)
+                    results.setVec(k * 16, silu ? vsilu(u) : u)
+                }
+                dd_store_bfloat16(results, count, dst + p * stride, stride)
+                p += count
+            }
         }
     }
 }

@@ -24,9 +24,10 @@ struct GroupNormState {
 
     /// Computes statistics of `x` (+ addend) and the coefficients of act(GN * (1 + scale) + shift).
     func prepare(_ ws: Workspace, _ p: GroupNormParameters, _ x: UnsafePointer<Float>, batch: Int, pixels: Int,
-                 addend: UnsafePointer<Float>? = nil, scale: UnsafePointer<Float>? = nil, shift: UnsafePointer<Float>? = nil, stride: Int = 0) {
+                 addend: UnsafePointer<Float>? = nil, scale: UnsafePointer<Float>? = nil, shift: UnsafePointer<Float>? = nil, stride: Int = 0,
+                 layout: ActivationLayout = .blocked16) {
         groupNormStatistics(x, batch: batch, pixels: pixels, channels: p.channels, groups: 32,
-                            addend: addend, addendStride: stride, mean: ws[mean], rstd: ws[rstd])
+                            addend: addend, addendStride: stride, mean: ws[mean], rstd: ws[rstd], layout: layout)
         groupNormCoefficients(batch: batch, channels: p.channels, groups: 32, mean: ws[mean], rstd: ws[rstd],
                               gamma: p.gamma.data, beta: p.beta.data, addend: addend, addendStride: stride,
                               scale: scale, shift: shift, scaleStride: stride, a: ws[a], b: ws[b], effectiveGamma: ws[gamma])
@@ -42,13 +43,15 @@ struct GroupNormState {
 
     /// `apply` followed by `conv` on its result (the pass prefetching the convolution's weights):
     /// under bf16 the activation is written in bfloat16 into `y` (half its bytes), in the layout
-    /// the convolution reads, for it to read as it is.
+    /// the convolution reads, for it to read as it is. `x` is blocked, or channels-last with
+    /// `layout` nhwc (bf16 convolutions only).
     func apply(_ ws: Workspace, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int, silu: Bool,
-               thenConvolve conv: ConvolutionPrimitive, into output: UnsafeMutablePointer<Float>) {
+               layout: ActivationLayout = .blocked16, thenConvolve conv: ConvolutionPrimitive, into output: UnsafeMutablePointer<Float>) {
+        ensure(layout == .blocked16 || conv.takesBFloat16, "only bf16 convolutions follow a channels-last GroupNorm")
         if conv.takesBFloat16 {
             let half = UnsafeMutableRawPointer(y).assumingMemoryBound(to: UInt16.self)
             affineActivationBFloat16(x, half, batch: batch, pixels: pixels, channels: channels, a: ws[a], b: ws[b], silu: silu,
-                                     nhwcOutput: conv.bfloat16InputLayout == .nhwc, prefetch: conv.weightBytes)
+                                     nhwcOutput: conv.bfloat16InputLayout == .nhwc, inputLayout: layout, prefetch: conv.weightBytes)
             conv(bfloat16: half, output)
         } else {
             apply(ws, x, y, batch: batch, pixels: pixels, channels: channels, silu: silu, prefetching: conv)
@@ -156,7 +159,10 @@ final class AvgPoolRunner: LayerRunner {
 }
 
 /// A ResBlock: GN-SiLU-conv, timestep conditioning (added or AdaGN scale/shift), GN-SiLU-conv,
-/// plus the skip path; optional nearest-up / average-down resampling of both paths.
+/// plus the skip path; optional nearest-up / average-down resampling of both paths. Input and
+/// output are blocked; where bf16 convolutions compute channels-last (AMX) the block keeps its
+/// float32 intermediates channels-last too (the convolutions' own layout: no reorder between
+/// them) and turns the sum of both paths into blocks once, at the end.
 final class ResBlockRunner: LayerRunner {
     let p: ResBlockParameters
     let ws: Workspace
@@ -165,23 +171,29 @@ final class ResBlockRunner: LayerRunner {
     let conv1Back: ConvolutionPrimitive?, conv2Back: ConvolutionPrimitive?, skipBack: ConvolutionPrimitive?
     let norm1: GroupNormState, norm2: GroupNormState
     let t1a: Int, t1: Int, xs: Int, h1: Int, t2: Int
+    /// Channels-last intermediates: h1 and the sum of both paths are nhwc (-1 where blocked).
+    let channelsLast: Bool, sum: Int
     let gT2: Int, gH1: Int, gT1: Int, gT1a: Int, gXs: Int
 
+    /// `channelsLast` nil: channels-last intermediates exactly where the bf16 convolutions compute channels-last.
     init(_ p: ResBlockParameters, batch: Int, size: Int, ws: Workspace, scratch: ScratchArena, training: Bool,
-         precision: ComputePrecision = .fp32) {
+         precision: ComputePrecision = .fp32, channelsLast: Bool? = nil) {
         ensure(!(training && p.up), "up ResBlocks have no backward pass")
         self.p = p; self.ws = ws; self.batch = batch; self.size = size
         let os = p.up ? 2 * size : p.down ? size / 2 : size
         outSize = os
         let n = batch, i = p.inChannels, o = p.outChannels
         let inPix = size * size, outPix = os * os
+        let nhwc = !training && precision == .bf16 && (channelsLast ?? precision.computesChannelsLast())
+        self.channelsLast = nhwc
         func conv(_ c: ConvParameters, accumulate: Bool = false, back: Bool = false) -> ConvolutionPrimitive {
             ConvolutionPrimitive(batch: n, inChannels: c.inChannels, outChannels: c.outChannels, height: os, width: os,
                                  kernel: c.kernel, padding: c.padding, weights: c.weight.data, bias: back ? nil : c.bias?.data,
+                                 outputLayout: nhwc && !back ? .nhwc : .blocked16,
                                  accumulate: accumulate, backwardData: back, precision: precision, scratch: scratch)
         }
         conv1 = conv(p.conv1)
-        conv2 = conv(p.conv2, accumulate: true)
+        conv2 = conv(p.conv2, accumulate: !nhwc || p.skip != nil)
         skip = p.skip.map { conv($0) }
         conv1Back = training ? conv(p.conv1, back: true) : nil
         conv2Back = training ? conv(p.conv2, back: true) : nil
@@ -194,6 +206,7 @@ final class ResBlockRunner: LayerRunner {
         xs = updown && p.skip != nil ? ws.buffer("res.xs", n * outPix * i) : -1
         h1 = ws.buffer("res.h1", n * outPix * o, keep: true)
         t2 = ws.buffer("res.t2", n * outPix * o)
+        sum = nhwc ? ws.buffer("res.sum", n * outPix * o) : -1
         if training {
             gT2 = ws.buffer("grad.t2", n * outPix * o); gH1 = ws.buffer("grad.h1", n * outPix * o)
             gT1 = ws.buffer("grad.t1", n * outPix * i); gT1a = updown ? ws.buffer("grad.t1a", n * inPix * i) : -1
@@ -220,11 +233,13 @@ final class ResBlockRunner: LayerRunner {
             norm1.apply(ws, x, ws[t1], batch: n, pixels: inPix, channels: i, silu: true, thenConvolve: conv1, into: ws[h1])
         }
         let e = emb.values + p.embOffset
+        let h1Layout: ActivationLayout = channelsLast ? .nhwc : .blocked16
         if p.scaleShift {
-            norm2.prepare(ws, p.norm2, ws[h1], batch: n, pixels: outPix, scale: e, shift: e + o, stride: emb.stride)
+            norm2.prepare(ws, p.norm2, ws[h1], batch: n, pixels: outPix, scale: e, shift: e + o, stride: emb.stride, layout: h1Layout)
         } else {
-            norm2.prepare(ws, p.norm2, ws[h1], batch: n, pixels: outPix, addend: e, stride: emb.stride)
+            norm2.prepare(ws, p.norm2, ws[h1], batch: n, pixels: outPix, addend: e, stride: emb.stride, layout: h1Layout)
         }
+        if channelsLast { forwardChannelsLast(x, out); return }
         // The skip path first: conv2 adds onto it.
         if let skip {
             if p.up || p.down { resample(x, ws[xs], channels: i); skip(ws[xs], out) } else { skip(x, out) }
@@ -234,6 +249,22 @@ final class ResBlockRunner: LayerRunner {
             copyKernel(x, out, count: n * inPix * i)
         }
         norm2.apply(ws, ws[h1], ws[t2], batch: n, pixels: outPix, channels: o, silu: true, thenConvolve: conv2, into: out)
+    }
+
+    /// The rest of `forward` with channels-last intermediates: a skip convolution writes the nhwc
+    /// sum that conv2 adds onto, or conv2 writes it alone and the identity path is added as the
+    /// sum turns into blocks.
+    private func forwardChannelsLast(_ x: UnsafeMutablePointer<Float>, _ out: UnsafeMutablePointer<Float>) {
+        let n = batch, i = p.inChannels, o = p.outChannels, outPix = outSize * outSize
+        if let skip {
+            if p.up || p.down { resample(x, ws[xs], channels: i); skip(ws[xs], ws[sum]) } else { skip(x, ws[sum]) }
+        }
+        norm2.apply(ws, ws[h1], ws[t2], batch: n, pixels: outPix, channels: o, silu: true, layout: .nhwc, thenConvolve: conv2, into: ws[sum])
+        var identity: UnsafePointer<Float>? = nil
+        if skip == nil {
+            if p.up || p.down { resample(x, out, channels: i); identity = UnsafePointer(out) } else { identity = UnsafePointer(x) }
+        }
+        blockedFromChannelsLast(ws[sum], out, adding: identity, batch: n, pixels: outPix, channels: o)
     }
 
     func backward(input x: UnsafeMutablePointer<Float>, dOutput: UnsafeMutablePointer<Float>, dInput dx: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {

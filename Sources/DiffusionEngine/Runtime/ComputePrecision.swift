@@ -25,7 +25,13 @@ public enum ComputePrecision: String, Sendable, Codable, CaseIterable {
     /// for bit on a CPU whose bf16 convolutions run the same ones); nil for fp32.
     public func convolutionKernels(on features: CPUFeatures) -> String? {
         guard self == .bf16 else { return nil }
-        return features.amxBF16 ? "amx_bf16 tiles, channels-last" : "avx512_bf16, 16-channel blocks"
+        return computesChannelsLast(on: features) ? "amx_bf16 tiles, channels-last" : "avx512_bf16, 16-channel blocks"
+    }
+
+    /// Whether the bf16 convolutions compute channels-last (AMX's kernels read and write nhwc only),
+    /// so that the layers around them keep their float32 results in nhwc too.
+    func computesChannelsLast(on features: CPUFeatures = .current) -> Bool {
+        self == .bf16 && features.amxBF16
     }
 
     /// What the image records say ran: the convolution format, and float32 for the rest.
