@@ -425,6 +425,14 @@ def section_quality(results, lines, rel, plots):
                  "images) in parentheses; KID mean ± std; precision and recall; class accuracy: the fraction of images "
                  "classified as the class they were sampled for.")
     lines.append("")
+    # Rows kept from runs on other CPUs (a partial rerun merges by row id): say which ran where.
+    by_cpu = {}
+    for r in s["rows"]:
+        by_cpu.setdefault(r.get("machine") or st.get("machine") or "an unnamed CPU", []).append(r["id"])
+    if len(by_cpu) > 1:
+        parts = [f"{cpu}: {', '.join(f'`{i}`' for i in ids)}" if len(ids) <= 6 else f"{cpu}: the other {len(ids)} rows"
+                 for cpu, ids in sorted(by_cpu.items(), key=lambda kv: len(kv[1]))]
+        lines += ["Rows sampled on more than one CPU (sampling seconds compare only within one): " + "; ".join(parts) + ".", ""]
     note = quality_note(q)
     if note:
         lines += [note, ""]
@@ -471,7 +479,10 @@ def section_guidance(results, lines, rel, plots):
     s = st["result"]
     rows, quality, q = quality_rows(results)
     g = s["grid"]
-    lines.append(f"At one fixed sampler ({g['guidance_sampler']}), N = {s.get('guidance_n') or s['n']}, seed {s['seed']}. Classifier guidance "
+    # N from the guidance rows themselves (a rerun of other rows may have recorded another guidance_n).
+    ns = sorted({r["n"] for r in s["rows"] if r.get("group") in ("classifier_guidance", "classifier_free") and "n" in r})
+    n_label = " / ".join(str(n) for n in ns) if ns else (s.get('guidance_n') or s['n'])
+    lines.append(f"At one fixed sampler ({g['guidance_sampler']}), N = {n_label}, seed {s['seed']}. Classifier guidance "
                  f"(`mode: classifier-guided`, classifier `{s['classifier']}`) feeds the UNet its null class, so scale 0 is "
                  "unconditional sampling; each step adds a classifier forward and backward pass. Classifier-free guidance "
                  "(`mode: classifier-free`) evaluates the UNet on the conditional and the null-class row, eps = (1 + w) eps(x, c) - w eps(x, null); "

@@ -117,19 +117,20 @@ struct ResultsFile {
 
     /// Replaces one stage's record and writes the file. A record of another CPU that this one
     /// replaces is kept under `other_machines` (CPU, then stage). With `mergingRowsByID` (a stage
-    /// rerun for some rows only) the rows of the earlier record that the new one lacks are kept.
+    /// rerun for some rows only) the rows of the earlier record that the new one lacks are kept,
+    /// whichever CPU they ran on (each row names it).
     mutating func setStage<R: Encodable>(_ name: String, _ record: StageRecord<R>, mergingRowsByID: Bool = false) throws {
         var stages = root["stages"] as? [String: Any] ?? [:]
         guard var new = Self.object(record) as? [String: Any] else { return }
         if let old = stages[name] as? [String: Any] {
-            if let oldCPU = old["machine"] as? String, oldCPU != record.machine, old["status"] as? String == "done" {
+            if mergingRowsByID {
+                new = Self.mergingRows(of: old, into: new)     // kept rows name the CPU they ran on
+            } else if let oldCPU = old["machine"] as? String, oldCPU != record.machine, old["status"] as? String == "done" {
                 var others = root["other_machines"] as? [String: Any] ?? [:]
                 var kept = others[oldCPU] as? [String: Any] ?? [:]
                 kept[name] = old
                 others[oldCPU] = kept
                 root["other_machines"] = others
-            } else if mergingRowsByID {
-                new = Self.mergingRows(of: old, into: new)
             }
         }
         stages[name] = new
