@@ -48,18 +48,18 @@ import Testing
     }
 
     /// nhwc -> nChw16c, alone, adding a blocked tensor, and adding onto the destination in place.
-    @Test func blockedFromChannelsLastFollowsTheIndexMap() {
+    @Test func nhwcToBlockedFollowsTheIndexMap() {
         let n = 3, c = 48, pixels = 25
         let blockedValues = randomValues(n * c * pixels, seed: 45)
         let source = Tensor(shape: [blockedValues.count], values: Self.channelsLast(blockedValues, batch: n, channels: c, pixels: pixels))
         let addendValues = randomValues(n * c * pixels, seed: 46)
         let addend = Tensor(shape: [addendValues.count], values: addendValues)
         let plain = Tensor(shape: [blockedValues.count]), added = Tensor(shape: [blockedValues.count])
-        blockedFromChannelsLast(source.data, plain.data, batch: n, pixels: pixels, channels: c)
-        blockedFromChannelsLast(source.data, added.data, adding: addend.data, batch: n, pixels: pixels, channels: c)
+        nhwcToBlocked(source.data, plain.data, batch: n, pixels: pixels, channels: c)
+        nhwcToBlocked(source.data, added.data, adding: addend.data, batch: n, pixels: pixels, channels: c)
         #expect(plain.array == blockedValues)
         #expect(added.array == zip(addendValues, blockedValues).map { $0 + $1 })
-        blockedFromChannelsLast(source.data, addend.data, adding: addend.data, batch: n, pixels: pixels, channels: c)
+        nhwcToBlocked(source.data, addend.data, adding: addend.data, batch: n, pixels: pixels, channels: c)
         #expect(addend.array == added.array)
     }
 

@@ -42,26 +42,6 @@ func copyKernel(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, cou
     }
 }
 
-/// dst = src (+ addend): channels-last [batch, pixels, channels] into 16-channel blocks [batch,
-/// channels/16, pixels, 16] (`channels` a multiple of 16); `addend` (blocked) may be `dst` itself.
-func blockedFromChannelsLast(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, adding addend: UnsafePointer<Float>? = nil,
-                             batch: Int, pixels: Int, channels: Int) {
-    ensure(channels % 16 == 0)
-    let blocks = channels / 16
-    let sm = UnsafeMutablePointer(mutating: src), am = addend.map { UnsafeMutablePointer(mutating: $0) }
-    parallelFor(batch * blocks, work: batch * pixels * channels) { range in
-        for plane in range {
-            let s = sm + (plane / blocks) * pixels * channels + (plane % blocks) * 16, d = dst + plane * pixels * 16
-            if let am {
-                let a = am + plane * pixels * 16
-                for p in 0..<pixels { d.setVec(p * 16, a.vec(p * 16) + s.vec(p * channels)) }
-            } else {
-                for p in 0..<pixels { d.setVec(p * 16, s.vec(p * channels)) }
-            }
-        }
-    }
-}
-
 /// Adds a per-channel bias to every row of a [rows, channels] matrix.
 func addBiasKernel(_ y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, rows: Int, channels: Int) {
     let bm = UnsafeMutablePointer(mutating: bias)

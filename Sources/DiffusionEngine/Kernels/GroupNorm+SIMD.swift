@@ -10,8 +10,8 @@ import CDNNL
 /// Where the 16 channels `16 * block ..< 16 * block + 16` of pixel 0 of image `n` lie, and the
 /// distance in floats from one pixel's 16 channels to the next's.
 @inline(__always)
-private func channelBlock(_ x: UnsafeMutablePointer<Float>, _ layout: ActivationLayout, image n: Int, block: Int,
-                          pixels: Int, channels: Int) -> (base: UnsafeMutablePointer<Float>, pixelStride: Int) {
+private func channelBlock<T>(_ x: UnsafeMutablePointer<T>, _ layout: ActivationLayout, image n: Int, block: Int,
+                             pixels: Int, channels: Int) -> (base: UnsafeMutablePointer<T>, pixelStride: Int) {
     layout == .nhwc ? (x + n * pixels * channels + block * 16, channels)
                     : (x + (n * channels / 16 + block) * pixels * 16, 16)
 }
@@ -133,8 +133,7 @@ func affineActivation(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float
                       inputLayout: ActivationLayout = .blocked16, prefetch: UnsafeRawBufferPointer? = nil) {
     forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, layout: inputLayout, a: a, b: b,
                        prefetch: prefetch) { plane, n, blk, av, bv, src, ps in
-        let dst = nhwcOutput ? y + n * pixels * channels + blk * 16 : y + plane * pixels * 16
-        let stride = nhwcOutput ? channels : 16
+        let (dst, stride) = channelBlock(y, nhwcOutput ? .nhwc : .blocked16, image: n, block: blk, pixels: pixels, channels: channels)
         for p in 0..<pixels {
             let u = bv.addingProduct(src.vec(p * ps), av)
             dst.setVec(p * stride, silu ? vsilu(u) : u)
@@ -152,8 +151,7 @@ func affineActivationBFloat16(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePoint
     let hardwareRounding = CPUFeatures.current.avx512BF16
     forEachAffinePlane(x, batch: batch, pixels: pixels, channels: channels, layout: inputLayout, a: a, b: b,
                        prefetch: prefetch) { plane, n, blk, av, bv, src, ps in
-        let dst = nhwcOutput ? y + n * pixels * channels + blk * 16 : y + plane * pixels * 16
-        let stride = nhwcOutput ? channels : 16
+        let (dst, stride) = channelBlock(y, nhwcOutput ? .nhwc : .blocked16, image: n, block: blk, pixels: pixels, channels: channels)
         guard hardwareRounding else {
             for p in 0..<pixels {
                 let u = bv.addingProduct(src.vec(p * ps), av)
@@ -248,17 +246,20 @@ func groupNormBackward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: Un
     }
 }
 
-/// [batch, pixels, channels] (NHWC) -> blocked; with `accumulate` adds into `y`.
-func nhwcToBlocked(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int, accumulate: Bool = false) {
+/// [batch, pixels, channels] (NHWC) -> blocked, plus `addend` (blocked; it may be `y` itself).
+func nhwcToBlocked(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, adding addend: UnsafePointer<Float>? = nil,
+                   batch: Int, pixels: Int, channels: Int) {
+    ensure(channels % 16 == 0)
     let blocks = channels / 16
-    let xm = UnsafeMutablePointer(mutating: x)
+    let xm = UnsafeMutablePointer(mutating: x), am = addend.map { UnsafeMutablePointer(mutating: $0) }
     parallelFor(batch * blocks, work: batch * pixels * channels) { range in
         for plane in range {
-            let n = plane / blocks, blk = plane % blocks
-            let src = xm + n * pixels * channels + blk * 16, dst = y + plane * pixels * 16
-            for p in 0..<pixels {
-                let v = src.vec(p * channels)
-                dst.setVec(p * 16, accumulate ? dst.vec(p * 16) + v : v)
+            let (src, ps) = channelBlock(xm, .nhwc, image: plane / blocks, block: plane % blocks, pixels: pixels, channels: channels)
+            let dst = y + plane * pixels * 16
+            if let a = am.map({ $0 + plane * pixels * 16 }) {
+                for p in 0..<pixels { dst.setVec(p * 16, a.vec(p * 16) + src.vec(p * ps)) }
+            } else {
+                for p in 0..<pixels { dst.setVec(p * 16, src.vec(p * ps)) }
             }
         }
     }

@@ -72,7 +72,7 @@ final class AttentionRunner: LayerRunner {
         if out != x { copyKernel(x, out, count: n * t * c) }
         // proj_out into the (now free) normalised-input buffer, then the residual add in blocked layout.
         linearForwardPerItem(ws[attended], items: n, rowsPerItem: t, inFeatures: c, outFeatures: c, weight: p.proj.weight.data, bias: p.proj.bias.data, ws[xn])
-        nhwcToBlocked(ws[xn], out, batch: n, pixels: t, channels: c, accumulate: true)
+        nhwcToBlocked(ws[xn], out, adding: out, batch: n, pixels: t, channels: c)
     }
 
     func backward(input x: UnsafeMutablePointer<Float>, dOutput dy: UnsafeMutablePointer<Float>, dInput dx: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {

@@ -264,7 +264,7 @@ final class ResBlockRunner: LayerRunner {
         if skip == nil {
             if p.up || p.down { resample(x, out, channels: i); identity = UnsafePointer(out) } else { identity = UnsafePointer(x) }
         }
-        blockedFromChannelsLast(ws[sum], out, adding: identity, batch: n, pixels: outPix, channels: o)
+        nhwcToBlocked(ws[sum], out, adding: identity, batch: n, pixels: outPix, channels: o)
     }
 
     func backward(input x: UnsafeMutablePointer<Float>, dOutput: UnsafeMutablePointer<Float>, dInput dx: UnsafeMutablePointer<Float>, _ emb: EmbeddingContext) {
