@@ -109,7 +109,8 @@ def header(results, lines):
     lines.append(f"- **Date:** {dates[0][:10] if dates else 'unknown'}"
                  + (f" to {dates[-1][:10]}" if dates and dates[-1][:10] != dates[0][:10] else "")
                  + f" (stages run {', '.join(sorted({d.replace('T', ' ').replace('Z', ' UTC') for d in dates}))})")
-    lines.append(f"- **Machine of the last run:** {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {fmt(m.get('memory_gib'), '.0f')} GiB, "
+    caches = f" (caches {m['caches']})" if m.get("caches") else ""
+    lines.append(f"- **Machine of the last run:** {m.get('cpu', '?')}{caches}, {m.get('cores', '?')} cores, {fmt(m.get('memory_gib'), '.0f')} GiB, "
                  f"{m.get('os', '?')} (Linux {m.get('kernel', '?')}). Each stage names the CPU it ran on (table below); "
                  "figures are compared only within one stage's run")
     lines.append(f"- **Software:** {m.get('swift') or 'Swift (version not recorded)'}; engine: {m.get('engine', '?')}; "
@@ -148,10 +149,11 @@ def section_throughput(results, lines, rel, plots):
     others = other_machines(results, "throughput")
     if others:
         lines += [f"On {st.get('machine') or '?'} (the last run of the stage); the same stage on "
-                  + ", ".join(f"{cpu} ({record['date'][:10]})" for cpu, record in others) + " follows below.", ""]
+                  + ", ".join(f"{cpu} ({record['date'][:10]})" for cpu, record in others)
+                  + (" follows below." if len(others) == 1 else " follow below, one section each."), ""]
     throughput_record(results, st, lines)
-    for cpu, record in others:
-        lines += [f"### 1b. The same stage on {cpu}, {record['date'].replace('T', ' ').replace('Z', ' UTC')}", ""]
+    for letter, (cpu, record) in zip("bcdefgh", others):
+        lines += [f"### 1{letter}. The same stage on {cpu}, {record['date'].replace('T', ' ').replace('Z', ' UTC')}", ""]
         throughput_record(results, record, lines)
     section_precision(results, lines)
     lines.append(plot(rel, plots, "throughput.png", "Images per second of every runtime by batch size, medians of interleaved rounds"))

@@ -1,6 +1,7 @@
 // The machine-readable results file (docs/bench/results.json): one record per stage, merged
 // into the existing file so that a stage can be rerun alone. scripts/bench_report.py renders
 // BENCHMARKS.md from it and scripts/bench_plots.py the plots under docs/bench/.
+import DiffusionDaemon
 import DiffusionEngine
 import Foundation
 
@@ -36,6 +37,8 @@ func loadAverage() -> Double? {
 /// The machine and software the numbers were taken on.
 struct MachineInfo: Codable {
     var cpu: String
+    /// CPU 0's data caches (oneDNN's Winograd blocking follows them).
+    var caches: String?
     var cores: Int
     var memoryGib: Double
     var os: String
@@ -49,8 +52,7 @@ struct MachineInfo: Codable {
 
     static func current() -> MachineInfo {
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
-            .map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces) } ?? "unknown"
+        let model = CPUDescription.current.model
         let avx512 = cpuinfo.contains(" avx512f"), amx = cpuinfo.contains(" amx_bf16")
         let osRelease = (try? String(contentsOfFile: "/etc/os-release", encoding: .utf8)) ?? ""
         let os = osRelease.split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
@@ -60,7 +62,7 @@ struct MachineInfo: Codable {
         let kernel = withUnsafeBytes(of: &u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         let env = ProcessInfo.processInfo.environment
         return MachineInfo(
-            cpu: model + (avx512 ? (amx ? " (AVX-512, AMX)" : " (AVX-512)") : ""), cores: ProcessInfo.processInfo.activeProcessorCount,
+            cpu: model + (avx512 ? (amx ? " (AVX-512, AMX)" : " (AVX-512)") : ""), caches: CPUDescription.current.cacheSummary, cores: ProcessInfo.processInfo.activeProcessorCount,
             memoryGib: (Double(ProcessInfo.processInfo.physicalMemory) / Double(1 << 30) * 10).rounded() / 10,
             os: os, kernel: kernel,
             swift: which("swift").flatMap { programLine($0, ["--version"]) },

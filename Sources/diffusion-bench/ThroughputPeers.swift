@@ -36,7 +36,7 @@ final class PeerServer {
         process.arguments = args
         process.standardInput = input
         process.standardOutput = output
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.standardError = FileHandle(forWritingAtPath: logPath)
         try process.run()
         guard let ready = try readObject(), ready["ready"] as? Bool == true else {

@@ -80,6 +80,9 @@ struct DiffusionDaemonCommand: AsyncParsableCommand {
             "blas_core": "\(e.details["blas_core"] ?? "?")", "openblas": "\(e.kernelVersions["openblas"] ?? "?")",
             "onednn": "\(e.kernelVersions["onednn"] ?? "?")", "threads": "\(cfg.threads)"])
         logger.info("compute kernels: \(KernelSelection.current.summary)")
+        if let caution = ComputePrecision.bf16.speedCaution(on: .current) {
+            if cfg.precision == .bf16 { logger.warning("\(caution)") } else { logger.info("\(caution)") }
+        }
         for warning in ComputeRuntime.environmentWarnings {
             logger.warning("\(warning)")
         }

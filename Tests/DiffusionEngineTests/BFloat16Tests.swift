@@ -178,4 +178,16 @@ let cpuHasBFloat16 = ComputePrecision.bf16.unsupportedReason(on: .current) == ni
         #expect(try ADMUNet(net, precision: .bf16, features: bf16CPU).precision == .bf16)
         #expect(try ADMUNet(net, precision: .fp32, features: CPUFeatures()).precision == .fp32)
     }
+
+    @Test func bf16WithoutAMXIsCautionedAboutSpeed() {
+        var bf16CPU = CPUFeatures()
+        bf16CPU.avx = true; bf16CPU.avx2 = true; bf16CPU.fma = true; bf16CPU.avx512 = true; bf16CPU.avx512BF16 = true
+        var amxCPU = bf16CPU
+        amxCPU.amxBF16 = true
+        let caution = ComputePrecision.bf16.speedCaution(on: bf16CPU)
+        #expect(caution?.contains("no amx_bf16") == true && caution?.contains("slower than fp32") == true)
+        #expect(ComputePrecision.bf16.speedCaution(on: amxCPU) == nil)
+        #expect(ComputePrecision.bf16.speedCaution(on: CPUFeatures()) == nil)      // refused there, not cautioned
+        #expect(ComputePrecision.fp32.speedCaution(on: bf16CPU) == nil)
+    }
 }

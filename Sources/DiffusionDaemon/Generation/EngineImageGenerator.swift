@@ -36,7 +36,9 @@ public final class EngineImageGenerator: ImageGenerator {
                       // The UNet's images are computed in single-threaded pieces of this many rows.
                       "unet_lane_rows": "\(ADMUNet.laneRows)",
                       "blas_core_best": KernelSelection.current.bestOpenBLASCore ?? "none",
-                      "cpu_flags": KernelSelection.current.features.joined(separator: " ")])
+                      "cpu_flags": KernelSelection.current.features.joined(separator: " "),
+                      // oneDNN's Winograd blocking follows the cache sizes: with the flags, what fp32 bits depend on.
+                      "cpu_model": CPUDescription.current.model, "cpu_caches": CPUDescription.current.cacheSummary])
     }
 
     /// The environment with the precision `job` runs in.

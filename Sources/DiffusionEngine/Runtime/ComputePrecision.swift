@@ -21,6 +21,14 @@ public enum ComputePrecision: String, Sendable, Codable, CaseIterable {
         }
     }
 
+    /// For bf16 on a CPU that runs it without AMX, a caution for the log: there oneDNN runs bf16 as
+    /// direct AVX512-BF16 convolutions, which can be slower than fp32's Winograd ones; nil otherwise.
+    public func speedCaution(on features: CPUFeatures) -> String? {
+        guard self == .bf16, unsupportedReason(on: features) == nil, !features.amxBF16 else { return nil }
+        return "precision bf16 on this CPU (avx512_bf16, no amx_bf16) runs direct bfloat16 convolutions, "
+            + "which can be slower than fp32's Winograd convolutions: measure both before choosing bf16 for speed"
+    }
+
     /// For bf16: which kernels its convolutions run on a CPU with `features` (images regenerate bit
     /// for bit on a CPU whose bf16 convolutions run the same ones); nil for fp32.
     public func convolutionKernels(on features: CPUFeatures) -> String? {
