@@ -97,5 +97,29 @@ private let cpuHasBFloat16 = ComputePrecision.bf16.unsupportedReason(on: .curren
             let report = try RegenerationReport.build(path: path, modelsDirectory: Self.models, threads: 1)
             #expect(report.identical, "\(report.render())")
         }
+        try regenerationNamesTheCPU(of: try #require(bf16Paths.first))
+    }
+
+    /// The record names this CPU; an image whose record names another CPU and whose pixels differ
+    /// is reported with both CPUs, and one from this CPU that differs is not blamed on the CPU.
+    func regenerationNamesTheCPU(of path: String) throws {
+        let file = try ImageFile.read(path: path)
+        let record = try GenerationRecord.parse(try #require(file.record.json))
+        #expect(record.software.cpu == CPUDescription.current.recordName)
+        var image = file.image
+        image.pixels[0] ^= 1
+        for cpu in ["Other CPU (caches L1 32 KiB, L2 1024 KiB)", CPUDescription.current.recordName] {
+            var altered = record
+            altered.software.cpu = cpu
+            let copy = path + ".altered.png"
+            defer { try? FileManager.default.removeItem(atPath: copy) }
+            let bytes = try ImageFile.encode(image, format: .png, record: EmbeddedRecord(json: altered.jsonString(), parameters: nil))
+            try Data(bytes).write(to: URL(fileURLWithPath: copy))
+            let report = try RegenerationReport.build(path: copy, modelsDirectory: Self.models, threads: 1)
+            #expect(!report.identical && report.differingSamples == 1)
+            #expect(report.recordedCPU == cpu && report.currentCPU == CPUDescription.current.recordName)
+            let blamesCPU = report.render().contains("made on another CPU (\(cpu))")
+            #expect(blamesCPU == (cpu != CPUDescription.current.recordName), "\(report.render())")
+        }
     }
 }

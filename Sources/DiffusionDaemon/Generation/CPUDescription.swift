@@ -42,6 +42,9 @@ public struct CPUDescription: Sendable, Equatable {
         caches = found.sorted { $0.level < $1.level }
     }
 
+    /// The model and the caches in one line, as an image's record names its CPU.
+    public var recordName: String { "\(model) (caches \(cacheSummary))" }
+
     /// "L1 48 KiB, L2 2048 KiB, L3 266240 KiB shared by 2": the caches as the records name them.
     public var cacheSummary: String {
         caches.isEmpty ? "unknown"

@@ -38,7 +38,8 @@ public final class EngineImageGenerator: ImageGenerator {
                       "blas_core_best": KernelSelection.current.bestOpenBLASCore ?? "none",
                       "cpu_flags": KernelSelection.current.features.joined(separator: " "),
                       // oneDNN's Winograd blocking follows the cache sizes: with the flags, what fp32 bits depend on.
-                      "cpu_model": CPUDescription.current.model, "cpu_caches": CPUDescription.current.cacheSummary])
+                      "cpu_model": CPUDescription.current.model, "cpu_caches": CPUDescription.current.cacheSummary],
+            cpu: CPUDescription.current.recordName)
     }
 
     /// The environment with the precision `job` runs in.

@@ -16,6 +16,9 @@ public struct RegenerationReport: Codable, Sendable {
     public var totalSamples: Int
     /// True when every sample is bit-identical.
     public var identical: Bool
+    /// The CPU the record names (nil in records from before records named it), and this one.
+    public var recordedCPU: String?
+    public var currentCPU: String
 
     /// Reads `path`, resamples image `index` of the recorded job with the bundles in
     /// `modelsDirectory`, and compares. A JPEG is compared after encoding the regenerated pixels
@@ -41,13 +44,20 @@ public struct RegenerationReport: Codable, Sendable {
         let differing = a.count == b.count ? zip(a, b).reduce(0) { $0 + ($1.0 == $1.1 ? 0 : 1) } : max(a.count, b.count)
         return RegenerationReport(path: path, job: record.job.name, index: record.index, model: record.spec.model,
                                   recordedModelHash: record.model.hash, currentModelHash: currentHash,
-                                  differingSamples: differing, totalSamples: a.count, identical: differing == 0)
+                                  differingSamples: differing, totalSamples: a.count, identical: differing == 0,
+                                  recordedCPU: record.software.cpu, currentCPU: CPUDescription.current.recordName)
     }
 
     /// A few lines for a terminal.
     public func render() -> String {
         var lines = ["regenerated \(job) image \(index) with model \(model): " +
                      (identical ? "bit-identical (\(totalSamples) samples)" : "\(differingSamples) of \(totalSamples) samples differ")]
+        if !identical, recordedCPU != currentCPU {
+            lines.append("note: " + (recordedCPU.map { "the image was made on another CPU (\($0)); this is \(currentCPU)" }
+                                     ?? "the record does not name the CPU it was made on; this is \(currentCPU)")
+                         + ": oneDNN sizes its convolution blocking from the caches, so float32 sums may round otherwise here; "
+                         + "regenerate on a CPU like the record's to compare bit for bit")
+        }
         if recordedModelHash != currentModelHash {
             lines.append("note: the model changed since the image was made (record \(recordedModelHash.prefix(12)), now \(currentModelHash.prefix(12)))")
         }

@@ -26,8 +26,11 @@ public struct GenerationRecord: Codable, Sendable, Equatable {
         public var kernelVersions: [String: String]
         public var precision: String
         public var threads: Int
+        /// The CPU's model and caches (`CPUDescription.recordName`): fp32 bits follow them. Nil in
+        /// records written before records named it, and for the test generator.
+        public var cpu: String? = nil
         enum CodingKeys: String, CodingKey {
-            case name, version, host, kernel, kernelVersions = "kernel_versions", precision, threads
+            case name, version, host, kernel, kernelVersions = "kernel_versions", precision, threads, cpu
         }
     }
 

@@ -86,12 +86,15 @@ public struct GeneratorEnvironment: Sendable, Equatable {
     public var kernelVersions: [String: String]
     public var precision: String
     public var details: [String: String]
+    /// The CPU as image records name it (nil for generators whose bits do not depend on it).
+    public var cpu: String?
     public init(kernel: String, kernelVersions: [String: String] = [:], precision: String = "float32",
-                details: [String: String] = [:]) {
+                details: [String: String] = [:], cpu: String? = nil) {
         self.kernel = kernel
         self.kernelVersions = kernelVersions
         self.precision = precision
         self.details = details
+        self.cpu = cpu
     }
 }
 

@@ -38,7 +38,7 @@ struct ImageWriter: Sendable {
             seedDerivation: image.recordFields["seed_derivation"] ?? JobSpec.seedDerivation, classRef: cls,
             model: models.unet, classifier: models.classifier, spec: spec,
             software: .init(name: "diffusiond", version: DaemonVersion.string, host: host, kernel: env.kernel,
-                            kernelVersions: env.kernelVersions, precision: env.precision, threads: threads),
+                            kernelVersions: env.kernelVersions, precision: env.precision, threads: threads, cpu: env.cpu),
             fields: image.recordFields, createdAt: createdAt)
         let json = record.jsonString()
         let format = spec.output.format
