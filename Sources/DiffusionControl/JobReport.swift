@@ -45,6 +45,9 @@ public struct JobReport: Codable, Sendable {
         if let spec { out.append("spec:"); out.append(spec.jsonString(pretty: true).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")) }
         if let env = environment {
             out.append("environment: diffusiond \(env.version) on \(env.host), kernel \(env.kernel) \(env.kernelVersions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")), \(env.threads) threads")
+            if let model = env.details["cpu_model"] {
+                out.append("cpu: \(model), caches \(env.details["cpu_caches"] ?? "unknown"); flags \(env.details["cpu_flags"] ?? "unknown")")
+            }
         }
         if !metrics.isEmpty {
             out.append("metrics:")

@@ -56,6 +56,8 @@ import Testing
         #expect(try store.images(jobID: 1).allSatisfy { (try? GenerationRecord.parse($0.record).classifier) == .some(nil) })
         let show = try diffusionctl(["show", "2", "--config", h.root + "/config.yml"])
         #expect(show.output.contains("classifier: fashion-mnist-classifier (sha256 \(classifier))"), "\(show.output.prefix(600))")
+        #expect(show.output.contains("cpu: \(CPUDescription.current.model), caches \(CPUDescription.current.cacheSummary); flags "),
+                "\(show.output.suffix(600))")
         let job = try #require(try store.job(id: 1))
         let dir = try #require(job.outputDir)
         // metrics.json: KID, precision/recall, class accuracy; FID omitted at N = 24 with its reason.
