@@ -51,9 +51,8 @@ struct MachineInfo: Codable {
     var openblasCoretype: String
 
     static func current() -> MachineInfo {
-        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let model = CPUDescription.current.model
-        let avx512 = cpuinfo.contains(" avx512f"), amx = cpuinfo.contains(" amx_bf16")
+        // The CPU as the records name it, labelled with the features the engine's kernels follow.
+        let cpu = CPUDescription.current, features = CPUFeatures.current
         let osRelease = (try? String(contentsOfFile: "/etc/os-release", encoding: .utf8)) ?? ""
         let os = osRelease.split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
             .map { String($0.dropFirst("PRETTY_NAME=".count)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) } ?? "unknown"
@@ -62,7 +61,8 @@ struct MachineInfo: Codable {
         let kernel = withUnsafeBytes(of: &u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         let env = ProcessInfo.processInfo.environment
         return MachineInfo(
-            cpu: model + (avx512 ? (amx ? " (AVX-512, AMX)" : " (AVX-512)") : ""), caches: CPUDescription.current.cacheSummary, cores: ProcessInfo.processInfo.activeProcessorCount,
+            cpu: cpu.model + (features.avx512 ? (features.amxBF16 ? " (AVX-512, AMX)" : " (AVX-512)") : ""), caches: cpu.cacheSummary,
+            cores: ProcessInfo.processInfo.activeProcessorCount,
             memoryGib: (Double(ProcessInfo.processInfo.physicalMemory) / Double(1 << 30) * 10).rounded() / 10,
             os: os, kernel: kernel,
             swift: which("swift").flatMap { programLine($0, ["--version"]) },
