@@ -29,11 +29,14 @@ let package = Package(
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas"),
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        // The engine's own Winograd convolution kernel (AVX-512 intrinsics; optimised in every build,
+        // its unrolled products are what make it fast).
+        .target(name: "CWinograd", cSettings: [.unsafeFlags(["-O2"])]),
 
         // The engine: tensors, kernels, networks, schedules, samplers. No files, no daemon.
         .target(
             name: "DiffusionEngine",
-            dependencies: ["CBLAS", "CDNNL"],
+            dependencies: ["CBLAS", "CDNNL", "CWinograd"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
 

@@ -172,11 +172,13 @@ def throughput_record(results, st, lines):
     cpu, peak = r["cpu"], r.get("peak")
     labels = {e["id"]: e["label"] for e in r["runtimes"]}
     lines.append(f"Network: {r['network']}, {r['gflop_per_image']:.3f} GFLOP per image. CPU: {cpu['model']}; flags "
-                 f"`{' '.join(cpu['flags'])}`; OpenBLAS {cpu['openblas_core']} kernels; oneDNN's 3x3 convolutions: "
+                 f"`{' '.join(cpu['flags'])}`; OpenBLAS {cpu['openblas_core']} kernels; the engine's 3x3 convolutions: "
                  + ", ".join(f"{k} `{v}`" for k, v in sorted(cpu["convolution_kernels"].items(), reverse=True)) + ".")
     lines.append("")
+    twin = (" (on its own Winograd kernel, then the same network on oneDNN's)"
+            if any(e["id"] == "engine-fp32-onednn-winograd" for e in r["runtimes"]) else "")
     lines.append(f"Every runtime on the same weights, {r['dnnl_threads']} threads each, timed in each of **{r['rounds']} interleaved "
-                 f"rounds** (per round and batch size: the engine in fp32 and bf16, then every other runtime; each timing at "
+                 f"rounds** (per round and batch size: the engine in fp32{twin} and bf16, then every other runtime; each timing at "
                  f"least {r['min_seconds_per_timing']} s of calls after a warm-up call, its median call kept). Figures are the "
                  "medians over the rounds, [min-max] their spread. The other runtimes run in `training/bench_torch.py` servers "
                  "prepared before the first round (torch.compile compiled, ONNX model exported from `training/adm.py`); "
@@ -193,6 +195,9 @@ def throughput_record(results, st, lines):
                      + (f"; the same Winograd kernel on problems that stay in each core's cache (8 images per thread at 28x28 x 64 "
                         f"and at 8x8 x 128 channels, the faster) {peak['convolution_winograd_cache_resident_gflops']:.0f}"
                         if peak.get("convolution_winograd_cache_resident_gflops") else "")
+                     + (f"; the engine's own Winograd kernel, one per thread, on the large problem "
+                        f"{peak['engine_winograd_lanes_gflops']:.0f} and in cache {peak['engine_winograd_cache_resident_gflops']:.0f}"
+                        if peak.get("engine_winograd_lanes_gflops") else "")
                      + f" -> peak {peak['peak_gflops']:.0f} GFLOP/s (median; rounds {rounds}){bf16}."
                      + (f" The fastest figure on the 64->64, 32x32, batch-64 problem alone (the peak as the issue measured it): "
                         f"{peak['large_problem_peak_gflops']:.0f} GFLOP/s." if peak.get("large_problem_peak_gflops") else ""))

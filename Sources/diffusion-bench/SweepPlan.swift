@@ -104,7 +104,9 @@ struct SweepPlan {
         if row.mode == "classifier-guided" { models[classifier] = .string(try Self.contentHash(modelsDirectory, classifier, files: [])) }
         let key: JSONValue = .object([
             "format": .string(SampleCache.format), "job": .object(spec), "models": .object(models),
-            "engine": .object(["network_rows": .number(64), "diffusiond": .string(DaemonVersion.string)]),
+            // The Winograd kernel decides the fp32 images' bits (keys made before the engine had its own named none).
+            "engine": .object(["network_rows": .number(64), "diffusiond": .string(DaemonVersion.string),
+                               "winograd": .string(ConvolutionKernelChoice.engineWinogradKernel ?? "onednn")]),
         ])
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

@@ -68,6 +68,10 @@ struct PeakResult: Codable {
     /// The same Winograd kernel, one single-threaded convolution per thread, on problems that stay in
     /// each core's cache (8 images per thread at 28x28 x 64 and at 8x8 x 128 channels; the faster).
     var convolutionWinogradCacheResidentGflops: Double?
+    /// The engine's own Winograd kernel, one single-threaded convolution per thread, on the large
+    /// problem and on the cache-resident ones (nil on CPUs without AVX-512 and in older results).
+    var engineWinogradLanesGflops: Double?
+    var engineWinogradCacheResidentGflops: Double?
     /// The fastest of the fp32 figures: the "measured peak" (median of the rounds' peaks).
     var peakGflops: Double
     var roundsPeakGflops: [Double]
@@ -85,7 +89,7 @@ struct CPUReport: Codable {
     /// The feature flags that decide the kernels (as /proc/cpuinfo names them).
     var flags: [String]
     var openblasCore: String
-    /// oneDNN's kernels for the UNet's 3x3 convolutions in fp32 and bf16.
+    /// The kernels of the UNet's 3x3 convolutions in fp32 and bf16 (the engine's own Winograd or oneDNN's).
     var convolutionKernels: [String: String]
 }
 

@@ -78,7 +78,11 @@ func runThroughputStage(_ options: Options) throws -> ThroughputResult {
         return (x, (0..<b).map { ($0 * 37) % 1000 }, arch.numClasses.map { k in (0..<b).map { $0 % k } },
                 Tensor(shape: [b, arch.outChannels, arch.imageSize, arch.imageSize]))
     }
+    // The engine in fp32 on its own Winograd kernel and, beside it, the same network on oneDNN's
+    // (plans built with `ConvolutionKernelChoice.engineWinograd` false): the kernel's gain, same run.
     var engines: [(id: String, net: ADMUNet)] = [("engine-fp32", unet)]
+    let onednnWinograd = "engine-fp32-onednn-winograd"
+    if ConvolutionKernelChoice.engineWinogradKernel != nil { engines.append((onednnWinograd, try ADMUNet(unet, precision: .fp32))) }
     if let bf16 { engines.append(("engine-bf16", bf16)) }
 
     var rounds: [String: [Int: [(best: Double, median: Double)]]] = [:]
@@ -89,32 +93,43 @@ func runThroughputStage(_ options: Options) throws -> ThroughputResult {
     // (8 images per thread at the UNet's 28x28 x 64 channels, and at 8x8 x 128) is measured too,
     // and the round's peak is the fastest figure of all.
     let peakRepeats = 20
-    typealias PeakRound = (sgemm: Double, direct: Double, winograd: Double, winogradLanes: Double, cacheResident: Double, bf16: Double?)
+    typealias PeakRound = (sgemm: Double, direct: Double, winograd: Double, winogradLanes: Double, cacheResident: Double,
+                           engineLanes: Double?, engineCacheResident: Double?, bf16: Double?)
     var peakRounds: [PeakRound] = []
     /// The peak: the fastest figure on the 64 -> 64, 32x32, batch-64 problem alone.
-    func fastestLarge(_ p: PeakRound) -> Double { max(p.sgemm, p.direct, p.winograd, p.winogradLanes) }
+    func fastestLarge(_ p: PeakRound) -> Double { max(p.sgemm, p.direct, p.winograd, p.winogradLanes, p.engineLanes ?? 0) }
     /// A round's fp32 peak: the fastest of its fp32 figures.
-    func fastest(_ p: PeakRound) -> Double { max(fastestLarge(p), p.cacheResident) }
+    func fastest(_ p: PeakRound) -> Double { max(fastestLarge(p), p.cacheResident, p.engineCacheResident ?? 0) }
+    let engineKernel = ConvolutionKernelChoice.engineWinogradKernel != nil
     for round in 1 ... options.rounds {
         log("\nround \(round) of \(options.rounds)")
         if options.peak {
             let r = peakRepeats, threads = ComputeRuntime.dnnlThreads
+            func cacheResident(engine: Bool) -> Double {
+                max(PeakMeasurement.convolutionGFLOPS(batch: 8 * threads, channels: 64, size: 28, repeats: r, winograd: true, engineWinograd: engine, lanes: true),
+                    PeakMeasurement.convolutionGFLOPS(batch: 8 * threads, channels: 128, size: 8, repeats: r, winograd: true, engineWinograd: engine, lanes: true))
+            }
             let p = (sgemm: PeakMeasurement.sgemmGFLOPS(size: 2048, repeats: r),
                      direct: PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32, repeats: r),
                      winograd: PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32, repeats: r, winograd: true),
                      winogradLanes: PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32, repeats: r, winograd: true, lanes: true),
-                     cacheResident: max(PeakMeasurement.convolutionGFLOPS(batch: 8 * threads, channels: 64, size: 28, repeats: r, winograd: true, lanes: true),
-                                        PeakMeasurement.convolutionGFLOPS(batch: 8 * threads, channels: 128, size: 8, repeats: r, winograd: true, lanes: true)),
+                     cacheResident: cacheResident(engine: false),
+                     engineLanes: engineKernel ? PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32, repeats: r, winograd: true,
+                                                                                    engineWinograd: true, lanes: true) : nil,
+                     engineCacheResident: engineKernel ? cacheResident(engine: true) : nil,
                      bf16: bf16 == nil ? nil : PeakMeasurement.convolutionGFLOPS(batch: 64, channels: 64, size: 32, repeats: r, precision: .bf16))
             peakRounds.append(p)
             log(String(format: "peak: sgemm 2048^3 %.0f GFLOP/s; 3x3 conv 64->64ch 32x32 b64: direct %.0f, Winograd %.0f (effective), Winograd one per thread %.0f%@; in cache, one per thread %.0f",
-                       p.sgemm, p.direct, p.winograd, p.winogradLanes, p.bf16.map { String(format: ", bf16 direct %.0f", $0) } ?? "", p.cacheResident))
+                       p.sgemm, p.direct, p.winograd, p.winogradLanes, p.bf16.map { String(format: ", bf16 direct %.0f", $0) } ?? "", p.cacheResident)
+                + (engineKernel ? String(format: "; the engine's Winograd one per thread %.0f, in cache %.0f", p.engineLanes ?? 0, p.engineCacheResident ?? 0) : ""))
         }
         for (k, b) in options.batches.enumerated() {
             let (x, t, y, out) = inputs[k]
             var line = "batch \(b):"
             for e in engines {
-                let r = try timed(minSeconds: options.seconds) { try e.net.forward(x, timesteps: t, classes: y, into: out) }
+                let r = try ConvolutionKernelChoice.$engineWinograd.withValue(e.id != onednnWinograd) {
+                    try timed(minSeconds: options.seconds) { try e.net.forward(x, timesteps: t, classes: y, into: out) }
+                }
                 rounds[e.id, default: [:]][b, default: []].append(r)
                 line += String(format: " %@ %.0f", e.id, Double(b) / r.median)
             }
@@ -136,6 +151,8 @@ func runThroughputStage(_ options: Options) throws -> ThroughputResult {
         convolutionWinogradGflops: mid(peakRounds.map(\.winograd)),
         convolutionWinogradLanesGflops: mid(peakRounds.map(\.winogradLanes)),
         convolutionWinogradCacheResidentGflops: mid(peakRounds.map(\.cacheResident)),
+        engineWinogradLanesGflops: engineKernel ? mid(peakRounds.compactMap(\.engineLanes)) : nil,
+        engineWinogradCacheResidentGflops: engineKernel ? mid(peakRounds.compactMap(\.engineCacheResident)) : nil,
         peakGflops: mid(peakRounds.map(fastest)), roundsPeakGflops: peakRounds.map(fastest),
         largeProblemPeakGflops: mid(peakRounds.map(fastestLarge)),
         convolutionBF16Gflops: bf16 == nil ? nil : mid(peakRounds.compactMap(\.bf16)), callsPerFigure: peakRepeats + 1)
@@ -150,7 +167,8 @@ func runThroughputStage(_ options: Options) throws -> ThroughputResult {
                              fractionOfLargeProblemPeak: peak?.largeProblemPeakGflops.map { gflops / $0 },
                              engineBF16ImagesPerSecond: half, bf16SpeedupOverFP32: half.map { $0 / fp32 }, speedups: speedups)
     }
-    let runtimes = engines.map { RuntimeEntry(id: $0.id, label: "diffusiond engine \($0.net.precision.rawValue)", precision: $0.net.precision.rawValue,
+    let runtimes = engines.map { RuntimeEntry(id: $0.id, label: "diffusiond engine \($0.net.precision.rawValue)" + ($0.id == onednnWinograd ? ", oneDNN's Winograd" : ""),
+                                              precision: $0.net.precision.rawValue,
                                               version: DaemonVersion.string) }
         + peers.map { RuntimeEntry(id: $0.1.id, label: $0.1.label, precision: $0.1.precision, version: $0.1.version) }
     log("\nsummary (medians of \(options.rounds) interleaved rounds, images/s [min-max]):")

@@ -78,7 +78,8 @@ struct DiffusionDaemonCommand: AsyncParsableCommand {
         let e = engine.environment
         logger.info("diffusion engine ready", metadata: [
             "blas_core": "\(e.details["blas_core"] ?? "?")", "openblas": "\(e.kernelVersions["openblas"] ?? "?")",
-            "onednn": "\(e.kernelVersions["onednn"] ?? "?")", "threads": "\(cfg.threads)"])
+            "onednn": "\(e.kernelVersions["onednn"] ?? "?")", "winograd": "\(e.kernelVersions["winograd"] ?? "?")",
+            "threads": "\(cfg.threads)"])
         logger.info("compute kernels: \(KernelSelection.current.summary)")
         if let caution = ComputePrecision.bf16.speedCaution(on: .current) {
             if cfg.precision == .bf16 { logger.warning("\(caution)") } else { logger.info("\(caution)") }

@@ -120,6 +120,18 @@ private let cpuHasBFloat16 = ComputePrecision.bf16.unsupportedReason(on: .curren
             #expect(report.recordedCPU == cpu && report.currentCPU == CPUDescription.current.recordName)
             let blamesCPU = report.render().contains("made on another CPU (\(cpu))")
             #expect(blamesCPU == (cpu != CPUDescription.current.recordName), "\(report.render())")
+            #expect(report.recordedWinograd == EngineImageGenerator.winogradKernel && !report.render().contains("Winograd"))
         }
+        // A record from before the engine had its own Winograd kernel names none: the note says so.
+        var older = record
+        older.software.kernelVersions["winograd"] = nil
+        let copy = path + ".older.png"
+        defer { try? FileManager.default.removeItem(atPath: copy) }
+        try Data(try ImageFile.encode(image, format: .png, record: EmbeddedRecord(json: older.jsonString(), parameters: nil)))
+            .write(to: URL(fileURLWithPath: copy))
+        let report = try RegenerationReport.build(path: copy, modelsDirectory: Self.models, threads: 1)
+        #expect(report.recordedWinograd == nil)
+        #expect(report.render().contains("another Winograd convolution kernel (oneDNN's: the record names none); this engine runs \(EngineImageGenerator.winogradKernel)"),
+                "\(report.render())")
     }
 }

@@ -26,10 +26,16 @@ public final class EngineImageGenerator: ImageGenerator {
         ComputeRuntime.configure(blasThreads: threads, dnnlThreads: threads)
     }
 
+    /// The kernel of the UNet's fp32 3x3 convolutions: the engine's Winograd with its revision, or "onednn".
+    public static var winogradKernel: String { ConvolutionKernelChoice.engineWinogradKernel ?? "onednn" }
+
     public var environment: GeneratorEnvironment {
         GeneratorEnvironment(
             kernel: "onednn+openblas",
-            kernelVersions: ["onednn": ComputeRuntime.dnnlVersion, "openblas": ComputeRuntime.blasConfig],
+            // The 3x3 fp32 convolutions run the engine's own Winograd kernel on AVX-512 CPUs (its revision
+            // is part of what fp32 bits depend on), oneDNN's kernels elsewhere.
+            kernelVersions: ["onednn": ComputeRuntime.dnnlVersion, "openblas": ComputeRuntime.blasConfig,
+                             "winograd": Self.winogradKernel],
             precision: "float32",
             details: ["blas_core": ComputeRuntime.blasCoreName, "blas_threads": "\(ComputeRuntime.blasThreads)",
                       "onednn_threads": "\(ComputeRuntime.dnnlThreads)",

@@ -19,6 +19,10 @@ public struct RegenerationReport: Codable, Sendable {
     /// The CPU the record names (nil in records from before records named it), and this one.
     public var recordedCPU: String?
     public var currentCPU: String
+    /// The Winograd convolution kernel the record names (`kernel_versions.winograd`; nil in records
+    /// from before the engine had its own), and this engine's.
+    public var recordedWinograd: String?
+    public var currentWinograd: String
 
     /// Reads `path`, resamples image `index` of the recorded job with the bundles in
     /// `modelsDirectory`, and compares. A JPEG is compared after encoding the regenerated pixels
@@ -45,7 +49,9 @@ public struct RegenerationReport: Codable, Sendable {
         return RegenerationReport(path: path, job: record.job.name, index: record.index, model: record.spec.model,
                                   recordedModelHash: record.model.hash, currentModelHash: currentHash,
                                   differingSamples: differing, totalSamples: a.count, identical: differing == 0,
-                                  recordedCPU: record.software.cpu, currentCPU: CPUDescription.current.recordName)
+                                  recordedCPU: record.software.cpu, currentCPU: CPUDescription.current.recordName,
+                                  recordedWinograd: record.software.kernelVersions["winograd"],
+                                  currentWinograd: EngineImageGenerator.winogradKernel)
     }
 
     /// A few lines for a terminal.
@@ -57,6 +63,11 @@ public struct RegenerationReport: Codable, Sendable {
                                      ?? "the record does not name the CPU it was made on; this is \(currentCPU)")
                          + ": oneDNN sizes its convolution blocking from the caches, so float32 sums may round otherwise here; "
                          + "regenerate on a CPU like the record's to compare bit for bit")
+        }
+        if !identical, recordedWinograd != currentWinograd {
+            lines.append("note: the image was made with another Winograd convolution kernel ("
+                         + (recordedWinograd ?? "oneDNN's: the record names none") + "); this engine runs \(currentWinograd), "
+                         + "whose float32 sums round otherwise")
         }
         if recordedModelHash != currentModelHash {
             lines.append("note: the model changed since the image was made (record \(recordedModelHash.prefix(12)), now \(currentModelHash.prefix(12)))")

@@ -9,10 +9,13 @@ final class ConvolutionPrimitive {
     let backwardData: Bool
     /// The format the convolution computes in (bf16 only for forward calls on blocked inputs).
     let precision: ComputePrecision
-    /// Whether oneDNN's Winograd algorithm runs this convolution.
+    /// Whether a Winograd algorithm (the engine's or oneDNN's) runs this convolution.
     private(set) var usesWinograd = false
-    /// oneDNN's name for the kernel it chose (e.g. "jit_wino_4x3:avx512_core", "jit_bf16:avx512_core_bf16").
+    /// The kernel's name: the engine's `WinogradConvolution.implementation`, or oneDNN's choice
+    /// (e.g. "jit_wino_4x3:avx512_core", "jit_bf16:avx512_core_bf16").
     private(set) var implementation = ""
+    /// The engine's own Winograd kernel, where it runs this convolution instead of oneDNN.
+    private var engineKernel: WinogradConvolution?
     /// Under bf16: the input rounded from float32 into bfloat16 (in `bfloat16InputLayout`) before each call.
     private var inputConversion: LayoutReorder?
     /// Where the bf16 kernel reads its input: the caller's blocked layout, or nhwc for AMX kernels.
@@ -48,12 +51,13 @@ final class ConvolutionPrimitive {
     /// output gradient to the input gradient (bias, accumulate and relu are then ignored).
     /// With `precision` bf16 a forward convolution over a 16-channel-blocked input takes its input
     /// and weights in bfloat16 and writes float32, blocked or channels-last (others stay float32).
+    /// Winograd convolutions run the engine's own kernel where it applies, oneDNN's with `engineWinograd` false.
     init(batch: Int, inChannels: Int, outChannels: Int, height: Int, width: Int,
          kernel: Int, stride: Int = 1, padding: Int,
          weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
          inputLayout: ActivationLayout = .blocked16, outputLayout: ActivationLayout = .blocked16,
          accumulate: Bool = false, relu: Bool = false, backwardData: Bool = false,
-         winograd: Bool? = nil, precision: ComputePrecision = .fp32, scratch: ScratchArena) {
+         winograd: Bool? = nil, engineWinograd: Bool = ConvolutionKernelChoice.engineWinograd, precision: ComputePrecision = .fp32, scratch: ScratchArena) {
         let bf16 = precision == .bf16 && !backwardData && inputLayout == .blocked16
         self.precision = bf16 ? .bf16 : .fp32
         // Winograd F(4x4, 3x3) for 3x3 stride-1 forward convolutions on 16-channel blocks
@@ -70,6 +74,25 @@ final class ConvolutionPrimitive {
         self.backwardData = backwardData
         self.scratch = scratch
         args = .allocate(capacity: 6)
+        let copy = bias.map { b in
+            let copy = UnsafeMutablePointer<Float>.allocate(capacity: outChannels)   // the caller's buffer may go away
+            copy.update(from: b, count: outChannels)
+            return copy
+        }
+        biasCopy = copy
+        if wantWinograd, engineWinograd, WinogradConvolution.applies(batch: batch, inChannels: inChannels, outChannels: outChannels,
+                height: height, width: width, kernel: kernel, stride: stride, padding: padding, backwardData: backwardData,
+                inputLayout: inputLayout, outputLayout: outputLayout) {
+            let own = WinogradConvolution(batch: batch, inChannels: inChannels, outChannels: outChannels, height: height, width: width,
+                                          weights: weights, bias: copy, accumulate: accumulate, relu: relu, scratch: scratch)
+            engineKernel = own
+            usesWinograd = true
+            implementation = WinogradConvolution.implementation
+            weightBytes = own.weightBytes
+            scratchBytes = own.scratchBytes
+            inputArg = kDNNLArgSrc; outputArg = kDNNLArgDst
+            return
+        }
         let ctx = DNNLContext.shared
 
         var src = dnnl_memory_desc_t(), dst = dnnl_memory_desc_t()
@@ -184,19 +207,14 @@ final class ConvolutionPrimitive {
         args[2] = dnnl_exec_arg_t(arg: kDNNLArgWeights, memory: weightMemory)
         args[3] = dnnl_exec_arg_t(arg: kDNNLArgScratchpad, memory: scratchMemory)
         argCount = 4
-        if let bias, !backwardData {
-            dnnlCheck(dnnl_memory_create(&biasMemory, &bmd, ctx.engine, UnsafeMutableRawPointer(mutating: bias)), "mem bias")
-            // Keep our own copy so the caller's buffer may go away.
-            let copy = UnsafeMutablePointer<Float>.allocate(capacity: outChannels)
-            copy.update(from: bias, count: outChannels)
-            dnnlCheck(dnnl_memory_set_data_handle(biasMemory, copy), "bias handle")
-            biasCopy = copy
+        if let copy, !backwardData {
+            dnnlCheck(dnnl_memory_create(&biasMemory, &bmd, ctx.engine, copy), "mem bias")
             args[4] = dnnl_exec_arg_t(arg: kDNNLArgBias, memory: biasMemory)
             argCount = 5
         }
     }
 
-    private var biasCopy: UnsafeMutablePointer<Float>?
+    private let biasCopy: UnsafeMutablePointer<Float>?
 
     /// Writes `weights` (described by `source`) into `storage` in `layout` with a oneDNN reorder.
     private static func reorder(_ weights: UnsafePointer<Float>, from source: UnsafePointer<dnnl_memory_desc_t>,
@@ -206,7 +224,7 @@ final class ConvolutionPrimitive {
     }
 
     deinit {
-        dnnl_primitive_destroy(primitive)
+        if primitive != nil { dnnl_primitive_destroy(primitive) }
         for m in [inputMemory, outputMemory, weightMemory, biasMemory, scratchMemory] where m != nil { dnnl_memory_destroy(m) }
         if ownsWeights { weightStorage?.deallocate() }
         biasCopy?.deallocate()
@@ -235,6 +253,10 @@ final class ConvolutionPrimitive {
 
     /// Runs the primitive on `input` (in the primitive's own format) into `output`.
     private func execute(input: UnsafeMutableRawPointer?, output: UnsafeMutablePointer<Float>) {
+        if let engineKernel {
+            engineKernel(input!.assumingMemoryBound(to: Float.self), output, scratch: scratch.pointer!)
+            return
+        }
         let stream = DNNLContext.shared.stream
         dnnl_memory_set_data_handle(inputMemory, input)
         dnnl_memory_set_data_handle(outputMemory, outputReorder == nil ? UnsafeMutableRawPointer(output) : scratch.channelsLastOutput.pointer)

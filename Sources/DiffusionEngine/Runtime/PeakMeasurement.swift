@@ -23,9 +23,10 @@ public enum PeakMeasurement {
     /// layout (or NHWC), direct algorithm or Winograd (fp32 only); Winograd's rate counts direct-convolution
     /// FLOPs. With `precision` bf16 the direct convolution takes bfloat16 input and weights. With `lanes`
     /// every thread runs its own single-threaded convolution over its share of the batch, all at once
-    /// (as the UNet's lanes do); without, one convolution uses every thread.
+    /// (as the UNet's lanes do); without, one convolution uses every thread. Winograd is oneDNN's, or
+    /// with `engineWinograd` the engine's own kernel (`WinogradConvolution`, AVX-512 CPUs).
     public static func convolutionGFLOPS(batch: Int = 64, channels: Int = 64, size: Int = 32,
-                                         repeats: Int = 5, nhwc: Bool = false, winograd: Bool = false,
+                                         repeats: Int = 5, nhwc: Bool = false, winograd: Bool = false, engineWinograd: Bool = false,
                                          precision: ComputePrecision = .fp32, lanes: Bool = false) -> Double {
         ComputeRuntime.prepareCallingThread()
         let w = Tensor(shape: [channels, channels, 3, 3]); w.fill(0.01)
@@ -36,7 +37,8 @@ public enum PeakMeasurement {
         func convolution() -> ConvolutionPrimitive {   // each with its own scratchpad
             ConvolutionPrimitive(batch: rows, inChannels: channels, outChannels: channels, height: size, width: size,
                                  kernel: 3, padding: 1, weights: w.data, bias: bias.data,
-                                 inputLayout: layout, outputLayout: layout, winograd: winograd, precision: precision, scratch: ScratchArena())
+                                 inputLayout: layout, outputLayout: layout, winograd: winograd, engineWinograd: engineWinograd,
+                                 precision: precision, scratch: ScratchArena())
         }
         let convs = (0 ..< threads).map { _ in lanes ? ComputeRuntime.singleThreaded(convolution) : convolution() }
         let xs = convs.map { _ in Tensor(shape: [rows, channels, size, size]) }
@@ -55,8 +57,8 @@ public enum PeakMeasurement {
         return convs.reduce(0) { $0 + $1.flops } / best / 1e9
     }
 
-    /// oneDNN's kernel for a 3x3 convolution of the UNet (64 -> 64 channels, 14x14, batch 64) as the
-    /// engine builds it in `precision`, e.g. "jit_wino_4x3:avx512_core" or "jit_bf16:avx512_core_bf16".
+    /// The kernel of a 3x3 convolution of the UNet (64 -> 64 channels, 14x14, batch 64) as the engine
+    /// builds it in `precision`, e.g. "diffusiond_wino_4x3:avx512 r1" or oneDNN's "jit_bf16:avx512_core_bf16".
     public static func convolutionKernel(precision: ComputePrecision) -> String {
         let w = Tensor(shape: [64, 64, 3, 3]), bias = Tensor(shape: [64])
         return ConvolutionPrimitive(batch: 64, inChannels: 64, outChannels: 64, height: 14, width: 14, kernel: 3, padding: 1,
