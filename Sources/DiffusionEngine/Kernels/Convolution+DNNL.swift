@@ -1,7 +1,8 @@
 import CDNNL
 
-/// One oneDNN 2-D convolution (forward, optionally accumulating into dst, or backward-data)
-/// for a fixed batch size and geometry, with weights reordered once into oneDNN's preferred layout.
+/// One 2-D convolution (forward, optionally accumulating into dst, or backward-data) for a fixed
+/// batch size and geometry, with weights reordered once into the kernel's layout: oneDNN's, or the
+/// engine's own Winograd kernel (`WinogradConvolution`) for fp32 3x3 convolutions where it applies.
 final class ConvolutionPrimitive {
     let batch: Int, inChannels: Int, outChannels: Int
     let height: Int, width: Int, kernel: Int, stride: Int, padding: Int
