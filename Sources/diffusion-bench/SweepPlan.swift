@@ -106,7 +106,7 @@ struct SweepPlan {
             "format": .string(SampleCache.format), "job": .object(spec), "models": .object(models),
             // The Winograd kernel decides the fp32 images' bits (keys made before the engine had its own named none).
             "engine": .object(["network_rows": .number(64), "diffusiond": .string(DaemonVersion.string),
-                               "winograd": .string(ConvolutionKernelChoice.engineWinogradKernel ?? "onednn")]),
+                               "winograd": .string(EngineImageGenerator.winogradKernel)]),
         ])
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

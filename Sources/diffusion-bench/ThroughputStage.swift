@@ -82,7 +82,8 @@ func runThroughputStage(_ options: Options) throws -> ThroughputResult {
     // (plans built with `ConvolutionKernelChoice.engineWinograd` false): the kernel's gain, same run.
     var engines: [(id: String, net: ADMUNet)] = [("engine-fp32", unet)]
     let onednnWinograd = "engine-fp32-onednn-winograd"
-    if ConvolutionKernelChoice.engineWinogradKernel != nil { engines.append((onednnWinograd, try ADMUNet(unet, precision: .fp32))) }
+    let engineKernel = ConvolutionKernelChoice.engineWinogradKernel != nil
+    if engineKernel { engines.append((onednnWinograd, try ADMUNet(unet, precision: .fp32))) }
     if let bf16 { engines.append(("engine-bf16", bf16)) }
 
     var rounds: [String: [Int: [(best: Double, median: Double)]]] = [:]
@@ -100,7 +101,6 @@ func runThroughputStage(_ options: Options) throws -> ThroughputResult {
     func fastestLarge(_ p: PeakRound) -> Double { max(p.sgemm, p.direct, p.winograd, p.winogradLanes, p.engineLanes ?? 0) }
     /// A round's fp32 peak: the fastest of its fp32 figures.
     func fastest(_ p: PeakRound) -> Double { max(fastestLarge(p), p.cacheResident, p.engineCacheResident ?? 0) }
-    let engineKernel = ConvolutionKernelChoice.engineWinogradKernel != nil
     for round in 1 ... options.rounds {
         log("\nround \(round) of \(options.rounds)")
         if options.peak {

@@ -75,7 +75,7 @@ final class ConvolutionPrimitive {
         self.backwardData = backwardData
         self.scratch = scratch
         args = .allocate(capacity: 6)
-        let copy = bias.map { b in
+        let copy = backwardData ? nil : bias.map { b in
             let copy = UnsafeMutablePointer<Float>.allocate(capacity: outChannels)   // the caller's buffer may go away
             copy.update(from: b, count: outChannels)
             return copy
@@ -208,7 +208,7 @@ final class ConvolutionPrimitive {
         args[2] = dnnl_exec_arg_t(arg: kDNNLArgWeights, memory: weightMemory)
         args[3] = dnnl_exec_arg_t(arg: kDNNLArgScratchpad, memory: scratchMemory)
         argCount = 4
-        if let copy, !backwardData {
+        if let copy {
             dnnlCheck(dnnl_memory_create(&biasMemory, &bmd, ctx.engine, copy), "mem bias")
             args[4] = dnnl_exec_arg_t(arg: kDNNLArgBias, memory: biasMemory)
             argCount = 5
