@@ -10,7 +10,7 @@
 
 #define UNROLLED _Pragma("clang loop unroll(full)")
 
-enum { MAX_ROWS = 36, ROW_STEP = 12, POINTS = 36 };
+enum { MAX_ROWS = 36, ROW_STEP = 4, POINTS = 36 };
 
 size_t dd_winograd_weight_floats(int inChannels, int outChannels) {
     return (size_t)POINTS * inChannels * outChannels;
@@ -74,10 +74,10 @@ static inline __attribute__((always_inline)) void output_rows(const __m512 m[6],
     o[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8), d34, d12), m[5]);
 }
 
-// V[point][row][ic] for the block's rows (rows past the last tile are zero).
-static void transform_input(const float *src, float *V, int first, const Tiling *t, int ic, int h, int w) {
+// V[point][row][ic] for the block's first `active` rows (rows past the last tile are zero).
+static void transform_input(const float *src, float *V, int first, int active, const Tiling *t, int ic, int h, int w) {
     const int icb = ic / 16, perImage = t->tilesY * t->tilesX;
-    for (int r = 0; r < t->rows; r++) {
+    for (int r = 0; r < active; r++) {
         const int tile = first + r;
         if (tile >= t->tiles) {
             for (int p = 0; p < POINTS; p++) memset(V + ((size_t)p * t->rows + r) * ic, 0, (size_t)ic * 4);
@@ -125,31 +125,54 @@ static void transform_input(const float *src, float *V, int first, const Tiling 
             UNROLLED for (int k = 0; k < COLS; k++) _mm512_store_ps(M + (size_t)r * oc + column + 16 * k, acc[r][k]); \
     }
 PRODUCT_KERNEL(product_6x4, 6, 4)
+PRODUCT_KERNEL(product_4x4, 4, 4)
 PRODUCT_KERNEL(product_12x2, 12, 2)
+PRODUCT_KERNEL(product_8x2, 8, 2)
+PRODUCT_KERNEL(product_4x2, 4, 2)
 PRODUCT_KERNEL(product_12x1, 12, 1)
+PRODUCT_KERNEL(product_8x1, 8, 1)
+PRODUCT_KERNEL(product_4x1, 4, 1)
 
-static void products(const float *V, const float *U, float *M, int rows, int ic, int oc) {
+// The `count` rows (a multiple of ROW_STEP) of the 36 products, V and M `stride` rows per tile
+// point: the widest kernel while its rows fit, then one narrower for the rest. Every kernel sums a
+// row's products in the same order, so a tile's result does not depend on the kernel it meets.
+static void products(const float *V, const float *U, float *M, int stride, int count, int ic, int oc) {
     for (int p = 0; p < POINTS; p++) {
-        const float *v = V + (size_t)p * rows * ic, *u = U + (size_t)p * ic * oc;
-        float *m = M + (size_t)p * rows * oc;
+        const float *v = V + (size_t)p * stride * ic, *u = U + (size_t)p * ic * oc;
+        float *m = M + (size_t)p * stride * oc;
+#define ROWS(R) v + (size_t)(R) * ic, u, m + (size_t)(R) * oc, ic, oc, o
         int o = 0;
-        for (; o + 64 <= oc; o += 64)
-            for (int r = 0; r < rows; r += 6) product_6x4(v + (size_t)r * ic, u, m + (size_t)r * oc, ic, oc, o);
-        for (; o + 32 <= oc; o += 32)
-            for (int r = 0; r < rows; r += 12) product_12x2(v + (size_t)r * ic, u, m + (size_t)r * oc, ic, oc, o);
-        for (; o + 16 <= oc; o += 16)
-            for (int r = 0; r < rows; r += 12) product_12x1(v + (size_t)r * ic, u, m + (size_t)r * oc, ic, oc, o);
+        for (; o + 64 <= oc; o += 64) {
+            int r = 0;
+            for (; r + 6 <= count && count - r != 8; r += 6) product_6x4(ROWS(r));   // 8 left: two 4s
+            for (; r < count; r += 4) product_4x4(ROWS(r));
+        }
+        for (; o + 32 <= oc; o += 32) {
+            int r = 0;
+            for (; r + 12 <= count; r += 12) product_12x2(ROWS(r));
+            if (count - r == 8) product_8x2(ROWS(r));
+            else if (count - r == 4) product_4x2(ROWS(r));
+        }
+        for (; o + 16 <= oc; o += 16) {
+            int r = 0;
+            for (; r + 12 <= count; r += 12) product_12x1(ROWS(r));
+            if (count - r == 8) product_8x1(ROWS(r));
+            else if (count - r == 4) product_4x1(ROWS(r));
+        }
+#undef ROWS
     }
 }
 
-static void transform_output(const float *M, float *dst, const float *bias, int flags, int first, const Tiling *t,
-                             int oc, int h, int w) {
+static void transform_output(const float *M, float *dst, const float *residual, const float *bias, int flags, int first,
+                             const Tiling *t, int oc, int h, int w) {
     const int ocb = oc / 16, perImage = t->tilesY * t->tilesX;
     for (int r = 0; r < t->rows && first + r < t->tiles; r++) {
         const int tile = first + r, image = tile / perImage, within = tile % perImage;
         const int y0 = within / t->tilesX * 4, x0 = within % t->tilesX * 4;
         for (int cb = 0; cb < ocb; cb++) {
-            float *plane = dst + ((size_t)image * ocb + cb) * h * w * 16;
+            const size_t planeOffset = ((size_t)image * ocb + cb) * h * w * 16;
+            float *plane = dst + planeOffset;
+            const float *addend = (residual ? residual : dst) + planeOffset;
             const __m512 b = bias ? _mm512_loadu_ps(bias + cb * 16) : _mm512_setzero_ps();
             __m512 columns[4][6];
             for (int j = 0; j < 6; j++) {
@@ -162,27 +185,28 @@ static void transform_output(const float *M, float *dst, const float *bias, int 
                 __m512 o[4];
                 output_rows(columns[i], o);
                 for (int j = 0; j < 4 && x0 + j < w; j++) {
-                    float *p = plane + ((size_t)(y0 + i) * w + x0 + j) * 16;
+                    const size_t at = ((size_t)(y0 + i) * w + x0 + j) * 16;
                     __m512 v = _mm512_add_ps(o[j], b);
-                    if (flags & DD_WINOGRAD_ACCUMULATE) v = _mm512_add_ps(v, _mm512_load_ps(p));
+                    if (flags & DD_WINOGRAD_ACCUMULATE) v = _mm512_add_ps(v, _mm512_load_ps(addend + at));
                     if (flags & DD_WINOGRAD_RELU) v = _mm512_max_ps(v, _mm512_setzero_ps());
-                    _mm512_store_ps(p, v);
+                    _mm512_store_ps(plane + at, v);
                 }
             }
         }
     }
 }
 
-void dd_winograd_forward(const float *src, float *dst, const float *U, const float *bias,
+void dd_winograd_forward(const float *src, float *dst, const float *residual, const float *U, const float *bias,
                          int batch, int ic, int oc, int h, int w, int flags, float *scratch, int part, int parts) {
     const Tiling t = tiling(batch, h, w);
     float *V = scratch, *M = scratch + (size_t)POINTS * MAX_ROWS * ic;
     const int from = (int)((long)t.blocks * part / parts), to = (int)((long)t.blocks * (part + 1) / parts);
     for (int block = from; block < to; block++) {
-        const int first = block * t.rows;
-        transform_input(src, V, first, &t, ic, h, w);
-        products(V, U, M, t.rows, ic, oc);
-        transform_output(M, dst, bias, flags, first, &t, oc, h, w);
+        const int first = block * t.rows, tiles = t.tiles - first < t.rows ? t.tiles - first : t.rows;
+        const int active = (tiles + ROW_STEP - 1) / ROW_STEP * ROW_STEP;
+        transform_input(src, V, first, active, &t, ic, h, w);
+        products(V, U, M, t.rows, active, ic, oc);
+        transform_output(M, dst, residual, bias, flags, first, &t, oc, h, w);
     }
 }
 

@@ -41,12 +41,17 @@ struct WinogradKernelTests {
     }
 
     /// Tiles over the edge (7, 5x9, 14), one and several blocks of tiles, every product kernel
-    /// (16, 32 and 64 output columns), the sum and relu post-ops.
+    /// (16, 32 and 64 output columns, 12 or 6 rows and the narrower ones for a block's last 4 or 8
+    /// rows), the sum and relu post-ops. Tiles per block: 12; 6 (8 rows of 16 columns); 32 (6 x 64 four
+    /// times, then 4 x 64 twice); 36, 36, 26 (28 rows: 6 x 64 and 12 x 32, then 4 of each);
+    /// 20 (12 + 8 rows of 32 columns); 16 (12 + 4 rows of 32 and of 16 columns).
     static let cases = [
         Case(n: 3, ci: 32, co: 32, h: 7, w: 7, accumulate: false, relu: false),
         Case(n: 1, ci: 48, co: 16, h: 5, w: 9, accumulate: true, relu: false),
         Case(n: 2, ci: 16, co: 64, h: 14, w: 14, accumulate: false, relu: true),
         Case(n: 2, ci: 64, co: 96, h: 28, w: 28, accumulate: true, relu: true),
+        Case(n: 5, ci: 32, co: 32, h: 7, w: 7, accumulate: false, relu: false),
+        Case(n: 1, ci: 16, co: 48, h: 14, w: 14, accumulate: true, relu: false),
     ]
 
     @Test(arguments: cases)
@@ -81,7 +86,9 @@ struct WinogradKernelTests {
 
     /// Many images in one call (two threads splitting the tile blocks) give each image the bits it
     /// gets alone in a one-image call on one thread, at 28x28 (tiles of several images share a block)
-    /// and at 7x7 (a block holds nine images); a one-image call on two threads is left to oneDNN.
+    /// and at 7x7 (a block holds nine images); the batched and the one-image calls run a tile's
+    /// products in different microkernels (blocks of 36 rows against 28 and 24, or 4). A one-image
+    /// call on two threads is left to oneDNN.
     @Test(arguments: [(28, 9), (7, 72)])
     func imagesDoNotDependOnTheirBatch(size: Int, n: Int) {
         let ci = 32, co = 64, pixels = size * size
@@ -108,5 +115,31 @@ struct WinogradKernelTests {
             let mine = Array(UnsafeBufferPointer(start: y.data + image * co * pixels, count: co * pixels))
             #expect(mine == Array(UnsafeBufferPointer(start: alone.data, count: co * pixels)), "image \(image)")
         }
+    }
+
+    /// An accumulating convolution that adds a residual from another buffer (the identity path of
+    /// a ResBlock) gives the bits of copying the residual into the output and accumulating there,
+    /// on the engine's kernel and on oneDNN's, and leaves the residual as it was.
+    @Test(arguments: [true, false])
+    func addingAResidualEqualsAccumulatingOntoItsCopy(engineKernel: Bool) {
+        let n = 8, ci = 32, co = 32, size = 14, pixels = size * size
+        let w = Tensor(shape: [co, ci, 3, 3], values: randomValues(co * ci * 9, seed: 51))
+        let b = Tensor(shape: [co], values: randomValues(co, seed: 52))
+        let x = Tensor(shape: [n * ci * pixels], values: randomValues(n * ci * pixels, seed: 53))
+        let residualValues = randomValues(n * co * pixels, seed: 54)
+        let residual = Tensor(shape: [n * co * pixels], values: residualValues)
+        let conv = ComputeRuntime.singleThreaded {
+            ConvolutionPrimitive(batch: n, inChannels: ci, outChannels: co, height: size, width: size, kernel: 3, padding: 1,
+                                 weights: w.data, bias: b.data, accumulate: true, engineWinograd: engineKernel, scratch: ScratchArena())
+        }
+        #expect((conv.implementation == WinogradConvolution.implementation) == engineKernel)
+        let copied = Tensor(shape: [n * co * pixels], values: residualValues)
+        conv(x.data, copied.data)
+        let added = Tensor(shape: [n * co * pixels], values: [Float](repeating: .nan, count: n * co * pixels))
+        conv(x.data, added.data, adding: residual.data)
+        let want = Array(UnsafeBufferPointer(start: copied.data, count: copied.count))
+        #expect(Array(UnsafeBufferPointer(start: added.data, count: added.count)) == want)
+        #expect(Array(UnsafeBufferPointer(start: residual.data, count: residual.count)) == residualValues)
+        #expect(want != residualValues)
     }
 }

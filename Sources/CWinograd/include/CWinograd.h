@@ -20,9 +20,10 @@ int dd_winograd_blocks(int batch, int height, int width);
 /// Floats of scratch one concurrent caller needs (64-byte aligned).
 size_t dd_winograd_scratch_floats(int inChannels, int outChannels);
 
-/// dst = conv(src) + bias (plus dst's old values with ACCUMULATE, then max(0, .) with RELU) for the
-/// tile blocks of part `part` of `parts`; src and dst [batch][channels/16][height][width][16],
-/// channels multiples of 16, src, dst, transformed weights and scratch 64-byte aligned.
-void dd_winograd_forward(const float *src, float *dst, const float *transformed, const float *bias,
+/// dst = conv(src) + bias (plus, with ACCUMULATE, residual's values, or dst's old ones where residual
+/// is NULL; then max(0, .) with RELU) for the tile blocks of part `part` of `parts`; src, dst and
+/// residual [batch][channels/16][height][width][16], channels multiples of 16, src, dst, residual,
+/// transformed weights and scratch 64-byte aligned.
+void dd_winograd_forward(const float *src, float *dst, const float *residual, const float *transformed, const float *bias,
                          int batch, int inChannels, int outChannels, int height, int width, int flags,
                          float *scratch, int part, int parts);

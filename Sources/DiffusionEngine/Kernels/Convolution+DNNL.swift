@@ -8,6 +8,8 @@ final class ConvolutionPrimitive {
     let height: Int, width: Int, kernel: Int, stride: Int, padding: Int
     let outHeight: Int, outWidth: Int
     let backwardData: Bool
+    /// Whether a forward call adds its result onto the output's values (or onto a residual).
+    let accumulate: Bool
     /// The format the convolution computes in (bf16 only for forward calls on blocked inputs).
     let precision: ComputePrecision
     /// Whether a Winograd algorithm (the engine's or oneDNN's) runs this convolution.
@@ -73,6 +75,7 @@ final class ConvolutionPrimitive {
         let outH = (height + 2 * padding - kernel) / stride + 1, outW = (width + 2 * padding - kernel) / stride + 1
         outHeight = outH; outWidth = outW
         self.backwardData = backwardData
+        self.accumulate = accumulate && !backwardData
         self.scratch = scratch
         args = .allocate(capacity: 6)
         let copy = backwardData ? nil : bias.map { b in
@@ -249,6 +252,18 @@ final class ConvolutionPrimitive {
             execute(input: converted, output: output)
         } else {
             execute(input: UnsafeMutableRawPointer(mutating: input), output: output)
+        }
+    }
+
+    /// An accumulating convolution's call that adds `residual` instead of `output`'s old values: the
+    /// engine's kernel reads them where they lie; other kernels have them copied into `output` first.
+    func callAsFunction(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, adding residual: UnsafePointer<Float>) {
+        ensure(accumulate, "only an accumulating convolution adds a residual")
+        if let engineKernel, inputConversion == nil {
+            engineKernel(input, output, residual: residual, scratch: scratch.pointer!)
+        } else {
+            if UnsafePointer(output) != residual { copyKernel(residual, output, count: batch * outChannels * outHeight * outWidth) }
+            self(input, output)
         }
     }
 

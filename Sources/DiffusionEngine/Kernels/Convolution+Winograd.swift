@@ -79,12 +79,14 @@ final class WinogradConvolution {
 
     /// Convolves `input` into `output` (both [batch, channels/16, height, width, 16]) using `scratch`
     /// (at least `scratchBytes` per thread, 64-byte aligned); the tile blocks are split between threads.
-    func callAsFunction(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, scratch: UnsafeMutableRawPointer) {
+    /// An accumulating convolution adds `residual` (in `output`'s shape) where given, else `output`'s old values.
+    func callAsFunction(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil,
+                        scratch: UnsafeMutableRawPointer) {
         let u = weightBytes.baseAddress!.assumingMemoryBound(to: Float.self)
         let ic = Int32(inChannels), oc = Int32(outChannels), n = Int32(batch), h = Int32(height), w = Int32(width)
         parallelRegion(threads: threads) { part, parts in
             let own = (scratch + part * scratchBytes).assumingMemoryBound(to: Float.self)
-            dd_winograd_forward(input, output, u, bias, n, ic, oc, h, w, flags, own, Int32(part), Int32(parts))
+            dd_winograd_forward(input, output, residual, u, bias, n, ic, oc, h, w, flags, own, Int32(part), Int32(parts))
         }
     }
 

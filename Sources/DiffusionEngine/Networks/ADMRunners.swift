@@ -44,18 +44,20 @@ struct GroupNormState {
     /// `apply` followed by `conv` on its result (the pass prefetching the convolution's weights):
     /// under bf16 the activation is written in bfloat16 into `y` (half its bytes), in the layout
     /// the convolution reads, for it to read as it is. `x` is blocked, or channels-last with
-    /// `layout` nhwc (bf16 convolutions only).
+    /// `layout` nhwc (bf16 convolutions only). An accumulating `conv` adds `residual` where given.
     func apply(_ ws: Workspace, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, pixels: Int, channels: Int, silu: Bool,
-               layout: ActivationLayout = .blocked16, thenConvolve conv: ConvolutionPrimitive, into output: UnsafeMutablePointer<Float>) {
+               layout: ActivationLayout = .blocked16, thenConvolve conv: ConvolutionPrimitive, into output: UnsafeMutablePointer<Float>,
+               adding residual: UnsafePointer<Float>? = nil) {
         ensure(layout == .blocked16 || conv.takesBFloat16, "only bf16 convolutions follow a channels-last GroupNorm")
         if conv.takesBFloat16 {
             let half = UnsafeMutableRawPointer(y).assumingMemoryBound(to: UInt16.self)
             affineActivationBFloat16(x, half, batch: batch, pixels: pixels, channels: channels, a: ws[a], b: ws[b], silu: silu,
                                      nhwcOutput: conv.bfloat16InputLayout == .nhwc, inputLayout: layout, prefetch: conv.weightBytes)
+            if let residual { copyKernel(residual, output, count: batch * conv.outChannels * conv.outHeight * conv.outWidth) }
             conv(bfloat16: half, output)
         } else {
             apply(ws, x, y, batch: batch, pixels: pixels, channels: channels, silu: silu, prefetching: conv)
-            conv(y, output)
+            if let residual { conv(y, output, adding: residual) } else { conv(y, output) }
         }
     }
 
@@ -240,15 +242,16 @@ final class ResBlockRunner: LayerRunner {
             norm2.prepare(ws, p.norm2, ws[h1], batch: n, pixels: outPix, addend: e, stride: emb.stride, layout: h1Layout)
         }
         if channelsLast { forwardChannelsLast(x, out); return }
-        // The skip path first: conv2 adds onto it.
+        // The skip path first: conv2 adds onto it (onto x itself for the identity).
+        var identity: UnsafePointer<Float>? = nil
         if let skip {
             if p.up || p.down { resample(x, ws[xs], channels: i); skip(ws[xs], out) } else { skip(x, out) }
         } else if p.up || p.down {
             resample(x, out, channels: i)
         } else {
-            copyKernel(x, out, count: n * inPix * i)
+            identity = UnsafePointer(x)
         }
-        norm2.apply(ws, ws[h1], ws[t2], batch: n, pixels: outPix, channels: o, silu: true, thenConvolve: conv2, into: out)
+        norm2.apply(ws, ws[h1], ws[t2], batch: n, pixels: outPix, channels: o, silu: true, thenConvolve: conv2, into: out, adding: identity)
     }
 
     /// The rest of `forward` with channels-last intermediates: a skip convolution writes the nhwc
