@@ -201,12 +201,13 @@ uninstall:
 demo: build tool-deps
 	BIN="$$($(SWIFT) build $(SWIFTFLAGS) --show-bin-path)" scripts/demo.sh
 
-# ONNX Runtime comes from PyPI, in a venv that also sees Debian's torch.
+# ONNX Runtime comes from PyPI, in a venv that also sees Debian's torch. NumPy stays 1.x:
+# onnxruntime would pull NumPy 2, under which Debian's torch 1.13 has no NumPy ("Numpy is not available").
 BENCH_VENV = training/work/venv
 $(BENCH_VENV)/bin/python:
 	$(call apt_ensure,python3-venv)
 	$(PYTHON) -m venv --system-site-packages $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install -q onnxruntime
+	$(BENCH_VENV)/bin/python -m pip install -q onnxruntime "numpy<2"
 
 # torch.compile (PyTorch 2's rows of the throughput stage) builds C++ against Python's headers.
 APT_BENCH = python3-matplotlib g++ python3-dev

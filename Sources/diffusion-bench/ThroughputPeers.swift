@@ -40,7 +40,9 @@ final class PeerServer {
         process.standardError = FileHandle(forWritingAtPath: logPath)
         try process.run()
         guard let ready = try readObject(), ready["ready"] as? Bool == true else {
-            throw BenchError("\(python) training/bench_torch.py did not start (see \(logPath))")
+            let lastLine = (try? String(contentsOfFile: logPath, encoding: .utf8))?
+                .split(separator: "\n").last { !$0.allSatisfy(\.isWhitespace) }.map { ": \($0)" } ?? ""
+            throw BenchError("\(python) training/bench_torch.py did not start (see \(logPath))\(lastLine)")
         }
         let versions = ready["versions"] as? [String: String] ?? [:]
         errors = ready["errors"] as? [String: String] ?? [:]

@@ -51,13 +51,13 @@ func runThroughputStage(_ options: Options) throws -> ThroughputResult {
         var modern = ["pytorch-eager"] + (options.compile ? ["pytorch-compile"] : [])
         if options.bf16 { modern += ["pytorch-eager-bf16"] + (options.compile ? ["pytorch-compile-bf16"] : []) }
         wanted.append((torch2, modern))
-        for (python, runtimes) in wanted {
+        for (index, (python, runtimes)) in wanted.enumerated() {
             guard FileManager.default.isExecutableFile(atPath: python) else {
                 notes.append("\(python) not found: no \(runtimes.joined(separator: ", ")) rows from it"); continue
             }
             log("starting \(python) training/bench_torch.py (\(runtimes.joined(separator: ", "))): prepares and warms every runtime, torch.compile compiles")
             let started = seconds()
-            let logPath = "\(options.work)/bench-torch-\(servers.count).log"
+            let logPath = "\(options.work)/bench-torch-\(index).log"   // one per server, kept when it fails
             do {
                 let server = try PeerServer(python: python, runtimes: runtimes, bundle: bundleDirectory, architectureJSON: archJSON,
                                             batches: options.batches, threads: ComputeRuntime.dnnlThreads, logPath: logPath)
