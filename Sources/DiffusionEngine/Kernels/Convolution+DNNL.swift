@@ -43,9 +43,12 @@ final class ConvolutionPrimitive {
     private let scratchBytes: Int
     private let inputArg: Int32, outputArg: Int32
 
+    /// Floats of the output (of a forward call).
+    var outputCount: Int { batch * outChannels * outHeight * outWidth }
+
     /// FLOPs of one call (2 per multiply-add).
     var flops: Double {
-        2.0 * Double(batch * outChannels * outHeight * outWidth * inChannels * kernel * kernel)
+        2.0 * Double(outputCount * inChannels * kernel * kernel)
     }
 
     /// Creates a convolution; `weights` are OIHW float32 (PyTorch order), `bias` has outChannels entries.
@@ -262,7 +265,7 @@ final class ConvolutionPrimitive {
         if let engineKernel, inputConversion == nil {
             engineKernel(input, output, residual: residual, scratch: scratch.pointer!)
         } else {
-            if UnsafePointer(output) != residual { copyKernel(residual, output, count: batch * outChannels * outHeight * outWidth) }
+            if UnsafePointer(output) != residual { copyKernel(residual, output, count: outputCount) }
             self(input, output)
         }
     }

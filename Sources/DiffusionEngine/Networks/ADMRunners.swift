@@ -53,7 +53,7 @@ struct GroupNormState {
             let half = UnsafeMutableRawPointer(y).assumingMemoryBound(to: UInt16.self)
             affineActivationBFloat16(x, half, batch: batch, pixels: pixels, channels: channels, a: ws[a], b: ws[b], silu: silu,
                                      nhwcOutput: conv.bfloat16InputLayout == .nhwc, inputLayout: layout, prefetch: conv.weightBytes)
-            if let residual { copyKernel(residual, output, count: batch * conv.outChannels * conv.outHeight * conv.outWidth) }
+            if let residual { copyKernel(residual, output, count: conv.outputCount) }
             conv(bfloat16: half, output)
         } else {
             apply(ws, x, y, batch: batch, pixels: pixels, channels: channels, silu: silu, prefetching: conv)
